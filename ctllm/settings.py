@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping
 
 ENV_PREFIX = "CTLLM_"
 
@@ -77,13 +77,13 @@ class Settings:
             return self.allowed_roots
         return (self.data_dir, Path(__file__).resolve().parent.parent / "assets")
 
-    def ensure_dirs(self) -> "Settings":
+    def ensure_dirs(self) -> Settings:
         for folder in (self.data_dir, self.runs_dir, self.models_dir, self.exports_dir):
             folder.mkdir(parents=True, exist_ok=True)
         return self
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for f in fields(cls):
@@ -96,14 +96,14 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
     @classmethod
-    def from_args(cls, argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_args(cls, argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
         parser = argparse.ArgumentParser(add_help=False)
         add_settings_arguments(parser)
         args, _ = parser.parse_known_args(argv)
         return cls.from_namespace(args, env)
 
     @classmethod
-    def from_namespace(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_namespace(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
         overrides = {}
         for f in fields(cls):
             value = getattr(args, f.name, None)
@@ -111,7 +111,7 @@ class Settings:
                 overrides[f.name] = _convert(f.name, value) if isinstance(value, str) else value
         return cls.from_env(env, **overrides)
 
-    def with_(self, **changes: object) -> "Settings":
+    def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 

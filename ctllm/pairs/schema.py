@@ -68,7 +68,7 @@ class Pair:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Pair":
+    def from_dict(cls, data: dict[str, Any]) -> Pair:
         return cls(
             prompt=tuple(data["prompt"]),
             chosen=data["chosen"],
@@ -78,7 +78,7 @@ class Pair:
             meta=dict(data.get("meta") or {}),
         )
 
-    def swapped(self) -> "Pair":
+    def swapped(self) -> Pair:
         return Pair(self.prompt, self.rejected, self.chosen, self.source, self.language, dict(self.meta))
 
 
