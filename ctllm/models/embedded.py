@@ -7,6 +7,8 @@ converts it into a plain safetensors folder in the data dir; later loads take we
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -47,6 +49,7 @@ def ensure_embedded(models_dir: Path) -> Path:
     """Return the safetensors folder of the embedded model, converting the GGUF once if needed."""
     folder = embedded_folder(models_dir)
     if (folder / "model.safetensors").is_file() and (folder / "config.json").is_file():
+        _drop_quantization_config(folder / "config.json")
         return folder
     source = gguf_path()
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -54,7 +57,12 @@ def ensure_embedded(models_dir: Path) -> Path:
     print(f"Converting the embedded model from {source.name} (once, about 30 s)...", file=sys.stderr, flush=True)
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     quantized = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
-    model = AutoModelForCausalLM.from_config(quantized.config)
+    config = quantized.config
+    # The weights are dequantized: a gguf quantization_config left in config.json would mark every later load
+    # as quantized, and save_pretrained of a model trained from it would refuse to run.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(quantized.state_dict())
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -64,4 +72,16 @@ def ensure_embedded(models_dir: Path) -> Path:
         quantized.generation_config.save_pretrained(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)  # atomic: a half-written folder is never mistaken for a finished one
+    _drop_quantization_config(folder / "config.json")
     return folder
+
+
+def _drop_quantization_config(config_path: Path) -> None:
+    """Repair folders converted before the fix above (their config.json still names the gguf quantization)."""
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if "quantization_config" not in config:
+        return
+    del config["quantization_config"]
+    tmp = config_path.with_name(f"{config_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, config_path)
