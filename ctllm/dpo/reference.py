@@ -51,6 +51,7 @@ def precompute_reference_logps(
     cache_dir: Path | None,
     key: str | None,
     progress: Callable[[int, int], None] | None = None,
+    batches: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, Tensor]:
     """Summed completion log-probs of every item under ``model``, indexed by ``TokenizedPair.index``.
 
@@ -58,6 +59,12 @@ def precompute_reference_logps(
     with N = largest index + 1; positions of dropped pairs hold NaN and -1. With ``cache_dir`` and ``key``, a
     cached file whose token counts match the items is returned instead of computing; a fresh result is saved as
     ``cache_dir/key.safetensors``. ``progress(done, total)`` is called after each batch.
+
+    ``batches`` (indices into ``items``; default: length-sorted batches of ``batch_size``) should be the training
+    loop's first-epoch micro-batches when it can be: the same rows padded to the same width give bit-identical
+    log-probs, so step 1 with policy = reference logs exactly ln 2 and accuracy 0. Other layouts differ by float
+    noise (~1e-7 relative), which can flip the strict accuracy of tied pairs. Put the layout in the cache key
+    (``reference_cache_key(..., batch_size=..., seed=...)``) for that guarantee to survive a cache hit.
     """
     path = Path(cache_dir) / f"{key}.safetensors" if cache_dir is not None and key else None
     if path is not None and path.is_file():
@@ -80,7 +87,9 @@ def precompute_reference_logps(
     done = 0
     try:
         with torch.no_grad():
-            for batch_ids in length_grouped_batches(items, batch_size, seed=0, epoch=0, shuffle=False):
+            if batches is None:
+                batches = length_grouped_batches(items, batch_size, seed=0, epoch=0, shuffle=False)
+            for batch_ids in batches:
                 batch = collate([items[i] for i in batch_ids], pad_id)
                 out = concatenated_forward(model, batch)
                 index = batch["index"]
@@ -94,6 +103,8 @@ def precompute_reference_logps(
     finally:
         if was_training:
             model.train()
+    if not _covers(result, items):
+        raise ValueError("the reference batches do not cover every item")
 
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
