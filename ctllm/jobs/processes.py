@@ -1,0 +1,124 @@
+"""Process identity and liveness from /proc: a pid alone is not an identity (pids are reused), a pid plus its
+start time (clock ticks since boot) plus the boot id is."""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    pid: int
+    state: str  # R, S, D, Z (zombie), X (dead), ...
+    ppid: int
+    pgrp: int
+    session: int
+    start_ticks: int
+
+
+def parse_stat(text: str) -> ProcStat:
+    """Parse one /proc/<pid>/stat line. The command name (field 2) may contain spaces and parentheses, so the
+    fields after it are split from the last ')'."""
+    head, _, rest = text.rpartition(")")
+    pid = int(head.split("(", 1)[0])
+    fields = rest.split()
+    # rest starts at field 3 (state); field N is fields[N - 3].
+    return ProcStat(
+        pid=pid,
+        state=fields[0],
+        ppid=int(fields[1]),
+        pgrp=int(fields[2]),
+        session=int(fields[3]),
+        start_ticks=int(fields[19]),
+    )
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    try:
+        return parse_stat((PROC / str(pid) / "stat").read_text())
+    except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+        return None
+
+
+def has_proc() -> bool:
+    return (PROC / "self" / "stat").exists()
+
+
+def boot_id() -> str:
+    try:
+        return (PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def start_ticks(pid: int) -> int | None:
+    stat = read_stat(pid)
+    return None if stat is None else stat.start_ticks
+
+
+def is_running(pid: int, expected_start: int | None) -> bool:
+    """True when ``pid`` is the same process that was started (same start time) and it is not a zombie."""
+    if pid <= 0:
+        return False
+    if not has_proc():  # not Linux: fall back to signal 0, without protection against pid reuse
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    stat = read_stat(pid)
+    if stat is None or stat.state in {"Z", "X"}:
+        return False
+    return expected_start is None or stat.start_ticks == expected_start
+
+
+def group_members(pgid: int, leader_start: int | None) -> list[int]:
+    """Live (non-zombie) pids in process group ``pgid`` that belong to the job whose leader had ``leader_start``.
+
+    The kernel does not hand out a pid while it is still used as a process group id, so if the leader's pid is
+    alive with another start time, the number was reused after the whole group was gone: nothing of ours is left.
+    """
+    if pgid <= 0 or not has_proc():
+        return []
+    leader = read_stat(pgid)
+    if leader is not None and leader_start is not None and leader.start_ticks != leader_start:
+        return []
+    members = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = read_stat(int(entry.name))
+        if stat is not None and stat.pgrp == pgid and stat.state not in {"Z", "X"}:
+            members.append(stat.pid)
+    return members
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to the whole group; False when no process of the group is left."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def describe_exit(exit_code: int | None) -> str:
+    """'exit code 1', 'killed by SIGKILL' (Popen reports a signal as a negative code) or 'exit code unknown'."""
+    if exit_code is None:
+        return "exit code unknown"
+    if exit_code < 0:
+        try:
+            name = signal.Signals(-exit_code).name
+        except ValueError:
+            name = f"signal {-exit_code}"
+        return f"killed by {name}"
+    return f"exit code {exit_code}"
