@@ -1,0 +1,89 @@
+"""The whole app: a header (language switch, who you are), the Pairs, Train and Chat tabs and a help panel.
+
+``build_app(settings)`` returns the ``gr.Blocks``; ``launch_options(settings)`` what goes to ``launch()``
+(in Gradio 6 theme, css and head are launch arguments). ``app.py`` at the repository root starts it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ctllm.settings import Settings
+from ctllm.ui import chat_tab, pairs_tab, train_tab
+from ctllm.ui.auth import Role, identify, require
+from ctllm.ui.context import AppContext
+from ctllm.ui.help import HELP
+from ctllm.ui.i18n import LANGUAGE_CHOICES, Translator, t
+
+ASSETS = Path(__file__).resolve().parent.parent.parent / "assets" / "ui"
+DEFAULT_CONCURRENCY = 4
+
+
+def _head() -> str:
+    script = (ASSETS / "shortcuts.js").read_text(encoding="utf-8")
+    return f"<script>\n{script}\n</script>"
+
+
+def launch_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``demo.launch()`` besides host and port."""
+    options: dict[str, Any] = {
+        "theme": gr.themes.Soft(),
+        "css": (ASSETS / "style.css").read_text(encoding="utf-8"),
+        "head": _head(),
+        "max_file_size": f"{settings.max_upload_mb}mb",
+        "footer_links": ["api", "settings"],
+    }
+    users = [entry.split(":", 1) for entry in settings.auth if ":" in entry]
+    if users:
+        options["auth"] = [(name, password) for name, password in users]
+    return options
+
+
+def build_app(settings: Settings, ctx: AppContext | None = None) -> gr.Blocks:
+    """The Blocks app. ``ctx`` is created from ``settings`` when not given (tests pass their own)."""
+    ctx = ctx or AppContext(settings)
+    tr = Translator()
+    loads: list[dict[str, Any]] = []
+    with gr.Blocks(title=t("app.title")) as demo:
+        with gr.Row(equal_height=True):
+            with gr.Column(scale=4):
+                tr.bind(gr.Markdown(f"## {t('app.title')}"), "app.title", "value", "## {}")
+                tr.bind(gr.Markdown(t("app.subtitle")), "app.subtitle", "value")
+            with gr.Column(scale=1, min_width=200):
+                lang = tr.bind(
+                    gr.Radio(LANGUAGE_CHOICES, value="en", label=t("app.language"), elem_id="ui-lang"),
+                    "app.language",
+                )
+                who = gr.Markdown(elem_id="ui-user")
+        with gr.Tabs(elem_id="main-tabs"):
+            with gr.Tab(t("tab.pairs"), id="pairs", elem_id="pairs-tab") as tab:
+                tr.bind(tab, "tab.pairs")
+                loads.append(pairs_tab.build(ctx, tr))
+            with gr.Tab(t("tab.train"), id="train", elem_id="train-tab") as tab:
+                tr.bind(tab, "tab.train")
+                loads.append(train_tab.build(ctx, tr))
+            with gr.Tab(t("tab.chat"), id="chat", elem_id="chat-tab") as tab:
+                tr.bind(tab, "tab.chat")
+                loads.append(chat_tab.build(ctx, tr))
+            with gr.Tab(t("tab.help"), id="help", elem_id="help-tab") as tab:
+                tr.bind(tab, "tab.help")
+                help_text = gr.Markdown(HELP["en"], elem_id="help-text")
+
+        def whoami(request: gr.Request | None = None) -> str:
+            user = identify(request, settings)
+            return f"{t('app.user')}: **{user.name}** ({user.role.name.lower()})"
+
+        def switch_language(value: str, request: gr.Request | None = None) -> list[Any]:
+            require(request, Role.VIEWER, settings)
+            return [*tr.updates(value), HELP.get(value, HELP["en"])]
+
+        lang.change(switch_language, inputs=[lang], outputs=[*tr.components, help_text], show_progress="hidden")
+        demo.load(whoami, outputs=[who], show_progress="hidden")
+        for entry in loads:
+            fn, inputs, outputs = entry["load"]
+            demo.load(fn, inputs=inputs, outputs=outputs, show_progress="hidden")
+    demo.ctllm_context = ctx  # type: ignore[attr-defined]  # for tests and app.py
+    return demo
