@@ -1,0 +1,427 @@
+"""Read preference data from files, ``datasets`` folders or the hub into Pairs, reporting every bad row.
+
+Files: .json (an array, an object holding a list, or JSON Lines under a .json name), .jsonl, .parquet, .csv,
+.tsv, each optionally .gz. Bad rows never stop a read: each becomes a :class:`RowError` with the file, the
+1-based line (JSONL/CSV, and JSON when it can be told) and the 1-based row number. ``on_error="abort"`` raises
+:class:`ImportAborted` with every error instead, so a caller writes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctllm.errors import UserError
+from ctllm.pairs.formats import (
+    FORMATS,
+    PKU_CHOICES,
+    ConvertOptions,
+    RowProblem,
+    check_mapping,
+    detect_format,
+)
+from ctllm.pairs.schema import Pair
+
+try:  # orjson parses JSONL several times faster; the standard library is the fallback
+    import orjson
+
+    _loads: Callable[[bytes | str], Any] = orjson.loads
+except ImportError:  # pragma: no cover - depends on the environment
+    _loads = json.loads
+
+ON_ERROR = ("skip", "abort")
+PROGRESS_EVERY = 5000
+_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One bad row. ``line`` is the 1-based file line (None where a file has no lines, as Parquet);
+    ``row`` the 1-based record number; ``field`` the source column at fault (None: the row as a whole)."""
+
+    file: str
+    line: int | None
+    row: int | None
+    field: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        if self.line is not None:
+            where = f"{self.file}:{self.line}"
+        elif self.row is not None:
+            where = f"{self.file}: row {self.row}"
+        else:
+            where = self.file
+        what = f" field '{self.field}':" if self.field else ""
+        return f"{where}:{what} {self.reason}"
+
+
+@dataclass
+class ReadResult:
+    pairs: list[Pair]
+    errors: list[RowError]
+    format: str
+    rows: int  # source rows seen, good and bad
+
+
+class ImportAborted(UserError):
+    """Raised in abort mode when any row is bad; ``errors`` holds every problem found."""
+
+    def __init__(self, name: str, errors: list[RowError]) -> None:
+        self.errors = errors
+        shown = "\n  ".join(str(e) for e in errors[:10])
+        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        super().__init__(f"{name}: import aborted, nothing imported: {len(errors)} bad row(s):\n  {shown}{more}")
+
+
+@dataclass
+class _Record:
+    line: int | None
+    row: int | None
+    data: dict[str, Any] | None = None
+    error: RowError | None = None
+
+
+@dataclass
+class _Source:
+    name: str  # shown in messages
+    stem: str  # default Pair.source
+    records: list[_Record] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files → records
+
+
+def _object_error(name: str, line: int | None, row: int, value: Any) -> _Record:
+    kind = type(value).__name__
+    return _Record(line, row, error=RowError(name, line, row, None, f"wrong type: expected a JSON object, got {kind}"))
+
+
+def _surrogate_field(value: dict[str, Any]) -> str | None:
+    """The first column whose text holds undecodable bytes (decoded with surrogateescape)."""
+    for key, item in value.items():
+        if _has_surrogate(key) or _has_surrogate(item):
+            return key
+    return None
+
+
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    return False
+
+
+def _bad_bytes_record(name: str, line: int | None, row: int, column: str | None) -> _Record:
+    return _Record(line, row, error=RowError(name, line, row, column, "non-UTF-8 bytes"))
+
+
+def _jsonl_records(raw: bytes, name: str, first_line: int = 1) -> Iterator[_Record]:
+    row = 0
+    for line, chunk in enumerate(raw.split(b"\n"), first_line):
+        if not chunk.strip():
+            continue
+        row += 1
+        try:
+            value = _loads(chunk)
+        except ValueError:
+            value = None
+            try:
+                text = chunk.decode("utf-8")
+            except UnicodeDecodeError as error:
+                reason = f"non-UTF-8 bytes (at byte {error.start + 1} of the line)"
+                yield _Record(line, row, error=RowError(name, line, row, None, reason))
+                continue
+            try:
+                value = json.loads(text)  # also gives the readable message when both parsers refuse
+            except ValueError as error:
+                reason = f"invalid JSON: {getattr(error, 'msg', error)} (column {getattr(error, 'colno', '?')})"
+                yield _Record(line, row, error=RowError(name, line, row, None, reason))
+                continue
+            if isinstance(value, dict) and (column := _surrogate_field(value)) is not None:
+                yield _Record(line, row, error=RowError(name, line, row, column, "invalid text: lone surrogate"))
+                continue
+        if isinstance(value, dict):
+            yield _Record(line, row, value)
+        else:
+            yield _object_error(name, line, row, value)
+
+
+def _decode(raw: bytes) -> tuple[str, bool]:
+    """Text, and whether undecodable bytes were kept as surrogates (rows holding them are reported)."""
+    try:
+        return raw.decode("utf-8-sig"), False
+    except UnicodeDecodeError:
+        return raw.decode("utf-8-sig", "surrogateescape"), True
+
+
+def _list_in_object(data: dict[str, Any]) -> list[Any] | None:
+    """{"data": [...]} or {"train": [...]}: the one list of rows in an object (None: the object is a row)."""
+    lists = [v for v in data.values() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
+    return lists[0] if len(lists) == 1 else None
+
+
+def _json_records(raw: bytes, name: str) -> Iterator[_Record]:
+    body = raw.lstrip(b"\xef\xbb\xbf \t\r\n")
+    try:
+        data = _loads(body)
+    except ValueError:
+        first_line = body.split(b"\n", 1)[0]
+        if body.startswith(b"{") and _parses(first_line):  # JSON Lines saved under a .json name
+            yield from _jsonl_records(body, name, raw.count(b"\n", 0, len(raw) - len(body)) + 1)
+        else:
+            yield from _slow_json_records(raw, name)
+        return
+    if isinstance(data, dict):
+        data = _list_in_object(data) or [data]
+    if not isinstance(data, list):
+        raise UserError(f"{name}: expected a JSON array of rows, or an object holding one")
+    yield from _array_records(data, name)
+
+
+def _parses(chunk: bytes) -> bool:
+    try:
+        _loads(chunk)
+    except ValueError:
+        return False
+    return True
+
+
+def _array_records(rows: list[Any], name: str) -> Iterator[_Record]:
+    for row, value in enumerate(rows, 1):
+        yield _Record(None, row, value) if isinstance(value, dict) else _object_error(name, None, row, value)
+
+
+def _slow_json_records(raw: bytes, name: str) -> Iterator[_Record]:
+    """JSON the fast parser refused: non-UTF-8 bytes (rows holding them are reported, with the line of their first
+    bad byte), values only the standard parser takes (NaN), or a broken file (UserError with line and column).
+
+    Undecodable bytes became surrogates in order, so the k-th surrogate-holding row owns the next surrogates."""
+    text, _ = _decode(raw)
+    try:
+        rows = json.loads(text)
+    except ValueError as error:
+        where = f"line {getattr(error, 'lineno', '?')}, column {getattr(error, 'colno', '?')}"
+        raise UserError(f"{name}: not valid JSON ({where}: {getattr(error, 'msg', error)})") from None
+    if isinstance(rows, dict):
+        rows = _list_in_object(rows) or [rows]
+    if not isinstance(rows, list):
+        raise UserError(f"{name}: expected a JSON array of rows, or an object holding one")
+    positions = [m.start() for m in _SURROGATE.finditer(text)]
+    used = 0
+    for row, value in enumerate(rows, 1):
+        if not isinstance(value, dict):
+            yield _object_error(name, None, row, value)
+            continue
+        column = _surrogate_field(value)
+        if column is None:
+            yield _Record(None, row, value)
+            continue
+        count = len(_SURROGATE.findall(json.dumps(value, ensure_ascii=False)))
+        line = text.count("\n", 0, positions[used]) + 1 if used < len(positions) else None
+        used += count
+        yield _bad_bytes_record(name, line, row, column)
+
+
+def _csv_records(raw: bytes, name: str, delimiter: str) -> Iterator[_Record]:
+    text, escaped = _decode(raw)
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # our own limit is checked per field
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as error:
+        raise UserError(f"{name}: cannot read the CSV header: {error}") from None
+    if escaped and any(_has_surrogate(h) for h in header):
+        raise UserError(f"{name}:1: the header holds non-UTF-8 bytes")
+    previous, row = reader.line_num, 0
+    while True:
+        start = previous + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            row += 1
+            previous = reader.line_num
+            yield _Record(start, row, error=RowError(name, start, row, None, f"unreadable CSV row: {error}"))
+            continue
+        previous = reader.line_num
+        if not any(v.strip() for v in values):
+            continue
+        row += 1
+        if len(values) != len(header):
+            reason = f"missing field: {len(values)} values for {len(header)} columns"
+            yield _Record(start, row, error=RowError(name, start, row, None, reason))
+            continue
+        record = dict(zip(header, values, strict=True))
+        if escaped and (column := _surrogate_field(record)) is not None:
+            yield _bad_bytes_record(name, start, row, column)
+            continue
+        yield _Record(start, row, record)
+
+
+def _parquet_records(path: Path, name: str) -> Iterator[_Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        batches = list(parquet.iter_batches(batch_size=16_384))
+    except Exception as error:  # pyarrow raises several kinds for a damaged file
+        raise UserError(f"{name}: cannot read Parquet: {error}") from None
+    row = 0
+    for batch in batches:
+        for value in batch.to_pylist():
+            row += 1
+            yield _Record(None, row, value)
+
+
+def _dataset_records(dataset: Any, name: str) -> Iterator[_Record]:
+    """A ``datasets`` Dataset or DatasetDict; a DatasetDict's split name goes into each row as "split"."""
+    splits = dataset.items() if hasattr(dataset, "keys") else [(None, dataset)]
+    row = 0
+    for split, table in splits:
+        for value in table.to_list():
+            row += 1
+            if split is not None and "split" not in value:
+                value["split"] = split
+            yield _Record(None, row, value)
+
+
+def _strip_suffixes(name: str) -> str:
+    stem = name.removesuffix(".gz")
+    for suffix in _SUFFIXES:
+        stem = stem.removesuffix(suffix)
+    return stem or name
+
+
+def _file_records(path: Path, name: str) -> Iterator[_Record]:
+    lower = path.name.lower()
+    kind = lower.removesuffix(".gz")
+    if kind.endswith(".parquet"):
+        yield from _parquet_records(path, name)
+        return
+    if not any(kind.endswith(s) for s in _SUFFIXES):
+        raise UserError(f"{name}: unknown file type (expected one of {', '.join(_SUFFIXES)}, optionally .gz)")
+    try:
+        raw = path.read_bytes()
+        if lower.endswith(".gz"):
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError) as error:
+        raise UserError(f"{name}: cannot read the file: {error}") from None
+    if kind.endswith(".jsonl"):
+        yield from _jsonl_records(raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw, name)
+    elif kind.endswith(".json"):
+        yield from _json_records(raw, name)
+    else:
+        yield from _csv_records(raw, name, "\t" if kind.endswith(".tsv") else ",")
+
+
+def _load(source: str | Path, allow_hub: bool) -> _Source:
+    path = Path(source)
+    if path.is_dir():
+        from datasets import load_from_disk
+
+        try:
+            dataset = load_from_disk(str(path))
+        except Exception as error:  # datasets raises FileNotFoundError or its own errors
+            raise UserError(f"{path.name}: not a saved `datasets` folder: {error}") from None
+        return _Source(path.name, path.name, list(_dataset_records(dataset, path.name)))
+    if path.is_file():
+        return _Source(path.name, _strip_suffixes(path.name), list(_file_records(path, path.name)))
+    text = str(source)
+    if not allow_hub:
+        raise UserError(f"{text}: no such file or folder (a hub dataset id is read only when the hub is allowed)")
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(text)
+    except Exception as error:  # network, auth and not-found errors all land here
+        raise UserError(f"{text}: cannot load the hub dataset: {error}") from None
+    return _Source(text, text, list(_dataset_records(dataset, text)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def read_pairs(
+    source: str | Path,
+    *,
+    fmt: str | None = None,
+    mapping: dict[str, str] | None = None,
+    on_error: str = "skip",
+    max_field_chars: int = 200_000,
+    pku_choice: str = "safer",
+    all_ranked_pairs: bool = False,
+    allow_hub: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ReadResult:
+    """Read every pair in ``source``; the format is detected unless ``fmt`` or ``mapping`` is given.
+
+    ``on_error``: "skip" reports bad rows in ``errors`` and keeps the good ones; "abort" raises ImportAborted
+    when any row is bad. ``progress`` is called with the number of rows handled so far.
+    """
+    if fmt is not None and fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}")
+    if mapping and fmt not in (None, "mapping"):
+        raise UserError(f"a column mapping replaces the format; got both format {fmt!r} and a mapping")
+    if fmt == "mapping" and not mapping:
+        raise UserError("format 'mapping' needs a column mapping (prompt=..., chosen=..., rejected=...)")
+    if on_error not in ON_ERROR:
+        raise UserError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
+    if pku_choice not in PKU_CHOICES:
+        raise UserError(f"pku_choice must be one of {', '.join(PKU_CHOICES)}, not {pku_choice!r}")
+
+    loaded = _load(source, allow_hub)
+    if not loaded.records:
+        raise UserError(f"{loaded.name}: no rows found")
+    sample = [r.data for r in loaded.records[:1000] if r.data is not None][:200]
+    if mapping:
+        fmt, mapping = "mapping", check_mapping(mapping, sample)
+    elif fmt is None:
+        if not sample:
+            raise UserError(
+                f"{loaded.name}: no readable rows to recognise the format from (first: {loaded.records[0].error})"
+            )
+        try:
+            fmt = detect_format(sample)
+        except UserError as error:
+            raise UserError(f"{loaded.name}: {error}") from None
+    options = ConvertOptions(loaded.stem, pku_choice, all_ranked_pairs, max_field_chars, mapping)
+    convert = FORMATS[fmt].convert
+
+    pairs: list[Pair] = []
+    errors: list[RowError] = []
+    for done, record in enumerate(loaded.records, 1):
+        if record.error is not None:
+            errors.append(record.error)
+        else:
+            try:
+                results = convert(record.data, options)  # type: ignore[arg-type]
+            except RowProblem as problem:
+                results = [problem]
+            for item in results:
+                if isinstance(item, RowProblem):
+                    errors.append(RowError(loaded.name, record.line, record.row, item.field, item.reason))
+                else:
+                    pairs.append(item)
+        if progress is not None and done % PROGRESS_EVERY == 0:
+            progress(done)
+    if progress is not None:
+        progress(len(loaded.records))
+    if errors and on_error == "abort":
+        raise ImportAborted(loaded.name, errors)
+    return ReadResult(pairs=pairs, errors=errors, format=fmt, rows=len(loaded.records))
