@@ -14,7 +14,9 @@ def is_inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def safe_resolve(path: str | os.PathLike[str], roots: Iterable[str | os.PathLike[str]], base: Path | None = None) -> Path:
+def safe_resolve(
+    path: str | os.PathLike[str], roots: Iterable[str | os.PathLike[str]], base: Path | None = None
+) -> Path:
     """Resolve ``path`` (relative ones against ``base``, default the working folder) and refuse it unless the
     result lies inside one of ``roots``.
 

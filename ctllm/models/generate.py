@@ -1,0 +1,194 @@
+"""Chat generation: streamed (one conversation) or batched (many), greedy or sampled with a seed.
+
+Sampling draws from a ``torch.Generator`` owned by the call, not from torch's global random state, so two chats
+streaming at once in two threads each reproduce their own seed. transformers' own sampler has no generator
+argument, so generation runs greedy over logits that a final processor has already reduced to the one token it
+sampled (temperature, then top-p).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria, TextIteratorStreamer
+
+from ctllm.errors import UserError
+from ctllm.models.loading import LoadedModel
+from ctllm.models.templates import apply_chat_template
+from ctllm.pairs.schema import Message
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    temperature: float = 0.7  # 0 = greedy
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    seed: int | None = None  # None: a fresh random seed per call (use with_seed() to know and record it)
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise UserError(f"temperature must be 0 (greedy) or more, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+        if int(self.max_new_tokens) < 1:
+            raise UserError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def with_seed(self) -> GenerationParams:
+        """These parameters with a concrete seed (drawn now when none was given), to record next to an answer."""
+        return self if self.seed is not None else replace(self, seed=random.randrange(2**31))
+
+
+def sample_tokens(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
+    """One token id per row of ``logits`` (batch, vocab): softmax at ``temperature``, restricted to the smallest
+    set of most likely tokens whose probability reaches ``top_p`` (always at least the top one)."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1:
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
+        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+class _SeededSampler(LogitsProcessor):
+    def __init__(self, temperature: float, top_p: float, generator: torch.Generator):
+        self.temperature, self.top_p, self.generator = temperature, top_p, generator
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        chosen = sample_tokens(scores, self.temperature, self.top_p, self.generator)
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter_(-1, chosen.unsqueeze(-1), 0.0)
+
+
+class _StopWhenSet(StoppingCriteria):
+    """Ends generation early once the consumer has gone (a closed stream, a cancelled chat)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def _generate_kwargs(loaded: LoadedModel, params: GenerationParams, stop: threading.Event | None) -> dict[str, Any]:
+    tokenizer = loaded.tokenizer
+    config = GenerationConfig(
+        max_new_tokens=int(params.max_new_tokens),
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=list(loaded.stop_token_ids) or tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    kwargs: dict[str, Any] = {"generation_config": config}
+    if not params.greedy:
+        seed = params.with_seed().seed
+        generator = torch.Generator(device=loaded.device).manual_seed(int(seed))  # type: ignore[arg-type]
+        kwargs["logits_processor"] = [_SeededSampler(params.temperature, params.top_p, generator)]
+    if stop is not None:
+        kwargs["stopping_criteria"] = [_StopWhenSet(stop)]
+    return kwargs
+
+
+def _prompt_ids(loaded: LoadedModel, messages: Sequence[Message]) -> list[int]:
+    if not messages:
+        raise UserError("nothing to answer: the conversation is empty")
+    ids = apply_chat_template(loaded.tokenizer, messages)
+    limit = getattr(loaded.model.config, "max_position_embeddings", None)
+    if limit and len(ids) >= limit:
+        raise UserError(f"the conversation is {len(ids)} tokens long, the model's limit is {limit}: start a new one")
+    return ids
+
+
+def stream_chat(loaded: LoadedModel, messages: Sequence[Message], params: GenerationParams) -> Iterator[str]:
+    """Yield the answer so far (cumulative text) as it grows; the last value is the whole answer.
+
+    Generation runs in its own thread; closing the iterator early stops it after the current token.
+    """
+    ids = torch.tensor([_prompt_ids(loaded, messages)], device=loaded.device)
+    streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with torch.inference_mode():
+                loaded.model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    streamer=streamer,
+                    **_generate_kwargs(loaded, params, stop),
+                )
+        except BaseException as error:  # noqa: BLE001 - re-raised in the consumer's thread below
+            errors.append(error)
+            streamer.on_finalized_text("", stream_end=True)
+
+    thread = threading.Thread(target=work, name=f"generate:{loaded.spec.label}", daemon=True)
+    thread.start()
+    text = ""
+    yielded = False
+    try:
+        for piece in streamer:
+            if piece:
+                text += piece
+                yielded = True
+                yield text
+    finally:
+        stop.set()
+    thread.join()
+    if errors:
+        raise errors[0]
+    if not yielded:
+        yield text
+
+
+def generate_chat(loaded: LoadedModel, messages: Sequence[Message], params: GenerationParams) -> str:
+    """The whole answer to one conversation, without streaming."""
+    return generate_batch(loaded, [messages], params)[0]
+
+
+def _decode_until_stop(loaded: LoadedModel, tokens: list[int]) -> str:
+    stops = set(loaded.stop_token_ids)
+    for index, token in enumerate(tokens):
+        if token in stops:
+            tokens = tokens[:index]
+            break
+    return loaded.tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def generate_batch(
+    loaded: LoadedModel,
+    conversations: list[Sequence[Message]],
+    params: GenerationParams,
+    *,
+    batch_size: int | None = None,
+) -> list[str]:
+    """Answers to several conversations, generated together (left-padded) ``batch_size`` at a time (default: all).
+
+    Greedy answers equal one-at-a-time generation. With sampling, one generator seeded once serves every batch,
+    so a seed reproduces the whole list for the same conversations and batch size.
+    """
+    if not conversations:
+        return []
+    size = batch_size or len(conversations)
+    pad = loaded.tokenizer.pad_token_id
+    params = params if params.greedy else params.with_seed()
+    kwargs = _generate_kwargs(loaded, params, None)
+    answers: list[str] = []
+    for start in range(0, len(conversations), size):
+        rows = [_prompt_ids(loaded, messages) for messages in conversations[start : start + size]]
+        width = max(len(row) for row in rows)
+        input_ids = torch.tensor([[pad] * (width - len(row)) + row for row in rows], device=loaded.device)
+        mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], device=loaded.device)
+        with torch.inference_mode():
+            output = loaded.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+        answers += [_decode_until_stop(loaded, row[width:].tolist()) for row in output]
+    return answers
