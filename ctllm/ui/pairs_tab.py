@@ -20,7 +20,7 @@ from ctllm.ui.auth import Role, User, require
 from ctllm.ui.context import HAND_WRITTEN_COLLECTION, SAMPLES_COLLECTION, AppContext
 from ctllm.ui.handlers import bind
 from ctllm.ui.i18n import Translator, t
-from ctllm.ui.render import inert_inline, inert_markdown, last_user_markdown, prompt_context_markdown
+from ctllm.ui.render import code_block, inert_inline, inert_markdown, last_user_markdown, prompt_context_markdown
 
 PAGE_SIZE = 20
 ALL = "all"
@@ -544,10 +544,10 @@ class PairsHandlers:
                 created_by=user.name,
             )
         except UserError as error:
-            report = "Nothing was imported.\n\n```\n" + str(error)[:4000] + "\n```"
+            report = "Nothing was imported.\n\n" + code_block(str(error)[:4000])
             return report, gr.skip()
-        report = f"**Imported into {inert_inline(summary.collection)}** (format {summary.format}).\n\n```\n"
-        report += summary.report() + "\n```"
+        report = f"**Imported into {inert_inline(summary.collection)}** (format {summary.format}).\n\n"
+        report += code_block(summary.report())
         return report, gr.update(choices=self.collection_names(), value=summary.collection)
 
     def export(self, view: dict[str, Any], fmt: str, request: gr.Request | None = None) -> tuple[str, Any]:

@@ -88,3 +88,11 @@ def last_user_markdown(prompt: tuple[Message, ...] | list[Message]) -> str:
 def chat_display(history: list[Message]) -> list[dict[str, str]]:
     """A raw chat history as Chatbot messages whose content is inert Markdown."""
     return [{"role": m["role"], "content": inert_markdown(m["content"])} for m in history]
+
+
+def code_block(text: str) -> str:
+    """``text`` as a fenced code block whose fence is longer than any backtick run inside, so it cannot end
+    early (reports and logs quote untrusted file content)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"

@@ -1,0 +1,255 @@
+"""Pairs tab handlers, called directly with a real store in a temporary data dir."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from ctllm.pairs.schema import Pair, user_prompt
+from ctllm.settings import Settings
+from ctllm.ui.context import SAMPLE_PAIRS, SAMPLES_COLLECTION, AppContext
+from ctllm.ui.pairs_tab import PAGE_SIZE, PairsHandlers, new_view, shown_first
+
+SHOWN = ("view", "info", "context", "prompt", "first", "second", "table", "page", "page_info", "progress", "message")
+
+
+def shown(result: tuple) -> dict:
+    return dict(zip(SHOWN, result[: len(SHOWN)], strict=True))
+
+
+def make_pairs(n: int) -> list[Pair]:
+    pairs = []
+    for i in range(n):
+        if i % 3 == 0:
+            prompt = user_prompt(f"第{i}个问题：怎样安全地使用菜刀？")
+            chosen, rejected = f"回答{i}：握紧刀柄，刀刃朝外。", f"随便用{i}。"
+        else:
+            prompt = user_prompt(f"Question {i}: how do I boil an egg?", system="Be brief." if i % 5 == 0 else "")
+            chosen, rejected = f"Answer {i}: simmer it for nine minutes.", f"Answer {i}: no idea."
+        pairs.append(Pair(prompt=prompt, chosen=chosen, rejected=rejected, source="unit"))
+    return pairs
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> AppContext:
+    context = AppContext(settings)
+    context.store.create_collection("demo")
+    context.store.add_pairs("demo", make_pairs(45))
+    yield context
+    context.close()
+
+
+def browse(
+    h: PairsHandlers,
+    collection: str = "demo",
+    label_state: str = "all",
+    text: str = "",
+    page: int = 1,
+    sort: str = "id",
+    request: gr.Request | None = None,
+) -> dict:
+    result = h.browse(collection, "all", "all", label_state, sort, "", text, page, new_view(), request)
+    return shown(result)
+
+
+def test_side_order_is_stable_per_annotator_and_pair_and_mixed() -> None:
+    orders = [shown_first("alice", root) for root in range(200)]
+    assert orders == [shown_first("alice", root) for root in range(200)]  # a reload shows the same order
+    assert 60 < orders.count("chosen") < 140  # both orders occur
+    assert orders != [shown_first("bob", root) for root in range(200)]  # and they differ between annotators
+
+
+def test_page_shows_first_pair_with_sides_in_annotator_order(ctx: AppContext) -> None:
+    out = browse(PairsHandlers(ctx))
+    view = out["view"]
+    assert len(view["page_ids"]) == PAGE_SIZE and view["more"]
+    stored = ctx.store.get_pair(view["pair_id"])
+    expected_first = stored.pair.chosen if view["shown_first"] == "chosen" else stored.pair.rejected
+    assert out["first"] == expected_first
+    assert view["shown_first"] == shown_first("local", stored.root_id)
+    assert len(out["table"]) == PAGE_SIZE and out["table"][0][0] == "▶"
+    assert "Mine: 0 / 45" in out["progress"]
+
+
+def test_paging_jumps_and_moves_across_page_boundaries(ctx: AppContext) -> None:
+    h = PairsHandlers(ctx)
+    last = browse(h, page=3)
+    assert len(last["view"]["page_ids"]) == 45 - 2 * PAGE_SIZE and not last["view"]["more"]
+    back = shown(h.move(-1, last["view"]))  # ← from the first pair of page 3 goes to the end of page 2
+    assert back["view"]["page"] == 2 and back["view"]["pair_id"] == back["view"]["page_ids"][-1]
+    forward = shown(h.move(1, back["view"]))
+    assert forward["view"]["page"] == 3 and forward["view"]["pair_id"] == last["view"]["page_ids"][0]
+    assert "last page" in shown(h.turn_page(1, last["view"]))["message"]
+    assert browse(h, page=9)["view"]["page_ids"] == []
+
+
+def test_vote_records_label_with_shown_first_and_opens_next_unlabelled(ctx: AppContext) -> None:
+    h = PairsHandlers(ctx)
+    out = browse(h, label_state="not_mine")
+    first_id = out["view"]["pair_id"]
+    result = h.vote("first", out["view"], " clearer ", None)
+    after = shown(result)
+    label = ctx.store.label_of(first_id, "local")
+    root = ctx.store.get_pair(first_id).root_id
+    assert label.verdict == "first" and label.shown_first == shown_first("local", root) and label.reason == "clearer"
+    assert label.choice == label.shown_first  # "first better" prefers the side that was shown first
+    assert after["view"]["pair_id"] != first_id and first_id not in after["view"]["page_ids"]
+    assert "Mine: 1 / 45" in after["progress"]
+    assert result[-1] == ""  # the reason box is cleared
+    # Three more in a row, as with the keyboard: each opens a pair not yet labelled.
+    view = after["view"]
+    for verdict in ("second", "tie", "both_bad"):
+        view = shown(h.vote(verdict, view, "", None))["view"]
+    assert ctx.store.progress("demo", "local").mine == 4
+
+
+def test_vote_in_unfiltered_list_skips_pairs_already_labelled(ctx: AppContext) -> None:
+    h = PairsHandlers(ctx)
+    out = browse(h, label_state="all")
+    ids = out["view"]["page_ids"]
+    ctx.store.add_label(ids[1], "local", "tie", "chosen")
+    after = shown(h.vote("first", out["view"], "", None))
+    assert after["view"]["pair_id"] == ids[2]
+
+
+def test_undo_removes_my_last_label_and_reopens_the_pair(ctx: AppContext) -> None:
+    h = PairsHandlers(ctx)
+    out = browse(h, label_state="not_mine")
+    pair_id = out["view"]["pair_id"]
+    voted = shown(h.vote("second", out["view"], "too long", None))
+    undone = h.undo(voted["view"])
+    assert ctx.store.label_of(pair_id, "local") is None
+    assert shown(undone)["view"]["pair_id"] == pair_id
+    assert undone[-1] == "too long"  # the reason comes back with it
+    assert "Nothing to undo" in shown(h.undo(shown(undone)["view"]))["message"]
+
+
+def test_search_finds_chinese_and_english_substrings(ctx: AppContext) -> None:
+    h = PairsHandlers(ctx)
+    zh = browse(h, text="菜刀")
+    assert zh["view"]["page_ids"] and all(
+        "菜刀" in ctx.store.get_pair(i).pair.last_user for i in zh["view"]["page_ids"]
+    )
+    en = browse(h, text="boil")
+    assert en["view"]["page_ids"] and all(
+        "boil" in ctx.store.get_pair(i).pair.last_user for i in en["view"]["page_ids"]
+    )
+    assert "no pairs match" in browse(h, text="nonexistentword")["page_info"]
+
+
+def test_system_prompt_goes_to_the_collapsible_context(ctx: AppContext) -> None:
+    h = PairsHandlers(ctx)
+    view = browse(h)["view"]
+    with_system = next(i for i in view["page_ids"] if ctx.store.get_pair(i).pair.system)
+    out = shown(h.outputs({**view, "pair_id": with_system}, h_user()))
+    assert "Be brief." in out["context"] and "Be brief." not in out["prompt"]
+
+
+def h_user():
+    from ctllm.ui.auth import LOCAL_USER, Role, User
+
+    return User(LOCAL_USER, Role.ADMIN)
+
+
+def test_edit_saves_a_new_version_and_keeps_the_original(ctx: AppContext) -> None:
+    h = PairsHandlers(ctx)
+    view = browse(h)["view"]
+    original = ctx.store.get_pair(view["pair_id"])
+    assert h.load_edit(view, "first") == (
+        original.pair.chosen if view["shown_first"] == "chosen" else original.pair.rejected
+    )
+    out = shown(h.save_edit(view, "first", "An edited, better first answer."))
+    new = ctx.store.get_pair(out["view"]["pair_id"])
+    assert new.parent_id == original.id and out["first"] == "An edited, better first answer."
+    assert ctx.store.get_pair(original.id).pair == original.pair and not ctx.store.get_pair(original.id).is_latest
+    side = "chosen" if view["shown_first"] == "chosen" else "rejected"
+    assert getattr(new.pair, side) == "An edited, better first answer."
+
+
+def test_add_pair_by_hand_creates_the_collection(ctx: AppContext) -> None:
+    h = PairsHandlers(ctx)
+    message, update = h.add_pair("", "", "Is the sky blue?", "Yes, on a clear day.", "No.")
+    assert "Added pair" in message and "hand-written" in update["choices"]
+    pairs = list(ctx.store.iter_pairs("hand-written"))
+    assert len(pairs) == 1 and pairs[0].pair.chosen == "Yes, on a clear day."
+    with pytest.raises(gr.Error, match="identical"):
+        h.add_pair("", "", "Is it?", "Same.", "Same.")
+    with pytest.raises(gr.Error):
+        h.add_pair("", "", "Is the sky blue?", "Yes, on a clear day.", "No.")  # a duplicate
+
+
+def test_untrusted_html_is_inert_in_every_panel(ctx: AppContext) -> None:
+    hostile = '<script>alert(1)</script> <img src=x onerror="alert(2)"> [click](javascript:alert(3))'
+    ctx.store.create_collection("hostile")
+    ctx.store.add_pairs("hostile", [Pair(user_prompt(hostile, system=hostile), hostile + " a", hostile + " b")])
+    out = browse(PairsHandlers(ctx), collection="hostile")
+    for key in ("context", "prompt", "first", "second"):
+        assert "<script" not in out[key] and "<img" not in out[key]
+        assert "&lt;script&gt;" in out[key]
+        assert re.search(r"(?<!\\)\[click\]", out[key]) is None  # the link bracket is escaped: no link forms
+
+
+def test_roles_are_checked_server_side(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "d", auth=("ann:pw", "viv:pw"), annotators=("ann",)).ensure_dirs()
+    context = AppContext(settings)
+    context.store.create_collection("demo")
+    context.store.add_pairs("demo", make_pairs(3))
+    h = PairsHandlers(context)
+    viewer, annotator = gr.Request(username="viv"), gr.Request(username="ann")
+    view = browse(h, request=viewer)["view"]  # viewers may read
+    with pytest.raises(gr.Error, match="annotator"):
+        h.vote("first", view, "", viewer)
+    assert context.store.progress("demo").labels == 0
+    h.vote("first", view, "", annotator)
+    assert context.store.progress("demo", "ann").mine == 1
+    with pytest.raises(gr.Error, match="admin"):
+        h.import_file(None, str(SAMPLE_PAIRS), "auto", "", "x", False, annotator)
+    with pytest.raises(gr.Error, match="admin"):
+        h.export(view, "trl", annotator)
+    with pytest.raises(gr.Error, match="viewer"):  # anonymous on a server with logins: read only
+        browse(h, request=gr.Request())
+        h.vote("first", view, "", gr.Request())
+    context.close()
+
+
+def test_import_reports_bad_rows_and_refuses_paths_outside_the_roots(ctx: AppContext, tmp_path: Path) -> None:
+    h = PairsHandlers(ctx)
+    good = {"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away."}
+    lines = [json.dumps(good), "{not json", json.dumps({**good, "chosen": "Hello!", "rejected": "Hello!"})]
+    inside = ctx.settings.data_dir / "upload.jsonl"
+    inside.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report, update = h.import_file(None, str(inside), "auto", "", "mine", False)
+    assert "1 pairs added" in report and "2 bad rows" in report and "upload.jsonl:2" in report
+    assert update["value"] == "mine" and ctx.store.progress("mine").total == 1
+    outside = tmp_path / "elsewhere.jsonl"
+    outside.write_text(json.dumps(good) + "\n", encoding="utf-8")
+    with pytest.raises(gr.Error, match="outside the allowed folders"):
+        h.import_file(None, str(outside), "auto", "", "x", False)
+    with pytest.raises(gr.Error, match="outside the allowed folders"):
+        h.import_file(None, "../../../etc/passwd", "auto", "", "x", False)
+    report, _ = h.import_file(None, str(inside), "auto", "", "strict", True)  # abort: nothing written
+    assert "Nothing was imported" in report and ctx.store.find_collection("strict") is None
+
+
+def test_first_start_imports_the_sample_pairs(settings: Settings) -> None:
+    context = AppContext(settings)
+    context.prepare()
+    assert context.store.progress(SAMPLES_COLLECTION).total == sum(1 for _ in SAMPLE_PAIRS.open(encoding="utf-8"))
+    loaded = PairsHandlers(context).load()
+    assert loaded[0]["value"] == SAMPLES_COLLECTION
+    assert shown(loaded[4:])["view"]["pair_id"] is not None
+    context.prepare()  # a second start imports nothing more
+    assert [c.name for c in context.store.list_collections()] == [SAMPLES_COLLECTION]
+    context.close()
+
+
+def test_statistics_show_progress_length_bias_and_duplicates(ctx: AppContext) -> None:
+    h = PairsHandlers(ctx)
+    view = browse(h)["view"]
+    text = h.statistics(view)
+    assert "length bias: chosen is the longer response in 100% of pairs" in text
+    assert "duplicates: 0 prompts" in text and "Mine: 0 / 45" in text
