@@ -1,0 +1,995 @@
+"""The pairs store: one SQLite file (``Settings.db_path``) holding collections, pairs, labels and run scores.
+
+Layout
+  collections  an imported dataset, hand-written pairs, chat votes or synthetic pairs (``KINDS``)
+  pairs        small per-pair columns only (collection, version links, language, source, split, lengths,
+               hashes), so filtered scans and paging touch compact rows; texts live in ``pair_texts``
+  pair_texts   prompt (JSON messages), chosen, rejected, meta (JSON)
+  labels       one verdict per (pair version chain, annotator); a new verdict replaces the annotator's old one
+  scores       a run's implicit-reward margin per pair, for "lowest margin first"
+  pairs_fts    full-text index (FTS5, contentless)
+
+Versions: ``edit_pair`` never changes a row. It adds a new pair whose ``parent_id`` is the edited one and whose
+``root_id`` is the chain's first pair, and marks the old row ``is_latest = 0``. Browsing, search and export see
+latest versions only; labels belong to the chain (``root_id``), so a verdict survives a typo fix.
+
+Search: SQLite's trigram tokenizer indexes about 1 µs per character here, which puts a 229k-pair import at
+several minutes. Instead each CJK character is indexed as its own token (``unicode61`` with the text
+pre-split) and words elsewhere: a Chinese query is a phrase of characters, so any Chinese substring of any length
+matches, and an English query matches whole words with the last one as a prefix ("passw" finds "password").
+Queries with no letters or digits (punctuation, emoji) fall back to a LIKE scan.
+
+Concurrency: one connection per thread, WAL, ``BEGIN IMMEDIATE`` for every write (no read-to-write upgrade
+deadlocks), a busy timeout, short transactions. ``synchronous=NORMAL`` in WAL mode: a committed write survives
+the process being killed (not a power cut).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctllm.errors import UserError
+from ctllm.pairs.resolve import SHOWN_FIRST, VERDICTS, choice_of
+from ctllm.pairs.schema import Pair
+from ctllm.pairs.search import fts_query, like_pattern, search_texts
+
+try:
+    import orjson
+
+    def _dumps(value: Any) -> str:
+        return orjson.dumps(value, default=str).decode("utf-8")
+
+except ImportError:  # pragma: no cover - depends on the environment
+
+    def _dumps(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False, default=str)
+
+
+SCHEMA_VERSION = 1
+KINDS = ("import", "manual", "votes", "synth")
+LABEL_STATES = ("unlabelled", "labelled", "mine", "not_mine", "disagreement")
+SORTS = ("id", "length_diff", "-length_diff", "score")
+PAGE_SIZE = 20
+BATCH = 2000
+FTS_HASH_BYTES = 64 << 20
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS collections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('import', 'manual', 'votes', 'synth')),
+    source TEXT NOT NULL DEFAULT '',
+    format TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS pairs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection_id INTEGER NOT NULL REFERENCES collections(id),
+    root_id INTEGER NOT NULL,
+    parent_id INTEGER REFERENCES pairs(id),
+    is_latest INTEGER NOT NULL DEFAULT 1,
+    language TEXT NOT NULL,
+    source TEXT NOT NULL,
+    split TEXT NOT NULL,
+    prompt_chars INTEGER NOT NULL,
+    chosen_chars INTEGER NOT NULL,
+    rejected_chars INTEGER NOT NULL,
+    len_diff INTEGER NOT NULL,
+    prompt_hash INTEGER NOT NULL,
+    content_hash TEXT NOT NULL,
+    created_by TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pair_texts (
+    pair_id INTEGER PRIMARY KEY REFERENCES pairs(id),
+    prompt TEXT NOT NULL,
+    chosen TEXT NOT NULL,
+    rejected TEXT NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}'
+);
+CREATE UNIQUE INDEX IF NOT EXISTS pairs_dedup ON pairs(collection_id, content_hash) WHERE parent_id IS NULL;
+-- Paging indexes cover the filter columns, so a deep page jump with filters never reads table rows.
+CREATE INDEX IF NOT EXISTS pairs_by_id ON pairs(collection_id, is_latest, id, root_id, language, split, source);
+CREATE INDEX IF NOT EXISTS pairs_by_language ON pairs(collection_id, is_latest, language, id, root_id);
+CREATE INDEX IF NOT EXISTS pairs_by_len_diff ON pairs(collection_id, is_latest, len_diff, id, root_id, language);
+CREATE INDEX IF NOT EXISTS pairs_by_root ON pairs(root_id);
+CREATE TABLE IF NOT EXISTS labels (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pair_id INTEGER NOT NULL REFERENCES pairs(id),
+    root_id INTEGER NOT NULL,
+    collection_id INTEGER NOT NULL REFERENCES collections(id),
+    annotator TEXT NOT NULL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('first', 'second', 'tie', 'both_bad', 'skip')),
+    shown_first TEXT NOT NULL CHECK (shown_first IN ('chosen', 'rejected')),
+    choice TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    UNIQUE (root_id, annotator)
+);
+CREATE INDEX IF NOT EXISTS labels_by_collection ON labels(collection_id, annotator, root_id);
+CREATE INDEX IF NOT EXISTS labels_by_annotator ON labels(annotator, id);
+CREATE TABLE IF NOT EXISTS scores (
+    name TEXT NOT NULL,
+    pair_id INTEGER NOT NULL REFERENCES pairs(id),
+    collection_id INTEGER NOT NULL REFERENCES collections(id),
+    margin REAL NOT NULL,
+    chosen REAL,
+    rejected REAL,
+    created REAL NOT NULL,
+    PRIMARY KEY (name, pair_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS scores_by_margin ON scores(collection_id, name, margin, pair_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS pairs_fts USING fts5(
+    coll, prompt, chosen, rejected, content='', tokenize='unicode61 remove_diacritics 2'
+);
+"""
+
+def _fts_rows(collection_id: int, texts: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, str, str]]:
+    """Index rows (coll, prompt, chosen, rejected) from (prompt text, chosen, rejected) triples."""
+    spaced = search_texts([t for triple in texts for t in triple])
+    tag = f"c{collection_id}"
+    return [(tag, spaced[i], spaced[i + 1], spaced[i + 2]) for i in range(0, len(spaced), 3)]
+
+
+def _prompt_hash(prompt_json: str) -> int:
+    return int.from_bytes(hashlib.blake2b(prompt_json.encode("utf-8"), digest_size=8).digest(), "big", signed=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the store returns.
+
+
+@dataclass(frozen=True)
+class Collection:
+    id: int
+    name: str
+    kind: str
+    source: str
+    format: str
+    created: float
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class StoredPair:
+    id: int
+    collection_id: int
+    pair: Pair
+    root_id: int
+    parent_id: int | None
+    is_latest: bool
+    split: str
+    created_by: str
+    created: float
+
+
+@dataclass(frozen=True)
+class Label:
+    id: int
+    pair_id: int
+    root_id: int
+    annotator: str
+    verdict: str
+    shown_first: str
+    choice: str  # the verdict in terms of the stored sides (see resolve.choice_of)
+    reason: str
+    created: float
+
+
+@dataclass(frozen=True)
+class PairQuery:
+    """Filters for paging, counting and search. ``annotator`` goes with label_state "mine" / "not_mine"."""
+
+    language: str | None = None
+    source: str | None = None
+    split: str | None = None
+    label_state: str | None = None
+    annotator: str | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[StoredPair]
+    next_cursor: tuple | None  # pass as ``after`` for the next page; None on the last page
+    page: int | None = None  # 1-based page number when the page was asked for by number
+
+
+@dataclass(frozen=True)
+class Progress:
+    total: int  # latest pairs in the collection
+    mine: int  # labelled by the annotator (skips included)
+    anyone: int  # labelled by at least one annotator
+    labels: int  # label rows in the collection
+    annotators: int
+
+
+class DuplicatePair(UserError):
+    def __init__(self, collection: str, existing_id: int) -> None:
+        super().__init__(f"collection {collection!r} already holds this pair (pair {existing_id})")
+        self.existing_id = existing_id
+
+
+_PAIR_COLUMNS = (
+    "p.id, p.collection_id, p.root_id, p.parent_id, p.is_latest, p.language, p.source, p.split, p.created_by, "
+    "p.created"
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class Store:
+    """Thread-safe access to the store file; make one per process and share it between threads."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise UserError(f"{self.path}: store schema {version} is newer than this program ({SCHEMA_VERSION})")
+            for statement in _split_sql(_SCHEMA):
+                db.execute(statement)
+            # A 64 MB in-memory buffer before the index writes a segment: fewer merges on a big import.
+            db.execute("INSERT INTO pairs_fts(pairs_fts, rank) VALUES ('hashsize', ?)", (FTS_HASH_BYTES,))
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- connections and transactions -------------------------------------------------------------------------
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit; writes go through ``_write``)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            for pragma in (
+                "journal_mode = WAL",
+                "synchronous = NORMAL",
+                "busy_timeout = 30000",
+                "foreign_keys = ON",
+                "cache_size = -65536",
+                "temp_store = MEMORY",
+                "journal_size_limit = 67108864",
+            ):
+                connection.execute(f"PRAGMA {pragma}")
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at its start (BEGIN IMMEDIATE), committed before the caller returns."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- collections -------------------------------------------------------------------------------------------
+
+    def create_collection(
+        self, name: str, kind: str = "import", source: str = "", format: str = "", meta: dict | None = None
+    ) -> Collection:
+        name = name.strip()
+        if not name:
+            raise UserError("a collection needs a name")
+        if kind not in KINDS:
+            raise UserError(f"collection kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM collections WHERE name = ?", (name,)).fetchone():
+                raise UserError(f"a collection named {name!r} exists already")
+            db.execute(
+                "INSERT INTO collections(name, kind, source, format, created, meta) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, kind, source, format, time.time(), _dumps(meta or {})),
+            )
+        return self.get_collection(name)
+
+    def ensure_collection(self, name: str, kind: str = "import", **fields: Any) -> Collection:
+        """The named collection, created when missing."""
+        found = self.find_collection(name)
+        if found is not None:
+            return found
+        try:
+            return self.create_collection(name, kind, **fields)
+        except UserError:  # another thread created it in between
+            return self.get_collection(name)
+
+    def find_collection(self, ref: str | int | Collection) -> Collection | None:
+        if isinstance(ref, Collection):
+            ref = ref.id
+        column = "id" if isinstance(ref, int) else "name"
+        row = self.db.execute(
+            f"SELECT id, name, kind, source, format, created, meta FROM collections WHERE {column} = ?", (ref,)
+        ).fetchone()
+        return _collection(row) if row else None
+
+    def get_collection(self, ref: str | int | Collection) -> Collection:
+        found = self.find_collection(ref)
+        if found is None:
+            names = ", ".join(c.name for c in self.list_collections()) or "none yet"
+            raise UserError(f"no collection {ref!r} (collections: {names})")
+        return found
+
+    def list_collections(self) -> list[Collection]:
+        rows = self.db.execute("SELECT id, name, kind, source, format, created, meta FROM collections ORDER BY id")
+        return [_collection(row) for row in rows]
+
+    def update_collection_meta(self, ref: str | int | Collection, **changes: Any) -> Collection:
+        collection = self.get_collection(ref)
+        with self._write() as db:
+            (raw,) = db.execute("SELECT meta FROM collections WHERE id = ?", (collection.id,)).fetchone()
+            db.execute(
+                "UPDATE collections SET meta = ? WHERE id = ?", (_dumps(json.loads(raw) | changes), collection.id)
+            )
+        return self.get_collection(collection.id)
+
+    def delete_collection(self, ref: str | int | Collection) -> int:
+        """Delete a collection with its pairs, labels and scores; returns how many pair rows went."""
+        collection = self.get_collection(ref)
+        cid = collection.id
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT t.pair_id, t.prompt, t.chosen, t.rejected FROM pair_texts t JOIN pairs p ON p.id = t.pair_id"
+                " WHERE p.collection_id = ?",
+                (cid,),
+            ).fetchall()
+            for chunk in _chunks(rows, BATCH):
+                triples = [("\n".join(m["content"] for m in json.loads(r[1])), r[2], r[3]) for r in chunk]
+                db.executemany(
+                    "INSERT INTO pairs_fts(pairs_fts, rowid, coll, prompt, chosen, rejected)"
+                    " VALUES ('delete', ?, ?, ?, ?, ?)",
+                    [(r[0], *f) for r, f in zip(chunk, _fts_rows(cid, triples), strict=True)],
+                )
+            in_collection = "(SELECT id FROM pairs WHERE collection_id = ?)"
+            db.execute("DELETE FROM scores WHERE collection_id = ?", (cid,))
+            db.execute("DELETE FROM labels WHERE collection_id = ?", (cid,))
+            db.execute(f"DELETE FROM pair_texts WHERE pair_id IN {in_collection}", (cid,))
+            removed = db.execute("DELETE FROM pairs WHERE collection_id = ?", (cid,)).rowcount
+            db.execute("DELETE FROM collections WHERE id = ?", (cid,))
+        return removed
+
+    # -- adding pairs ------------------------------------------------------------------------------------------
+
+    def add_pairs(
+        self,
+        collection: str | int | Collection,
+        pairs: Iterable[Pair],
+        *,
+        created_by: str = "",
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[int, int]:
+        """Add pairs in one transaction (all or nothing): returns (added, duplicates skipped).
+
+        A pair whose texts (prompt, chosen, rejected) are already in the collection is a duplicate.
+        ``progress`` is called with the number of pairs handled so far.
+        """
+        cid = self.get_collection(collection).id
+        added = duplicates = done = 0
+        with self._write() as db:
+            seen = {h for (h,) in db.execute("SELECT content_hash FROM pairs WHERE collection_id = ?", (cid,))}
+            next_id = _next_id(db)
+            now = time.time()
+            for batch in _batches(pairs, BATCH):
+                versions = []
+                for pair in batch:
+                    digest = pair.content_hash()
+                    if digest in seen:
+                        duplicates += 1
+                        continue
+                    seen.add(digest)
+                    versions.append((next_id, next_id, None, pair, digest))
+                    next_id += 1
+                meta_rows = _insert(db, cid, versions, created_by, now)
+                added += len(meta_rows)
+                done += len(batch)
+                if progress is not None:
+                    progress(done)
+        return added, duplicates
+
+    def add_pair(self, collection: str | int | Collection, pair: Pair, by: str = "") -> StoredPair:
+        """Add one pair (hand-written, a chat vote); DuplicatePair when the collection holds it already."""
+        target = self.get_collection(collection)
+        digest = pair.content_hash()
+        with self._write() as db:
+            row = db.execute(
+                "SELECT id FROM pairs WHERE collection_id = ? AND content_hash = ? AND parent_id IS NULL",
+                (target.id, digest),
+            ).fetchone()
+            if row:
+                raise DuplicatePair(target.name, row[0])
+            pid = _next_id(db)
+            _insert(db, target.id, [(pid, pid, None, pair, digest)], by, time.time())
+        return self.get_pair(pid)
+
+    def edit_pair(
+        self,
+        pair_id: int,
+        *,
+        chosen: str | None = None,
+        rejected: str | None = None,
+        prompt: Sequence[dict] | None = None,
+        by: str = "",
+    ) -> int:
+        """Save an edited copy of a pair as its new version; returns the new pair id (the original is kept)."""
+        current = self.get_pair(pair_id)
+        if not current.is_latest:
+            latest = self.latest_version(pair_id)
+            raise UserError(f"pair {pair_id} has a newer version ({latest.id}); edit that one")
+        old = current.pair
+        new = Pair(
+            prompt=tuple(prompt) if prompt is not None else old.prompt,
+            chosen=old.chosen if chosen is None else chosen,
+            rejected=old.rejected if rejected is None else rejected,
+            source=old.source,
+            language=old.language,
+            meta=dict(old.meta) | {"edited_from": pair_id},
+        )
+        for name, text in (("chosen", new.chosen), ("rejected", new.rejected)):
+            if not text.strip():
+                raise UserError(f"pair {pair_id}: the edited {name} response is empty")
+        if new.chosen.strip() == new.rejected.strip():
+            raise UserError(f"pair {pair_id}: the edited responses are identical")
+        if new == old:
+            raise UserError(f"pair {pair_id}: nothing changed")
+        with self._write() as db:
+            updated = db.execute("UPDATE pairs SET is_latest = 0 WHERE id = ? AND is_latest = 1", (pair_id,)).rowcount
+            if updated != 1:  # edited by someone else since we read it
+                raise UserError(f"pair {pair_id} was edited meanwhile; reload it")
+            pid = _next_id(db)
+            version = (pid, current.root_id, pair_id, new, new.content_hash())
+            _insert(db, current.collection_id, [version], by, time.time())
+            db.execute("UPDATE pairs SET split = ? WHERE id = ?", (current.split, pid))
+            db.execute("DELETE FROM scores WHERE pair_id = ?", (pair_id,))  # scored texts that are gone
+        return pid
+
+    def set_split(self, pair_ids: Iterable[int], split: str) -> int:
+        """Mark pairs (e.g. a held-out set) with a split name; returns how many rows changed."""
+        ids = list(pair_ids)
+        with self._write() as db:
+            return sum(
+                db.execute(f"UPDATE pairs SET split = ? WHERE id IN ({_marks(chunk)})", (split, *chunk)).rowcount
+                for chunk in _chunks(ids, 500)
+            )
+
+    # -- reading pairs -----------------------------------------------------------------------------------------
+
+    def get_pair(self, pair_id: int) -> StoredPair:
+        found = self._pairs_by_id([pair_id])
+        if not found:
+            raise UserError(f"no pair with id {pair_id}")
+        return found[0]
+
+    def latest_version(self, pair_id: int) -> StoredPair:
+        row = self.db.execute(
+            "SELECT id FROM pairs WHERE root_id = (SELECT root_id FROM pairs WHERE id = ?) AND is_latest = 1",
+            (pair_id,),
+        ).fetchone()
+        if row is None:
+            raise UserError(f"no pair with id {pair_id}")
+        return self.get_pair(row[0])
+
+    def versions(self, pair_id: int) -> list[StoredPair]:
+        """Every version of a pair's chain, oldest first."""
+        ids = [
+            r[0]
+            for r in self.db.execute(
+                "SELECT id FROM pairs WHERE root_id = (SELECT root_id FROM pairs WHERE id = ?) ORDER BY id", (pair_id,)
+            )
+        ]
+        return self._pairs_by_id(ids)
+
+    def _pairs_by_id(self, ids: Sequence[int]) -> list[StoredPair]:
+        """Pairs in the order of ``ids``."""
+        if not ids:
+            return []
+        found: dict[int, StoredPair] = {}
+        for chunk in _chunks(list(ids), 500):
+            rows = self.db.execute(
+                f"SELECT {_PAIR_COLUMNS}, t.prompt, t.chosen, t.rejected, t.meta"
+                f" FROM pairs p JOIN pair_texts t ON t.pair_id = p.id WHERE p.id IN ({_marks(chunk)})",
+                chunk,
+            )
+            for row in rows:
+                found[row[0]] = _stored_pair(row)
+        return [found[i] for i in ids if i in found]
+
+    def iter_pairs(
+        self, collection: str | int | Collection, split: str | None = None, batch: int = 1000
+    ) -> Iterator[StoredPair]:
+        """Latest versions in id order (consistent pages of ``batch``; safe to write meanwhile)."""
+        cid = self.get_collection(collection).id
+        after = 0
+        split_sql = " AND p.split = ?" if split is not None else ""
+        while True:
+            params: list[Any] = [cid, after, *([split] if split is not None else []), batch]
+            rows = self.db.execute(
+                f"SELECT {_PAIR_COLUMNS}, t.prompt, t.chosen, t.rejected, t.meta FROM pairs p"
+                f" JOIN pair_texts t ON t.pair_id = p.id WHERE p.collection_id = ? AND p.is_latest = 1"
+                f" AND p.id > ?{split_sql} ORDER BY p.id LIMIT ?",
+                params,
+            ).fetchall()
+            if not rows:
+                return
+            yield from (_stored_pair(r) for r in rows)
+            after = rows[-1][0]
+
+    def page(
+        self,
+        collection: str | int | Collection,
+        query: PairQuery | None = None,
+        *,
+        sort: str = "id",
+        score_name: str | None = None,
+        after: tuple | None = None,
+        page: int | None = None,
+        size: int = PAGE_SIZE,
+    ) -> Page:
+        """One page of latest pairs: the next after ``after`` (keyset), or page number ``page`` (1-based).
+
+        Sorts: "id" (import order), "length_diff" / "-length_diff" (chosen minus rejected characters, ascending /
+        descending), "score" (``score_name``'s margin, lowest first; pairs without that score are left out).
+        A text query with sort "id" pages through the search index in id order.
+        """
+        plan = self._plan(collection, query or PairQuery(), sort, score_name)
+        if page is not None:
+            if page < 1:
+                raise UserError(f"page numbers start at 1, not {page}")
+            after = None
+            if page > 1:
+                row = self.db.execute(
+                    f"SELECT {plan.key_sql} {plan.from_where} ORDER BY {plan.order} LIMIT 1 OFFSET ?",
+                    [*plan.params, (page - 1) * size - 1],
+                ).fetchone()
+                if row is None:
+                    return Page([], None, page)
+                after = tuple(row)
+        keyset, key_params = plan.keyset(after)
+        rows = self.db.execute(
+            f"SELECT {plan.id_sql}, {plan.key_sql} {plan.from_where}{keyset} ORDER BY {plan.order} LIMIT ?",
+            [*plan.params, *key_params, size + 1],
+        ).fetchall()
+        more = len(rows) > size
+        rows = rows[:size]
+        items = self._pairs_by_id([r[0] for r in rows])
+        next_cursor = tuple(rows[-1][1:]) if more else None
+        return Page(items, next_cursor, page)
+
+    def count(
+        self, collection: str | int | Collection, query: PairQuery | None = None, *, limit: int | None = None
+    ) -> int:
+        """How many latest pairs match; with ``limit``, counting stops there (for "10,000+" displays)."""
+        plan = self._plan(collection, query or PairQuery(), "id", None)
+        inner = f"SELECT 1 {plan.from_where}" + (" LIMIT ?" if limit is not None else "")
+        params = [*plan.params, *([limit] if limit is not None else [])]
+        return self.db.execute(f"SELECT count(*) FROM ({inner})", params).fetchone()[0]
+
+    def search(
+        self, collection: str | int | Collection, text: str, *, after: tuple | None = None, size: int = PAGE_SIZE
+    ) -> Page:
+        """Full-text search (Chinese substrings of any length; English words, the last one as a prefix)."""
+        return self.page(collection, PairQuery(text=text), after=after, size=size)
+
+    def _plan(self, collection: str | int | Collection, query: PairQuery, sort: str, score_name: str | None) -> _Plan:
+        """The FROM/WHERE, sort keys and order for a query; each branch keeps its ORDER BY on an index."""
+        cid = self.get_collection(collection).id
+        if sort not in SORTS:
+            raise UserError(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
+        filters: list[tuple[str, list[Any]]] = []  # conditions on p beyond "in this collection, latest version"
+        for column in ("language", "source", "split"):
+            value = getattr(query, column)
+            if value:
+                filters.append((f"p.{column} = ?", [value]))
+        if query.label_state:
+            filters.append(_label_clause(cid, query.label_state, query.annotator))
+        text = (query.text or "").strip()
+        match = fts_query(text) if text else None
+        if text and match is None:  # no letter or digit (punctuation, emoji): a LIKE scan of this collection
+            filters.append((
+                "EXISTS (SELECT 1 FROM pair_texts t WHERE t.pair_id = p.id AND (t.prompt LIKE ? ESCAPE '\\'"
+                " OR t.chosen LIKE ? ESCAPE '\\' OR t.rejected LIKE ? ESCAPE '\\'))",
+                [like_pattern(text)] * 3,
+            ))
+        matched = f"coll : c{cid} AND ({match})" if match else None
+        in_collection = [("p.collection_id = ?", [cid]), ("p.is_latest = 1", [])]
+
+        if sort == "score":
+            if not score_name:
+                raise UserError("sorting by score needs a score name (a run's scores)")
+            where = [("s.collection_id = ?", [cid]), ("s.name = ?", [score_name])]
+            source = "FROM scores s"
+            if filters or matched:  # scores exist for latest versions only, so the join is for filters alone
+                source += " JOIN pairs p ON p.id = s.pair_id"
+                where += in_collection + filters
+            if matched:
+                where.append(("s.pair_id IN (SELECT rowid FROM pairs_fts WHERE pairs_fts MATCH ?)", [matched]))
+            return _Plan(source, where, "s.pair_id", ("s.margin", "s.pair_id"), "s.margin, s.pair_id", False)
+        if matched and sort == "id":  # drive from the index, which yields matches in rowid order
+            where = [("f.pairs_fts MATCH ?", [matched])] + in_collection + filters
+            source = "FROM pairs_fts f CROSS JOIN pairs p ON p.id = f.rowid"
+            return _Plan(source, where, "f.rowid", ("f.rowid",), "f.rowid", False)
+        where = in_collection + filters
+        if matched:
+            where.append(("p.id IN (SELECT rowid FROM pairs_fts WHERE pairs_fts MATCH ?)", [matched]))
+        if sort == "length_diff":
+            return _Plan("FROM pairs p", where, "p.id", ("p.len_diff", "p.id"), "p.len_diff, p.id", False)
+        if sort == "-length_diff":
+            return _Plan("FROM pairs p", where, "p.id", ("p.len_diff", "p.id"), "p.len_diff DESC, p.id DESC", True)
+        return _Plan("FROM pairs p", where, "p.id", ("p.id",), "p.id", False)
+
+    # -- labels ------------------------------------------------------------------------------------------------
+
+    def add_label(self, pair_id: int, annotator: str, verdict: str, shown_first: str, reason: str = "") -> int:
+        """Record an annotator's verdict on a pair (replacing their earlier one on the same pair); returns its id.
+
+        ``verdict`` is about positions (first / second / tie / both_bad / skip); ``shown_first`` says which stored
+        side ("chosen" or "rejected") was shown first. Committed when this returns.
+        """
+        annotator = annotator.strip()
+        if not annotator:
+            raise UserError("a label needs an annotator name")
+        if verdict not in VERDICTS:
+            raise UserError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
+        if shown_first not in SHOWN_FIRST:
+            raise UserError(f"shown_first must be one of {', '.join(SHOWN_FIRST)}, not {shown_first!r}")
+        choice = choice_of(verdict, shown_first)
+        with self._write() as db:
+            row = db.execute("SELECT root_id, collection_id FROM pairs WHERE id = ?", (pair_id,)).fetchone()
+            if row is None:
+                raise UserError(f"no pair with id {pair_id}")
+            root, cid = row
+            db.execute("DELETE FROM labels WHERE root_id = ? AND annotator = ?", (root, annotator))
+            cursor = db.execute(
+                "INSERT INTO labels(pair_id, root_id, collection_id, annotator, verdict, shown_first, choice, reason,"
+                " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (pair_id, root, cid, annotator, verdict, shown_first, choice, reason, time.time()),
+            )
+            return int(cursor.lastrowid)
+
+    def undo_last_label(self, annotator: str, collection: str | int | Collection | None = None) -> Label | None:
+        """Remove the annotator's most recent label (in one collection when given); returns it, or None."""
+        where, params = "annotator = ?", [annotator]
+        if collection is not None:
+            where += " AND collection_id = ?"
+            params.append(self.get_collection(collection).id)
+        with self._write() as db:
+            row = db.execute(
+                f"SELECT {_LABEL_COLUMNS} FROM labels WHERE {where} ORDER BY id DESC LIMIT 1", params
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM labels WHERE id = ?", (row[0],))
+        return Label(*row)
+
+    def labels_for(self, pair_id: int) -> list[Label]:
+        """Labels on a pair's version chain, oldest first."""
+        rows = self.db.execute(
+            f"SELECT {_LABEL_COLUMNS} FROM labels WHERE root_id = (SELECT root_id FROM pairs WHERE id = ?)"
+            " ORDER BY id",
+            (pair_id,),
+        )
+        return [Label(*row) for row in rows]
+
+    def label_of(self, pair_id: int, annotator: str) -> Label | None:
+        row = self.db.execute(
+            f"SELECT {_LABEL_COLUMNS} FROM labels WHERE root_id = (SELECT root_id FROM pairs WHERE id = ?)"
+            " AND annotator = ?",
+            (pair_id, annotator),
+        ).fetchone()
+        return Label(*row) if row else None
+
+    def collection_labels(self, collection: str | int | Collection) -> list[Label]:
+        """Every label in a collection, oldest first (for agreement statistics and exports)."""
+        cid = self.get_collection(collection).id
+        rows = self.db.execute(f"SELECT {_LABEL_COLUMNS} FROM labels WHERE collection_id = ? ORDER BY id", (cid,))
+        return [Label(*row) for row in rows]
+
+    def choices_by_root(self, collection: str | int | Collection) -> dict[int, list[str]]:
+        """{root_id: [each annotator's choice]} for a collection."""
+        cid = self.get_collection(collection).id
+        out: dict[int, list[str]] = {}
+        for root, choice in self.db.execute("SELECT root_id, choice FROM labels WHERE collection_id = ?", (cid,)):
+            out.setdefault(root, []).append(choice)
+        return out
+
+    def next_unlabelled(
+        self, collection: str | int | Collection, annotator: str, after_id: int = 0, query: PairQuery | None = None
+    ) -> StoredPair | None:
+        """The next latest pair after ``after_id`` the annotator has not labelled, wrapping round to the start."""
+        base = query or PairQuery()
+        filters = PairQuery(base.language, base.source, base.split, "not_mine", annotator, base.text)
+        for cursor in ((after_id,), None):
+            found = self.page(collection, filters, after=cursor, size=1).items
+            if found:
+                return found[0]
+        return None
+
+    def progress(self, collection: str | int | Collection, annotator: str | None = None) -> Progress:
+        cid = self.get_collection(collection).id
+        db = self.db
+        total = db.execute("SELECT count(*) FROM pairs WHERE collection_id = ? AND is_latest = 1", (cid,)).fetchone()[0]
+        labels, anyone, annotators = db.execute(
+            "SELECT count(*), count(DISTINCT root_id), count(DISTINCT annotator) FROM labels WHERE collection_id = ?",
+            (cid,),
+        ).fetchone()
+        mine = 0
+        if annotator:
+            mine = db.execute(
+                "SELECT count(*) FROM labels WHERE collection_id = ? AND annotator = ?", (cid, annotator)
+            ).fetchone()[0]
+        return Progress(total, mine, anyone, labels, annotators)
+
+    # -- scores ------------------------------------------------------------------------------------------------
+
+    def save_scores(self, name: str, scores: Iterable[Sequence[Any]]) -> int:
+        """Store a run's per-pair scores: rows of (pair_id, margin[, chosen_reward, rejected_reward]).
+
+        Saving under an existing name replaces that name's score for the same pairs. Returns rows written.
+        """
+        if not name.strip():
+            raise UserError("scores need a name (the run that made them)")
+        now = time.time()
+        rows = []
+        for item in scores:
+            pid, margin, *rest = item
+            chosen, rejected = (list(rest) + [None, None])[:2]
+            rows.append((name, float(margin), chosen, rejected, now, int(pid)))
+        with self._write() as db:  # only latest versions: an edited pair's old text is no longer shown
+            return db.executemany(
+                "INSERT OR REPLACE INTO scores(name, pair_id, collection_id, margin, chosen, rejected, created)"
+                " SELECT ?1, id, collection_id, ?2, ?3, ?4, ?5 FROM pairs WHERE id = ?6 AND is_latest = 1",
+                rows,
+            ).rowcount
+
+    def score_names(self, collection: str | int | Collection) -> list[tuple[str, int]]:
+        """(score name, pairs scored) for a collection, most recent first."""
+        cid = self.get_collection(collection).id
+        return [
+            (name, n)
+            for name, n, _ in self.db.execute(
+                "SELECT name, count(*), max(created) FROM scores WHERE collection_id = ?"
+                " GROUP BY name ORDER BY max(created) DESC",
+                (cid,),
+            )
+        ]
+
+    def scores_for(self, pair_id: int) -> dict[str, float]:
+        return dict(self.db.execute("SELECT name, margin FROM scores WHERE pair_id = ?", (pair_id,)).fetchall())
+
+    # -- statistics inputs -------------------------------------------------------------------------------------
+
+    def counts(self, collection: str | int | Collection | None = None) -> list[dict[str, Any]]:
+        """Per collection: pairs (latest versions), by language and split, labelled, disagreements, versions."""
+        collections = [self.get_collection(collection)] if collection is not None else self.list_collections()
+        out = []
+        for c in collections:
+            db = self.db
+            total = db.execute(
+                "SELECT count(*) FROM pairs WHERE collection_id = ? AND is_latest = 1", (c.id,)
+            ).fetchone()[0]
+            by = {}
+            for column in ("language", "split", "source"):
+                by[column] = dict(
+                    db.execute(
+                        f"SELECT {column}, count(*) FROM pairs WHERE collection_id = ? AND is_latest = 1"
+                        f" GROUP BY {column} ORDER BY count(*) DESC",
+                        (c.id,),
+                    ).fetchall()
+                )
+            plan_labelled = self.count(c, PairQuery(label_state="labelled"))
+            disagreements = self.count(c, PairQuery(label_state="disagreement"))
+            edited = db.execute(
+                "SELECT count(*) FROM pairs WHERE collection_id = ? AND parent_id IS NOT NULL AND is_latest = 1",
+                (c.id,),
+            ).fetchone()[0]
+            out.append(
+                {
+                    "collection": c.name,
+                    "kind": c.kind,
+                    "pairs": total,
+                    **{f"by_{k}": v for k, v in by.items()},
+                    "labelled": plan_labelled,
+                    "unlabelled": total - plan_labelled,
+                    "disagreements": disagreements,
+                    "edited": edited,
+                }
+            )
+        return out
+
+    def lengths(self, collection: str | int | Collection) -> list[tuple[int, int, int, str]]:
+        """(prompt, chosen, rejected characters, language) of every latest pair."""
+        cid = self.get_collection(collection).id
+        return self.db.execute(
+            "SELECT prompt_chars, chosen_chars, rejected_chars, language FROM pairs"
+            " WHERE collection_id = ? AND is_latest = 1",
+            (cid,),
+        ).fetchall()
+
+    def duplicate_prompts(self, collection: str | int | Collection) -> tuple[int, int]:
+        """(prompts appearing in more than one pair, pairs holding such a prompt) among latest versions."""
+        cid = self.get_collection(collection).id
+        row = self.db.execute(
+            "SELECT count(*), coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM pairs"
+            " WHERE collection_id = ? AND is_latest = 1 GROUP BY prompt_hash HAVING n > 1)",
+            (cid,),
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def shared_with_other_collections(self, collection: str | int | Collection) -> int:
+        """Latest pairs whose exact texts are also in another collection."""
+        cid = self.get_collection(collection).id
+        return self.db.execute(
+            "SELECT count(*) FROM pairs p WHERE p.collection_id = ? AND p.is_latest = 1 AND EXISTS ("
+            "SELECT 1 FROM pairs q WHERE q.content_hash = p.content_hash AND q.collection_id != p.collection_id)",
+            (cid,),
+        ).fetchone()[0]
+
+    def integrity_check(self) -> str:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers.
+
+_LABEL_COLUMNS = "id, pair_id, root_id, annotator, verdict, shown_first, choice, reason, created"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    source: str  # "FROM ..."
+    where: list[tuple[str, list[Any]]]  # conditions with their parameters, joined by AND
+    id_sql: str  # the pair id column
+    keys: tuple[str, ...]  # the sort key, also the keyset cursor
+    order: str
+    descending: bool
+
+    @property
+    def from_where(self) -> str:
+        return f"{self.source} WHERE " + " AND ".join(clause for clause, _ in self.where)
+
+    @property
+    def params(self) -> list[Any]:
+        return [value for _, values in self.where for value in values]
+
+    @property
+    def key_sql(self) -> str:
+        return ", ".join(self.keys)
+
+    def keyset(self, after: tuple | None) -> tuple[str, list[Any]]:
+        if after is None:
+            return "", []
+        if len(after) != len(self.keys):
+            raise UserError("this cursor belongs to another sort order; start from the first page")
+        op = "<" if self.descending else ">"
+        if len(self.keys) == 1:
+            return f" AND {self.keys[0]} {op} ?", list(after)
+        return f" AND ({self.key_sql}) {op} ({_marks(after)})", list(after)
+
+
+def _label_clause(cid: int, state: str, annotator: str | None) -> tuple[str, list[Any]]:
+    if state not in LABEL_STATES:
+        raise UserError(f"label state must be one of {', '.join(LABEL_STATES)}, not {state!r}")
+    if state in ("mine", "not_mine") and not annotator:
+        raise UserError(f"label state {state!r} needs an annotator")
+    anyone = "SELECT root_id FROM labels WHERE collection_id = ?"
+    if state == "unlabelled":
+        return f"p.root_id NOT IN ({anyone})", [cid]
+    if state == "labelled":
+        return f"p.root_id IN ({anyone})", [cid]
+    if state == "mine":
+        return f"p.root_id IN ({anyone} AND annotator = ?)", [cid, annotator]
+    if state == "not_mine":
+        return f"p.root_id NOT IN ({anyone} AND annotator = ?)", [cid, annotator]
+    return (
+        f"p.root_id IN ({anyone} AND choice != 'skip' GROUP BY root_id HAVING count(DISTINCT choice) > 1)",
+        [cid],
+    )
+
+
+def _collection(row: Sequence[Any]) -> Collection:
+    return Collection(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]))
+
+
+def _stored_pair(row: Sequence[Any]) -> StoredPair:
+    pid, cid, root, parent, latest, language, source, split, by, created, prompt, chosen, rejected, meta = row
+    pair = Pair(
+        prompt=tuple(json.loads(prompt)),
+        chosen=chosen,
+        rejected=rejected,
+        source=source,
+        language=language,
+        meta=json.loads(meta),
+    )
+    return StoredPair(pid, cid, pair, root, parent, bool(latest), split, by, created)
+
+
+_Version = tuple[int, int, "int | None", Pair, str]  # (id, root id, parent id, pair, content hash)
+
+
+def _insert(db: sqlite3.Connection, cid: int, versions: Sequence[_Version], by: str, now: float) -> list[tuple]:
+    """Insert pair versions (ids chosen by the caller) with their texts and index rows; returns the pairs rows."""
+    meta_rows, text_rows = [], []
+    for pid, root, parent, pair, digest in versions:
+        prompt_json = _dumps([dict(m) for m in pair.prompt])
+        chosen_chars, rejected_chars = len(pair.chosen), len(pair.rejected)
+        meta_rows.append((
+            pid, cid, root, parent, pair.language, pair.source, str(pair.meta.get("split") or "train"),
+            sum(len(m["content"]) for m in pair.prompt), chosen_chars, rejected_chars, chosen_chars - rejected_chars,
+            _prompt_hash(prompt_json), digest, by, now,
+        ))
+        text_rows.append((pid, prompt_json, pair.chosen, pair.rejected, _dumps(pair.meta)))
+    fts_rows = _fts_rows(cid, [(v[3].prompt_text, v[3].chosen, v[3].rejected) for v in versions])
+    db.executemany(
+        "INSERT INTO pairs(id, collection_id, root_id, parent_id, language, source, split, prompt_chars,"
+        " chosen_chars, rejected_chars, len_diff, prompt_hash, content_hash, created_by, created)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        meta_rows,
+    )
+    db.executemany("INSERT INTO pair_texts(pair_id, prompt, chosen, rejected, meta) VALUES (?, ?, ?, ?, ?)", text_rows)
+    db.executemany(
+        "INSERT INTO pairs_fts(rowid, coll, prompt, chosen, rejected) VALUES (?, ?, ?, ?, ?)",
+        [(v[0], *f) for v, f in zip(versions, fts_rows, strict=True)],
+    )
+    return meta_rows
+
+
+def _next_id(db: sqlite3.Connection) -> int:
+    """The next pair id (inside a write transaction); ids are never reused, as with AUTOINCREMENT."""
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'pairs'").fetchone()
+    top = db.execute("SELECT max(id) FROM pairs").fetchone()[0]
+    return max(row[0] if row else 0, top or 0) + 1
+
+
+def _batches(items: Iterable[Pair], size: int) -> Iterator[list[Pair]]:
+    batch: list[Pair] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _split_sql(script: str) -> list[str]:
+    """The schema script's statements (none of them holds a semicolon inside)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
