@@ -1,0 +1,187 @@
+"""Checkpoints in safetensors: weights (LoRA: the adapter only), optimizer, scheduler, RNG and the step.
+
+```
+checkpoints/step-000120/
+  model.safetensors + config.json   (full fine-tuning; loadable with from_pretrained)
+  adapter_model.safetensors + adapter_config.json   (LoRA; loadable with peft)
+  optimizer.safetensors             optimizer state tensors, flattened "state.<param>.<name>"
+  rng.safetensors                   torch (and CUDA) generator states
+  trainer_state.json                step, epoch, scheduler state, param groups, python RNG, anything extra
+```
+
+A checkpoint folder is written under a temporary name and renamed when complete, so a folder named
+``step-N`` is always whole.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ctllm.errors import UserError
+
+PREFIX = "step-"
+TRAINER_STATE = "trainer_state.json"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{PREFIX}{step:06d}"
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
+    """Complete checkpoint folders, oldest first."""
+    root = Path(checkpoints_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / TRAINER_STATE).is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
+    found = list_checkpoints(checkpoints_dir)
+    return found[-1] if found else None
+
+
+def prune_checkpoints(checkpoints_dir: Path, keep: int) -> None:
+    for old in list_checkpoints(checkpoints_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def is_peft_model(model: torch.nn.Module) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    for param_id, param_state in state["state"].items():
+        for name, value in param_state.items():
+            key = f"state.{param_id}.{name}"
+            if torch.is_tensor(value):
+                tensors[key] = value.detach().to("cpu").contiguous()
+            else:
+                scalars[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state_dict(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in list(tensors.items()) + list(meta.get("scalars", {}).items()):
+        _, param_id, name = key.split(".", 2)
+        state.setdefault(int(param_id), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{index}"] = cuda_state
+    return tensors
+
+
+def save_checkpoint(
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    step: int,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a complete checkpoint to ``folder`` (atomically) and return it. ``model`` is the unwrapped model."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tensors, optimizer_meta = _optimizer_tensors(optimizer)
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
+    state = {
+        "step": step,
+        "optimizer": optimizer_meta,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "python_rng": _to_json(random.getstate()),
+        "peft": is_peft_model(model),
+        **(extra or {}),
+    }
+    (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def _to_tuple(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_to_tuple(v) for v in value)
+    return value
+
+
+def load_model_weights(folder: Path, model: torch.nn.Module) -> None:
+    """Load the checkpoint's weights into ``model`` (full model or peft model with the same adapter layout)."""
+    folder = Path(folder)
+    if is_peft_model(model):
+        from peft import set_peft_model_state_dict
+
+        path = folder / "adapter_model.safetensors"
+        if not path.is_file():
+            raise UserError(f"{folder}: no adapter_model.safetensors (was this run trained without LoRA?)")
+        result = set_peft_model_state_dict(model, load_file(str(path)))
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise UserError(f"{path}: adapter weights do not fit the model: {unexpected[:3]}")
+        return
+    files = sorted(folder.glob("model*.safetensors"))
+    if not files:
+        raise UserError(f"{folder}: no model*.safetensors (was this run trained with LoRA?)")
+    weights: dict[str, torch.Tensor] = {}
+    for path in files:
+        weights.update(load_file(str(path)))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    if isinstance(getattr(model, "_tied_weights_keys", None), dict):
+        tied = set(model._tied_weights_keys)
+    really_missing = [key for key in missing if key not in tied]
+    if really_missing or unexpected:
+        raise UserError(f"{folder}: weights do not fit the model (missing {really_missing[:3]}, "
+                        f"unexpected {unexpected[:3]})")
+
+
+def load_checkpoint(
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and RNG from ``folder``; return its trainer state (step, extras)."""
+    folder = Path(folder)
+    state_path = folder / TRAINER_STATE
+    if not state_path.is_file():
+        raise UserError(f"{folder} is not a complete checkpoint ({TRAINER_STATE} missing)")
+    state = json.loads(state_path.read_text(encoding="utf-8"))
+    load_model_weights(folder, model)
+    tensors = load_file(str(folder / "optimizer.safetensors"))
+    optimizer.load_state_dict(_optimizer_state_dict(tensors, state["optimizer"]))
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    rng = load_file(str(folder / "rng.safetensors"))
+    torch.set_rng_state(rng["torch"])
+    cuda_states = [rng[k] for k in sorted(k for k in rng if k.startswith("cuda."))]
+    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)
+    if state.get("python_rng") is not None:
+        random.setstate(_to_tuple(state["python_rng"]))
+    return state

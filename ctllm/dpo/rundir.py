@@ -1,0 +1,171 @@
+"""A run directory and its small readers.
+
+```
+<runs_dir>/<name>/
+  config.yaml      the resolved TrainConfig, plus a `resolved:` block (reference, data hash, sizes)
+  status.json      state (queued|running|finished|failed|cancelled), step, total_steps, started, finished, error, ...
+  metrics.jsonl    one JSON object per logging step (TRL metric names; eval ones prefixed eval_)
+  train.log        the human-readable log
+  data.parquet     snapshot of the training pairs (eval.parquet: the held-out ones)
+  checkpoints/     step-N/ folders (safetensors)
+  final/           the trained model (full: model + tokenizer; LoRA: adapter + tokenizer + base note)
+  tensorboard/     TensorBoard events
+```
+
+Only the main process writes; readers never fail on a half-written last line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STATES = ("queued", "running", "finished", "failed", "cancelled")
+FINAL_STATES = ("finished", "failed", "cancelled")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf are not JSON: write them as strings so every line stays parseable."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class RunDir:
+    def __init__(self, path: Path, writer: bool = True):
+        self.path = Path(path)
+        self.writer = writer  # False on ranks other than 0: every write is a no-op
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    status_path = property(lambda self: self.path / "status.json")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    log_path = property(lambda self: self.path / "train.log")
+    checkpoints_dir = property(lambda self: self.path / "checkpoints")
+    final_dir = property(lambda self: self.path / "final")
+    tensorboard_dir = property(lambda self: self.path / "tensorboard")
+    data_path = property(lambda self: self.path / "data.parquet")
+    eval_data_path = property(lambda self: self.path / "eval.parquet")
+
+    def create(self) -> RunDir:
+        if self.writer:
+            self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write_config(self, config: dict[str, Any], resolved: dict[str, Any]) -> None:
+        if not self.writer:
+            return
+        text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+        text += "# Filled in by the run (ignored when this file is read back as a config):\n"
+        text += yaml.safe_dump({"resolved": _json_safe(resolved)}, sort_keys=False, allow_unicode=True)
+        _atomic_write(self.config_path, text)
+
+    def update_status(self, **changes: Any) -> dict[str, Any]:
+        status = read_status(self.path)
+        status.update(changes)
+        status["updated"] = now_iso()
+        if self.writer:
+            _atomic_write(self.status_path, json.dumps(_json_safe(status), indent=2, ensure_ascii=False) + "\n")
+        return status
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        if not self.writer:
+            return
+        with self.metrics_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(_json_safe(record), ensure_ascii=False) + "\n")
+            handle.flush()
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """On resume: drop records logged after the checkpoint's step (they will be logged again)."""
+        if not self.writer or not self.metrics_path.exists():
+            return
+        kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= after_step]
+        _atomic_write(self.metrics_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """The run's status.json as a dict; {} when it does not exist (yet)."""
+    path = Path(run_dir) / "status.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def read_metrics(run_dir: Path, after_line: int = 0) -> list[dict[str, Any]]:
+    """Metric records from line ``after_line`` on (0-based count of lines already read).
+
+    A last line still being written (no newline yet, or not valid JSON) is left for the next call.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    lines = text.split("\n")
+    complete = lines[:-1]  # the part after the last newline is incomplete (or empty)
+    records = []
+    for line in complete[after_line:]:
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.yaml as a dict, ``resolved`` block included; {} when missing."""
+    path = Path(run_dir) / "config.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
+    """Every run folder under ``runs_dir`` (those with a status.json or config.yaml), newest first."""
+    runs = []
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return runs
+    for folder in root.iterdir():
+        if not folder.is_dir() or not ((folder / "status.json").exists() or (folder / "config.yaml").exists()):
+            continue
+        status = read_status(folder)
+        runs.append(
+            {
+                "name": folder.name,
+                "path": str(folder),
+                "state": status.get("state", "unknown"),
+                "step": status.get("step", 0),
+                "total_steps": status.get("total_steps"),
+                "started": status.get("started"),
+                "finished": status.get("finished"),
+                "has_final": (folder / "final").is_dir(),
+                "status": status,
+            }
+        )
+    runs.sort(key=lambda run: (run["started"] or "", run["name"]), reverse=True)
+    return runs
