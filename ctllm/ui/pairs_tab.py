@@ -46,7 +46,7 @@ VERDICT_NAMES = {
     "both_bad": "both bad",
     "skip": "skipped",
 }
-TABLE_HEADERS = ["", "id", "lang", "source", "prompt", "Δ chars", "my label", "labels"]
+TABLE_HEADERS = ["", "id", "lang", "prompt", "Δ len", "mine", "n"]
 MAX_SCAN_PAGES = 5  # pages looked through for the next pair to label before falling back to id order
 
 
@@ -177,8 +177,7 @@ class PairsHandlers:
                     "▶" if pid == current else "",
                     pid,
                     pair.language,
-                    _preview(pair.source, 24),
-                    _preview(pair.last_user),
+                    _preview(pair.last_user, 60),
                     len(pair.chosen) - len(pair.rejected),
                     VERDICT_NAMES.get(mine, mine),
                     len(labels),
@@ -702,13 +701,21 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
             message = gr.Markdown(elem_id="pairs-message")
             progress = gr.Markdown(elem_id="pairs-progress")
         with gr.Column(scale=3):
-            with gr.Row():
+            with gr.Row(elem_id="pairs-page-row"):
                 prev_page = tr.bind(
                     gr.Button(t("pairs.prev_page"), size="sm", elem_id="pairs-prev-page"), "pairs.prev_page", "value"
                 )
                 page = tr.bind(
                     gr.Number(
-                        value=1, precision=0, minimum=1, label=t("pairs.page"), elem_id="pairs-page", min_width=80
+                        value=1,
+                        precision=0,
+                        minimum=1,
+                        label=t("pairs.page"),
+                        elem_id="pairs-page",
+                        min_width=70,
+                        show_label=False,
+                        container=False,
+                        scale=1,
                     ),
                     "pairs.page",
                 )
@@ -725,6 +732,7 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
                     elem_id="pairs-table",
                     label=t("pairs.table"),
                     max_height=640,
+                    column_widths=["5%", "9%", "8%", "50%", "9%", "12%", "7%"],
                     datatype="str",
                 ),
                 "pairs.table",
