@@ -31,6 +31,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ctllm.errors import UserError
-from ctllm.pairs.resolve import SHOWN_FIRST, VERDICTS, choice_of
+from ctllm.pairs.resolve import SHOWN_FIRST, VERDICTS, choice_of, resolve
 from ctllm.pairs.schema import Pair
 from ctllm.pairs.search import fts_query, like_pattern, search_texts
 
@@ -544,6 +545,27 @@ class Store:
             yield from (_stored_pair(r) for r in rows)
             after = rows[-1][0]
 
+    def resolved_pairs(
+        self, collection: str | int | Collection, split: str | None = None
+    ) -> tuple[list[Pair], Counter[str]]:
+        """What an export or a training run gets: latest versions with labels resolved (see ``resolve``).
+
+        Returns the pairs and how many pairs had each outcome (resolve.KEPT and resolve.LEFT_OUT).
+        """
+        choices = self.choices_by_root(collection)
+        pairs: list[Pair] = []
+        outcomes: Counter[str] = Counter()
+        for stored in self.iter_pairs(collection, split):
+            resolution = resolve(stored.pair, choices.get(stored.root_id, ()))
+            outcomes[resolution.outcome] += 1
+            if resolution.pair is not None:
+                pairs.append(resolution.pair)
+        return pairs, outcomes
+
+    def collection_pairs(self, collection: str | int | Collection, split: str | None = None) -> list[Pair]:
+        """The resolved pairs of a collection (labels applied; ties, both-bad and no-majority pairs left out)."""
+        return self.resolved_pairs(collection, split)[0]
+
     def page(
         self,
         collection: str | int | Collection,
@@ -854,6 +876,16 @@ class Store:
             (cid,),
         ).fetchone()[0]
 
+    def label_rows(self, collection: str | int | Collection) -> list[tuple[int, str, str, str, int, int]]:
+        """(root id, annotator, verdict, choice, chosen characters, rejected characters) for every label, the
+        lengths taken from the pair's latest version."""
+        cid = self.get_collection(collection).id
+        return self.db.execute(
+            "SELECT l.root_id, l.annotator, l.verdict, l.choice, p.chosen_chars, p.rejected_chars FROM labels l"
+            " JOIN pairs p ON p.root_id = l.root_id AND p.is_latest = 1 WHERE l.collection_id = ? ORDER BY l.id",
+            (cid,),
+        ).fetchall()
+
     def integrity_check(self) -> str:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
 
@@ -922,13 +954,16 @@ def _collection(row: Sequence[Any]) -> Collection:
 
 def _stored_pair(row: Sequence[Any]) -> StoredPair:
     pid, cid, root, parent, latest, language, source, split, by, created, prompt, chosen, rejected, meta = row
+    meta = json.loads(meta)
+    if split != str(meta.get("split") or "train"):  # set_split changed it: the pair carries the store's split
+        meta["split"] = split
     pair = Pair(
         prompt=tuple(json.loads(prompt)),
         chosen=chosen,
         rejected=rejected,
         source=source,
         language=language,
-        meta=json.loads(meta),
+        meta=meta,
     )
     return StoredPair(pid, cid, pair, root, parent, bool(latest), split, by, created)
 
@@ -993,3 +1028,6 @@ def _marks(values: Sequence[Any]) -> str:
 def _split_sql(script: str) -> list[str]:
     """The schema script's statements (none of them holds a semicolon inside)."""
     return [s.strip() for s in script.split(";") if s.strip()]
+
+
+PairStore = Store  # the name other modules know it by
