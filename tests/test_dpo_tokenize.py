@@ -145,11 +145,13 @@ def test_max_prompt_length_keeps_the_end_of_the_prompt(tokenizer):
     assert decode(tokenizer, item.prompt_ids).endswith("<|im_end|>\n<|im_start|>assistant\n")
 
 
-def test_tokenizer_without_chat_template_is_a_user_error(embedded_model_dir):
+def test_tokenizer_without_chat_template_gets_the_chatml_fallback(tokenizer, embedded_model_dir):
     bare = AutoTokenizer.from_pretrained(embedded_model_dir)
-    bare.chat_template = None
-    with pytest.raises(UserError, match="chat template"):
-        tokenize_pairs(bare, [Pair(user_prompt("Hi"), "a", "b")], max_length=64)
+    bare.chat_template = None  # as CT-LLM's tokenizer ships
+    pair = Pair(user_prompt("Hi"), "Hello", "Bye")
+    [item] = tokenize_pairs(bare, [pair], max_length=64).items
+    assert decode(bare, item.prompt_ids) == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert decode(bare, item.chosen_ids) == "Hello<|im_end|>"
 
 
 # ---- batches ---------------------------------------------------------------------------------------------------

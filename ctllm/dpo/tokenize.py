@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctllm.errors import UserError
+from ctllm.models.templates import FALLBACK_TEMPLATE
 from ctllm.pairs.schema import Pair
 
 
@@ -47,11 +48,14 @@ class TokenizeResult:
 
 
 def render_prompt(tokenizer: Any, messages: Sequence[dict]) -> str:
-    """The prompt text through the chat template, ending with the assistant generation prompt."""
-    if not getattr(tokenizer, "chat_template", None):
-        name = getattr(tokenizer, "name_or_path", "the tokenizer")
-        raise UserError(f"{name} has no chat template: DPO on chat pairs needs a chat (SFT) model's tokenizer")
-    return tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=False, add_generation_prompt=True)
+    """The prompt text through the chat template, ending with the assistant generation prompt.
+
+    A tokenizer without a template (CT-LLM's) gets the app-wide fallback, ChatML, as in chat and generation.
+    """
+    template = None if getattr(tokenizer, "chat_template", None) else FALLBACK_TEMPLATE
+    return tokenizer.apply_chat_template(
+        [dict(m) for m in messages], chat_template=template, tokenize=False, add_generation_prompt=True
+    )
 
 
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
