@@ -17,6 +17,13 @@ from typing import Any
 from ctllm.errors import UserError
 from ctllm.pairs.schema import LANGUAGES, Message, Pair
 
+try:  # orjson parses JSON several times faster; the standard library is the fallback
+    import orjson
+
+    fast_json_loads: Callable[[bytes | str], Any] = orjson.loads
+except ImportError:  # pragma: no cover - depends on the environment
+    fast_json_loads = json.loads
+
 PKU_CHOICES = ("safer", "better")
 MAPPING_KEYS = ("prompt", "chosen", "rejected", "system")
 
@@ -124,7 +131,7 @@ def _maybe_json(value: Any) -> Any:
     """CSV cells and some Parquet columns hold lists/objects as JSON text."""
     if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
         try:
-            return json.loads(value)
+            return fast_json_loads(value)
         except ValueError:
             return value
     return value

@@ -9,11 +9,13 @@ Files: .json (an array, an object holding a list, or JSON Lines under a .json na
 from __future__ import annotations
 
 import csv
+import gc
 import gzip
 import io
 import json
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +28,9 @@ from ctllm.pairs.formats import (
     RowProblem,
     check_mapping,
     detect_format,
+    fast_json_loads,
 )
 from ctllm.pairs.schema import Pair
-
-try:  # orjson parses JSONL several times faster; the standard library is the fallback
-    import orjson
-
-    _loads: Callable[[bytes | str], Any] = orjson.loads
-except ImportError:  # pragma: no cover - depends on the environment
-    _loads = json.loads
 
 ON_ERROR = ("skip", "abort")
 PROGRESS_EVERY = 5000
@@ -135,7 +131,7 @@ def _jsonl_records(raw: bytes, name: str, first_line: int = 1) -> Iterator[_Reco
             continue
         row += 1
         try:
-            value = _loads(chunk)
+            value = fast_json_loads(chunk)
         except ValueError:
             value = None
             try:
@@ -176,7 +172,7 @@ def _list_in_object(data: dict[str, Any]) -> list[Any] | None:
 def _json_records(raw: bytes, name: str) -> Iterator[_Record]:
     body = raw.lstrip(b"\xef\xbb\xbf \t\r\n")
     try:
-        data = _loads(body)
+        data = fast_json_loads(body)
     except ValueError:
         first_line = body.split(b"\n", 1)[0]
         if body.startswith(b"{") and _parses(first_line):  # JSON Lines saved under a .json name
@@ -193,7 +189,7 @@ def _json_records(raw: bytes, name: str) -> Iterator[_Record]:
 
 def _parses(chunk: bytes) -> bool:
     try:
-        _loads(chunk)
+        fast_json_loads(chunk)
     except ValueError:
         return False
     return True
@@ -343,7 +339,8 @@ def _load(source: str | Path, allow_hub: bool) -> _Source:
     if path.is_file():
         return _Source(path.name, _strip_suffixes(path.name), list(_file_records(path, path.name)))
     text = str(source)
-    if not allow_hub:
+    looks_like_file = path.suffix.lower() in (*_SUFFIXES, ".gz") or text.startswith(("/", ".", "~"))
+    if not allow_hub or looks_like_file:
         raise UserError(f"{text}: no such file or folder (a hub dataset id is read only when the hub is allowed)")
     from datasets import load_dataset
 
@@ -355,6 +352,19 @@ def _load(source: str | Path, allow_hub: bool) -> _Source:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _bulk_allocation() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many objects: it would rescan them all repeatedly
+    (measured: a third of the time of reading 229k rows). Reference counting still frees everything."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def read_pairs(
@@ -385,6 +395,21 @@ def read_pairs(
     if pku_choice not in PKU_CHOICES:
         raise UserError(f"pku_choice must be one of {', '.join(PKU_CHOICES)}, not {pku_choice!r}")
 
+    with _bulk_allocation():
+        return _read(source, fmt, mapping, on_error, max_field_chars, pku_choice, all_ranked_pairs, allow_hub, progress)
+
+
+def _read(
+    source: str | Path,
+    fmt: str | None,
+    mapping: dict[str, str] | None,
+    on_error: str,
+    max_field_chars: int,
+    pku_choice: str,
+    all_ranked_pairs: bool,
+    allow_hub: bool,
+    progress: Callable[[int], None] | None,
+) -> ReadResult:
     loaded = _load(source, allow_hub)
     if not loaded.records:
         raise UserError(f"{loaded.name}: no rows found")
