@@ -101,8 +101,10 @@ def test_unparseable_or_missing_files_raise_user_errors_naming_the_file(tmp_path
         read_pairs(FIXTURES / "empty.jsonl")
     with pytest.raises(UserError, match="nope.jsonl: no such file"):
         read_pairs(tmp_path / "nope.jsonl")
-    with pytest.raises(UserError, match="no such file"):
+    with pytest.raises(UserError, match="no such file.*hub"):
         read_pairs("someone/some-dataset")  # a hub id, but the hub was not allowed
+    with pytest.raises(UserError, match="typo.jsonl: no such file or folder$"):
+        read_pairs("data/typo.jsonl", allow_hub=True)  # looks like a file: never sent to the hub
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(UserError, match="notes.txt: unknown file type"):
         read_pairs(tmp_path / "notes.txt")
@@ -165,6 +167,13 @@ def test_byte_order_mark_and_crlf_line_endings(tmp_path: Path) -> None:
     assert [p.content_hash() for p in read_pairs(tmp_path / "bom.jsonl").pairs] == hashes
 
 
+def test_csv_row_with_too_many_values(tmp_path: Path) -> None:
+    (tmp_path / "wide.csv").write_text("prompt,chosen,rejected\na,b,c,d\nq,good,bad\n", encoding="utf-8")
+    result = read_pairs(tmp_path / "wide.csv")
+    assert [str(e) for e in result.errors] == ["wide.csv:2: extra fields: 4 values for 3 columns"]
+    assert len(result.pairs) == 1
+
+
 def test_csv_header_with_bad_bytes_is_a_user_error(tmp_path: Path) -> None:
     (tmp_path / "h.csv").write_bytes(b"prompt,cho\xffsen,rejected\na,b,c\n")
     with pytest.raises(UserError, match="h.csv:1"):
@@ -193,3 +202,14 @@ def test_progress_reports_rows_handled() -> None:
     seen: list[int] = []
     read_pairs(FIXTURES / "bad_rows.jsonl", progress=seen.append)
     assert seen == [11]
+
+
+def test_json_object_holding_rows_with_bad_bytes_and_nan(tmp_path: Path) -> None:
+    (tmp_path / "o.json").write_bytes(
+        b'{"rows": [\n {"prompt": "a", "chosen": "b", "rejected": "c"},\n'
+        b' {"prompt": "x\xff", "chosen": "b", "rejected": "c"},\n'
+        b' {"prompt": "n", "chosen": "y", "rejected": "z", "score": NaN}\n]}\n'
+    )
+    result = read_pairs(tmp_path / "o.json")
+    assert [str(e) for e in result.errors] == ["o.json:3: field 'prompt': non-UTF-8 bytes"]
+    assert [p.last_user for p in result.pairs] == ["a", "n"]

@@ -260,7 +260,8 @@ def _csv_records(raw: bytes, name: str, delimiter: str) -> Iterator[_Record]:
             continue
         row += 1
         if len(values) != len(header):
-            reason = f"missing field: {len(values)} values for {len(header)} columns"
+            kind = "missing field" if len(values) < len(header) else "extra fields"
+            reason = f"{kind}: {len(values)} values for {len(header)} columns"
             yield _Record(start, row, error=RowError(name, start, row, None, reason))
             continue
         record = dict(zip(header, values, strict=True))
@@ -340,7 +341,9 @@ def _load(source: str | Path, allow_hub: bool) -> _Source:
         return _Source(path.name, _strip_suffixes(path.name), list(_file_records(path, path.name)))
     text = str(source)
     looks_like_file = path.suffix.lower() in (*_SUFFIXES, ".gz") or text.startswith(("/", ".", "~"))
-    if not allow_hub or looks_like_file:
+    if looks_like_file:
+        raise UserError(f"{text}: no such file or folder")
+    if not allow_hub:
         raise UserError(f"{text}: no such file or folder (a hub dataset id is read only when the hub is allowed)")
     from datasets import load_dataset
 
