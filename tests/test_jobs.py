@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,6 +97,7 @@ def fake_job(tmp_path: Path) -> Path:
 def manager(settings: Settings):
     jobs = JobManager(settings, grace_s=5.0)
     yield jobs
+    jobs.stop_watcher()
     for job in jobs.poll():  # never leave a process behind, whatever the test did
         try:
             jobs.cancel(job.id, force=True, wait=True)
@@ -312,15 +314,16 @@ import sys
 from pathlib import Path
 from ctllm.jobs import JobManager
 from ctllm.settings import Settings
-job = JobManager(Settings(data_dir=Path(sys.argv[1]))).start(sys.argv[3:], sys.argv[2], devices="cpu", owner="someone")
+manager = JobManager(Settings(data_dir=Path(sys.argv[1])))
+job = manager.start(sys.argv[4:], sys.argv[2], devices=sys.argv[3], owner="someone")
 print(job.id, job.pid)
 """
 
 
-def start_in_other_process(settings: Settings, run_dir: Path, argv: list[str]) -> tuple[int, int]:
+def start_in_other_process(settings: Settings, run_dir: Path, argv: list[str], devices: str = "cpu") -> tuple[int, int]:
     """Start a job from a short-lived process (an app that then exits), as the UI would before a restart."""
     out = subprocess.run(
-        [sys.executable, "-c", START_ELSEWHERE, str(settings.data_dir), str(run_dir), *argv],
+        [sys.executable, "-c", START_ELSEWHERE, str(settings.data_dir), str(run_dir), devices, *argv],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -349,7 +352,7 @@ def test_a_new_manager_reattaches_to_a_job_whose_starter_exited(settings: Settin
 def test_reattach_reports_jobs_that_ended_while_the_app_was_down(settings: Settings, fake_job: Path, tmp_path: Path):
     finished_dir, killed_dir = tmp_path / "finished", tmp_path / "killed"
     finished_id, finished_pid = start_in_other_process(
-        settings, finished_dir, command(fake_job, finished_dir, "--steps", "2", "--delay", "0")
+        settings, finished_dir, command(fake_job, finished_dir, "--steps", "2", "--delay", "0"), devices="0"
     )
     killed_id, killed_pid = start_in_other_process(settings, killed_dir, command(fake_job, killed_dir))
     wait_for(lambda: read_status(killed_dir) and read_status(killed_dir)["step"] >= 2, what="two steps")
@@ -434,3 +437,64 @@ def test_cli_lists_shows_cancels_and_resumes(settings: Settings, fake_job: Path,
     assert [(r["id"], r["state"], r["resumed_from"]) for r in records] == [(2, "cancelled", 1), (1, "cancelled", None)]
     assert main(["jobs", "show", "99", *data]) == 2
     assert "no job with id 99" in capsys.readouterr().err
+
+
+def test_the_watcher_thread_notices_a_killed_job_without_anyone_polling(
+    manager: JobManager, fake_job: Path, tmp_path: Path
+):
+    run_dir = tmp_path / "watched"
+    job = manager.start(command(fake_job, run_dir), run_dir)
+    child_pid(run_dir)
+    watcher = manager.start_watcher(interval=0.2)
+    assert manager.start_watcher() is watcher  # one per database per process
+    os.kill(job.pid, signal.SIGKILL)
+    # list_jobs only reads the table: the state changes because the watcher polled.
+    failed = wait_for(lambda: [j for j in manager.list_jobs() if j.state == "failed"], what="the watcher")
+    assert failed[0].id == job.id and failed[0].exit_code == -9 and "SIGKILL" in failed[0].error
+
+
+def test_concurrent_polls_start_a_queued_job_once(settings: Settings, fake_job: Path, tmp_path: Path):
+    managers = [JobManager(settings, grace_s=1.0) for _ in range(4)]
+    stop = tmp_path / "stop"
+    first = managers[0].start(command(fake_job, tmp_path / "one", "--until", str(stop)), tmp_path / "one")
+    second = managers[0].start(command(fake_job, tmp_path / "two", "--steps", "1", "--delay", "0"), tmp_path / "two")
+    assert second.state == "queued"
+    stop.touch()
+    wait_for(lambda: not is_running(first.pid, first.pid_start), what="the first job to end")
+    threads = [threading.Thread(target=m.poll) for m in managers for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done = managers[1].wait(second.id, timeout=60, until_group_gone=True)
+    assert done.state == "finished"
+    assert (tmp_path / "two" / "train.log").read_text().count("=== ctllm job") == 2  # one header, one footer
+    managers[0].wait(first.id, timeout=60, until_group_gone=True)
+
+
+@pytest.mark.slow
+def test_a_real_training_run_is_cancelled_and_resumed_through_the_manager(tiny_model_dir: Path, tmp_path: Path):
+    settings = Settings(data_dir=tmp_path / "data", allowed_roots=(tmp_path, tiny_model_dir.parent)).ensure_dirs()
+    manager = JobManager(settings, grace_s=60.0)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join((REPO / "assets" / "pairs" / "sample_pairs.jsonl").read_text().splitlines(True)[:8]))
+    run_dir = settings.runs_dir / "tiny"
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"run_name: tiny\noutput_dir: {run_dir}\nmodel: {tiny_model_dir}\ndata: {pairs}\neval_fraction: 0.25\n"
+        "max_steps: 12\nbatch_size: 2\nmax_length: 64\nreport_to: none\n"
+    )
+    job = manager.start([*train_command(config), "--no-progress"], run_dir, devices="cpu")
+    wait_for(lambda: (manager.watch(job.id).metrics or {}).get("step"), timeout=300, what="the first step")
+    cancelled = manager.cancel(job.id, wait=True)
+    assert cancelled.state == "cancelled" and cancelled.exit_code == 3  # the train CLI's code for a clean stop
+    stopped_at = manager.watch(cancelled.id).status["step"]
+    assert 1 <= stopped_at < 12 and list((run_dir / "checkpoints").glob("step-*"))
+    resumed = manager.resume(job.id)
+    assert resumed.argv[-1] == "--resume"
+    done = manager.wait(resumed.id, timeout=300)
+    assert done.state == "finished" and done.exit_code == 0, done.log_tail
+    view = manager.watch(done.id)
+    assert view.status["step"] == 12 and view.metrics["step"] == 12 and (run_dir / "final").is_dir()
+    log = (run_dir / "train.log").read_text()
+    assert log.count("step 12/12 ") == 1  # the run's logging and its redirected stderr are not doubled

@@ -55,11 +55,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_GRACE_S = 30.0
 DEFAULT_TAIL_LINES = 40
 
-# Children started by this Python process: pid -> (job id, Popen). Module level, so that any JobManager in this
-# process can reap them (a zombie otherwise) and record their exit code.
-_children: dict[int, tuple[int, subprocess.Popen]] = {}
+# Children started by this Python process: pid -> (database, job id, Popen). Module level, so that any JobManager
+# in this process can reap them (a zombie otherwise) and record their exit code in the job's own database.
+_children: dict[int, tuple[Path, int, subprocess.Popen]] = {}
 _children_lock = threading.Lock()
-_watchers: dict[Path, threading.Thread] = {}
+_watchers: dict[Path, tuple[threading.Thread, threading.Event]] = {}
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ class JobManager:
         run_dir = Path(run_dir).expanduser().resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         cwd = Path(cwd).resolve() if cwd is not None else PROJECT_ROOT
-        extra_env = {str(k): str(v) for k, v in (env or {}).items()}
+        extra_env = {**settings_env(self.settings), **{str(k): str(v) for k, v in (env or {}).items()}}
         shown_env = {"CUDA_VISIBLE_DEVICES": cuda_visible_devices(canonical), **extra_env}
         if cwd != PROJECT_ROOT:
             shown_env["PYTHONPATH"] = str(PROJECT_ROOT)
@@ -225,7 +225,7 @@ class JobManager:
     def poll(self) -> list[Job]:
         """One round of housekeeping (the UI timer calls this): reap, finalize dead jobs, escalate cancels,
         start queued jobs whose devices are free. Returns the jobs not yet final."""
-        self._reap_children()
+        _reap_children()
         for job in self._jobs_where("state IN (?, ?)", ACTIVE_STATES):
             self._refresh(job)
         self._sweep_groups()
@@ -256,22 +256,29 @@ class JobManager:
     def start_watcher(self, interval: float = 1.0) -> threading.Thread:
         """A daemon thread calling ``poll()`` every ``interval`` s, one per database per process. Optional: the
         jobs themselves never depend on it."""
-        thread = _watchers.get(self.db_path)
-        if thread is not None and thread.is_alive():
-            return thread
+        running = _watchers.get(self.db_path)
+        if running is not None and running[0].is_alive():
+            return running[0]
+        stop = threading.Event()
 
         def loop() -> None:
-            while True:
+            while not stop.is_set():
                 try:
                     self.poll()
                 except Exception:  # keep watching; a locked database or a vanished run dir is transient
                     log.exception("job watcher: poll failed")
-                time.sleep(interval)
+                stop.wait(interval)
 
         thread = threading.Thread(target=loop, name=f"ctllm-jobs-{self.db_path.name}", daemon=True)
+        _watchers[self.db_path] = (thread, stop)
         thread.start()
-        _watchers[self.db_path] = thread
         return thread
+
+    def stop_watcher(self) -> None:
+        running = _watchers.pop(self.db_path, None)
+        if running is not None:
+            running[1].set()
+            running[0].join()
 
     # ----------------------------------------------------------------------------------------------- internals
 
@@ -292,32 +299,29 @@ class JobManager:
         return not job.boot_id or job.boot_id == processes.boot_id()
 
     def _leader_alive(self, job: Job) -> bool:
-        return job.pid is not None and self._same_boot(job) and processes.is_running(job.pid, job.pid_start)
+        if job.pid is None or not self._same_boot(job):
+            return False
+        with _children_lock:
+            entry = _children.get(job.pid)
+        if entry is not None and entry[:2] == (self.db_path, job.id):
+            # Our own child: waitpid is the authority (it also records the exit code). /proc can show the leader
+            # as a zombie while its other threads are still exiting, before waitpid can reap it.
+            if entry[2].poll() is None:
+                return True
+            _reap_children()
+            return False
+        return processes.is_running(job.pid, job.pid_start)
 
     def _group_left(self, job: Job) -> list[int]:
         if job.pgid is None or not self._same_boot(job):
             return []
         return processes.group_members(job.pgid, job.pid_start)
 
-    def _reap_children(self) -> None:
-        with _children_lock:
-            ended = [
-                (pid, job_id, proc.returncode) for pid, (job_id, proc) in _children.items() if proc.poll() is not None
-            ]
-            for pid, _, _ in ended:
-                del _children[pid]
-        if not ended:
-            return
-        with write_transaction(self.db_path) as conn:
-            for pid, job_id, code in ended:
-                conn.execute(
-                    "UPDATE jobs SET exit_code = ? WHERE id = ? AND pid = ? AND exit_code IS NULL", (code, job_id, pid)
-                )
-
     def _refresh(self, job: Job) -> Job:
         """Finalize an active job whose leader process is gone; a live one is returned unchanged."""
         if not job.active or self._leader_alive(job):
             return job
+        job = self._load(job.id)  # with the exit code, when it was our child and was just reaped
         status = read_status(job.run_dir, job.status_baseline) or {}
         run_state = status.get("state")
         tail = tail_lines(job.log_path, self.tail_lines)
@@ -403,7 +407,7 @@ class JobManager:
             return
         pid_start = processes.start_ticks(proc.pid)  # readable even if it already exited: a zombie until reaped
         with _children_lock:
-            _children[proc.pid] = (job.id, proc)
+            _children[proc.pid] = (self.db_path, job.id, proc)
         update(
             conn,
             job.id,
@@ -416,6 +420,33 @@ class JobManager:
             status_baseline=baseline,
             started=started,
         )
+
+
+def _reap_children() -> None:
+    """Reap every child of this process that has ended and record its exit code (Popen: -N for signal N)."""
+    with _children_lock:
+        ended = [(pid, *entry) for pid, entry in _children.items() if entry[2].poll() is not None]
+        for pid, *_ in ended:
+            del _children[pid]
+    for pid, db_path, job_id, proc in ended:
+        with write_transaction(db_path) as conn:
+            conn.execute(
+                "UPDATE jobs SET exit_code = ? WHERE id = ? AND pid = ? AND exit_code IS NULL",
+                (proc.returncode, job_id, pid),
+            )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings a job's own ``python -m ctllm`` must share with the app that started it (CTLLM_* variables):
+    the same data dir, and the same operator decisions on allowed folders, remote code and hub access."""
+    env = {"CTLLM_DATA_DIR": str(settings.data_dir)}
+    if settings.allowed_roots:
+        env["CTLLM_ALLOWED_ROOTS"] = ",".join(str(root) for root in settings.allowed_roots)
+    if settings.trust_remote_code:
+        env["CTLLM_TRUST_REMOTE_CODE"] = "1"
+    if settings.offline:
+        env["CTLLM_OFFLINE"] = "1"
+    return env
 
 
 def _final_state(job: Job, run_state: object, run_error: str, tail: str) -> tuple[str, str | None]:

@@ -74,9 +74,19 @@ def is_running(pid: int, expected_start: int | None) -> bool:
             return True
         return True
     stat = read_stat(pid)
-    if stat is None or stat.state in {"Z", "X"}:
+    if stat is None or (expected_start is not None and stat.start_ticks != expected_start):
         return False
-    return expected_start is None or stat.start_ticks == expected_start
+    if stat.state == "Z":
+        # A zombie leader whose other threads are still exiting is not gone yet (nor is its memory).
+        return _thread_count(pid) > 1
+    return stat.state != "X"
+
+
+def _thread_count(pid: int) -> int:
+    try:
+        return len(os.listdir(PROC / str(pid) / "task"))
+    except OSError:
+        return 0
 
 
 def group_members(pgid: int, leader_start: int | None) -> list[int]:
