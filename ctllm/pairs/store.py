@@ -824,7 +824,7 @@ class Store:
                 by[column] = dict(
                     db.execute(
                         f"SELECT {column}, count(*) FROM pairs WHERE collection_id = ? AND is_latest = 1"
-                        f" GROUP BY {column} ORDER BY count(*) DESC",
+                        f" GROUP BY {column} ORDER BY count(*) DESC, {column}",
                         (c.id,),
                     ).fetchall()
                 )
