@@ -76,11 +76,16 @@ def test_sequence_logps_in_chunks_and_on_kept_positions(monkeypatch):
 
 def test_half_precision_logits_are_scored_in_fp32():
     logits, input_ids, loss_mask = random_rows(seed=2)
-    half = logits.to(torch.bfloat16)
+    half = logits.to(torch.bfloat16).requires_grad_()
     total, _, _ = sequence_logps(half, input_ids, loss_mask)
-    expected, _, _ = naive_logps(half.float(), input_ids, loss_mask)
+    widened = half.detach().float().requires_grad_()
+    expected, _, _ = naive_logps(widened, input_ids, loss_mask)
     assert total.dtype == torch.float32
     assert torch.allclose(total.double(), expected, atol=1e-4)
+    (grad,) = torch.autograd.grad(total.sum(), half)
+    (exp_grad,) = torch.autograd.grad(expected.sum(), widened)
+    assert grad.dtype == torch.bfloat16
+    assert torch.allclose(grad.float(), exp_grad.float(), atol=1e-2)
 
 
 def make_pairs(n: int, seed: int = 0) -> list[Pair]:

@@ -1,9 +1,10 @@
 """Summed completion log-probs of chosen and rejected rows, lean on memory over a large vocabulary.
 
-``log_softmax(logits[:, :-1])`` taken at ``ids[:, 1:]`` is computed as ``gather - logsumexp`` in fp32, a few rows
-at a time, so no full-vocabulary log-prob tensor (nor a second fp32 copy of the logits) is ever built. The model
-is asked for logits only from the first position that predicts a completion token (``logits_to_keep``), which
-skips the LM head over the common prompt prefix.
+``log_softmax(logits[:, :-1])`` taken at ``ids[:, 1:]`` is computed in fp32 a few rows at a time, keeping only
+``logit[label] − logsumexp`` per position: no vocabulary-sized log-prob tensor is kept for backward (nor a second
+fp32 copy of the logits), and the backward pass writes softmax − onehot straight into the logits' gradient. The
+model is asked for logits only from the first position that predicts a completion token (``logits_to_keep``),
+which skips the LM head over the common prompt prefix.
 """
 
 from __future__ import annotations
@@ -31,6 +32,52 @@ class ForwardOutput:
     chosen_nll: Tensor  # mean token NLL of the chosen completion (RPO term), carries grad
 
 
+class _TokenLogProbs(torch.autograd.Function):
+    """log_softmax(logits)[label] per position, without keeping a vocabulary-sized log-prob tensor.
+
+    Forward runs a fused log_softmax a few rows at a time and keeps only the per-position log-normaliser; backward
+    writes softmax − onehot straight into the logits' gradient. Also returns the vocab-mean logit (no gradient).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        n_rows, steps = labels.shape
+        token_logps = torch.empty((n_rows, steps), dtype=torch.float32, device=logits.device)
+        log_norm = torch.empty_like(token_logps)
+        mean_logits = torch.empty_like(token_logps)
+        for rows in _row_chunks(n_rows, steps * logits.size(-1)):
+            chunk = logits[rows, :steps].float()
+            index = labels[rows].unsqueeze(-1)
+            token_logps[rows] = torch.log_softmax(chunk, dim=-1).gather(-1, index).squeeze(-1)
+            log_norm[rows] = chunk.gather(-1, index).squeeze(-1) - token_logps[rows]
+            mean_logits[rows] = chunk.mean(-1)
+        ctx.save_for_backward(logits, labels, log_norm)
+        ctx.mark_non_differentiable(mean_logits)
+        return token_logps, mean_logits
+
+    @staticmethod
+    def backward(ctx: Any, grad_logps: Tensor, _grad_means: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        logits, labels, log_norm = ctx.saved_tensors
+        steps = labels.size(1)
+        grad = torch.empty_like(logits)
+        grad[:, steps:] = 0  # positions past the last label predict nothing
+        in_place = logits.dtype == torch.float32
+        for rows in _row_chunks(labels.size(0), steps * logits.size(-1)):
+            g = grad_logps[rows].unsqueeze(-1).to(torch.float32)
+            # d logp[label] / d logits = onehot(label) − softmax(logits)
+            out = grad[rows, :steps] if in_place else None
+            probs = torch.sub(logits[rows, :steps].float(), log_norm[rows].unsqueeze(-1), out=out).exp_()
+            probs.mul_(-g).scatter_add_(-1, labels[rows].unsqueeze(-1), g)
+            if not in_place:
+                grad[rows, :steps] = probs.to(grad.dtype)
+        return grad, None
+
+
+def _row_chunks(n_rows: int, elements_per_row: int) -> list[slice]:
+    step = max(1, CHUNK_ELEMENTS // max(1, elements_per_row))
+    return [slice(start, start + step) for start in range(0, n_rows, step)]
+
+
 def sequence_logps(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Per-row completion log-probs.
 
@@ -43,7 +90,7 @@ def sequence_logps(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> tupl
         (sum of log p(token) over masked tokens [N] fp32, number of masked tokens [N] int64,
         mean raw logit over masked tokens [N] fp32 detached; the logit at each position is averaged over the vocab).
     """
-    n_rows, width = input_ids.shape
+    width = input_ids.size(1)
     offset = width - logits.size(1)  # logits[:, j] belongs to position offset + j and predicts token offset + j + 1
     if offset < 0:
         raise ValueError(f"logits cover {logits.size(1)} positions but the rows have {width}")
@@ -51,20 +98,10 @@ def sequence_logps(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> tupl
         raise ValueError("logits start after the first completion token; keep more positions")
     labels = input_ids[:, offset + 1 :]
     mask = loss_mask[:, offset + 1 :].to(torch.float32)
-    steps = logits.size(1) - 1
-    rows_per_chunk = max(1, CHUNK_ELEMENTS // max(1, steps * logits.size(-1)))
-    sums, means = [], []
-    for start in range(0, n_rows, rows_per_chunk):
-        rows = slice(start, start + rows_per_chunk)
-        chunk = logits[rows, :-1].float()  # a view when the logits are fp32 already
-        token_logits = chunk.gather(-1, labels[rows].unsqueeze(-1)).squeeze(-1)
-        per_token = (token_logits - torch.logsumexp(chunk, dim=-1)) * mask[rows]
-        sums.append(per_token.sum(-1))
-        with torch.no_grad():
-            means.append((chunk.mean(-1) * mask[rows]).sum(-1))
+    token_logps, position_means = _TokenLogProbs.apply(logits, labels)
     counts = mask.sum(-1)
-    mean_logits = torch.cat(means) / counts.clamp(min=1)
-    return torch.cat(sums), counts.to(torch.long), mean_logits
+    mean_logits = (position_means * mask).sum(-1) / counts.clamp(min=1)
+    return (token_logps * mask).sum(-1), counts.to(torch.long), mean_logits
 
 
 def _forward_accepts(model: Any, name: str) -> bool:
