@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctllm.errors import UserError
-from ctllm.pairs.schema import LANGUAGES, Message, Pair
+from ctllm.pairs.schema import LANGUAGES, Message, Pair, detect_language
 
 try:  # orjson parses JSON several times faster; the standard library is the fallback
     import orjson
@@ -56,44 +56,6 @@ class Format:
     columns: tuple[str, ...]  # what identifies the format, for messages
     matches: Callable[[dict[str, Any]], bool] = field(repr=False)
     convert: Callable[[dict[str, Any], ConvertOptions], Converted] = field(repr=False)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Language detection: same answers as schema.detect_language, several times faster (import runs it 229k times).
-
-_ASCII_NON_LETTERS = bytes(b for b in range(256) if not (65 <= b <= 90 or 97 <= b <= 122))
-_NON_ASCII_BYTES = bytes(range(128, 256))
-# High bytes (UTF-16) of the CJK blocks schema._is_cjk counts: 3400-4DBF, 4E00-9FFF, F900-FAFF.
-_NOT_CJK_HIGH = bytes(b for b in range(256) if not (0x34 <= b <= 0x9F or b in (0xF9, 0xFA)))
-_HEXAGRAMS = re.compile("[\u4dc0-\u4dff]")  # share the high byte 0x4D with CJK but are not ideographs
-_CJK_CLASS = "\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff"
-_OTHER_LETTER_CANDIDATES = re.compile(f"[^\\W\\d_\x00-\x7f{_CJK_CLASS}]")
-
-
-def guess_language(text: str) -> str:
-    """'zh' / 'en' / 'other' exactly as ``schema.detect_language`` decides, counted with C-speed primitives."""
-    t = text[:4000]
-    utf8 = t.encode("utf-8", "surrogatepass")
-    latin = len(utf8.translate(None, _ASCII_NON_LETTERS))
-    if len(utf8) == len(t):
-        cjk = other = 0
-    else:
-        high = t.encode("utf-16-le", "surrogatepass")[1::2]
-        cjk = len(high.translate(None, _NOT_CJK_HIGH))
-        if high.count(0x4D):
-            cjk -= len(_HEXAGRAMS.findall(t))
-        unsure = len(t) - len(utf8.translate(None, _NON_ASCII_BYTES)) - cjk  # bound on other-script letters
-        if cjk * 4 >= latin and cjk >= max(1, unsure):
-            return "zh"
-        other = sum(1 for ch in _OTHER_LETTER_CANDIDATES.findall(t) if ch.isalpha())
-    letters = cjk + latin + other
-    if letters == 0:
-        return "other"
-    if cjk * 4 >= latin and cjk >= max(1, other):
-        return "zh"
-    if latin >= 0.8 * letters:
-        return "en"
-    return "other"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,7 +218,7 @@ def make_pair(
         meta.update(extra_meta)
     if not language:
         text = prompt[0]["content"] if len(prompt) == 1 else "\n".join(m["content"] for m in prompt)
-        language = guess_language(text + "\n" + chosen)
+        language = detect_language(text + "\n" + chosen)
     return Pair(prompt=prompt, chosen=chosen, rejected=rejected, source=source, language=language, meta=meta)
 
 
