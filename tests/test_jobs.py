@@ -19,7 +19,7 @@ import pytest
 
 from ctllm.errors import UserError
 from ctllm.jobs import JobManager, classify_failure, conflicts, parse_devices, train_command
-from ctllm.jobs.processes import group_members, is_running, parse_stat, start_ticks
+from ctllm.jobs.processes import is_running, job_processes, parse_stat, start_ticks
 from ctllm.jobs.runfiles import last_json_line, read_status, status_signature, tail_lines
 from ctllm.settings import Settings
 
@@ -50,14 +50,19 @@ FAKE_JOB = textwrap.dedent(
     stop = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.append(signum))
 
-    ignore = "signal.signal(signal.SIGTERM, signal.SIG_IGN); " if args.stubborn_child else ""
-    ready = run / "child.ready"
-    ready.unlink(missing_ok=True)
-    code = f"import signal, time, pathlib; {ignore}pathlib.Path({str(ready)!r}).touch(); time.sleep(600)"
-    child = subprocess.Popen([sys.executable, "-c", code])
-    while not ready.exists():
-        time.sleep(0.01)
-    (run / "child.pid").write_text(str(child.pid))
+    def spawn(name, stubborn=False, own_session=False):
+        """A child that sleeps: in our process group, or in its own session as torchrun starts its workers."""
+        ignore = "signal.signal(signal.SIGTERM, signal.SIG_IGN); " if stubborn else ""
+        ready = run / f"{name}.ready"
+        ready.unlink(missing_ok=True)
+        code = f"import signal, time, pathlib; {ignore}pathlib.Path({str(ready)!r}).touch(); time.sleep(600)"
+        child = subprocess.Popen([sys.executable, "-c", code], start_new_session=own_session)
+        while not ready.exists():
+            time.sleep(0.01)
+        (run / f"{name}.pid").write_text(str(child.pid))
+
+    spawn("worker", own_session=True)
+    spawn("child", stubborn=args.stubborn_child)
 
     print("resumed" if args.resume else "fresh start", flush=True)
     print("CUDA_VISIBLE_DEVICES=" + repr(os.environ.get("CUDA_VISIBLE_DEVICES")), flush=True)
@@ -119,9 +124,10 @@ def command(script: Path, run_dir: Path, *flags: str) -> list[str]:
     return [sys.executable, str(script), str(run_dir), *flags]
 
 
-def child_pid(run_dir: Path) -> int:
-    path = run_dir / "child.pid"
-    wait_for(path.exists, what="the job's child process")
+def child_pid(run_dir: Path, name: str = "child") -> int:
+    """A process the job started: 'child' (in its process group) or 'worker' (in a session of its own)."""
+    path = run_dir / f"{name}.pid"
+    wait_for(path.exists, what=f"the job's {name} process")
     return int(path.read_text())
 
 
@@ -240,13 +246,15 @@ def test_gpu_devices_become_cuda_visible_devices(manager: JobManager, fake_job: 
 def test_cancel_ends_the_whole_group_including_grandchildren(manager: JobManager, fake_job: Path, tmp_path: Path):
     run_dir = tmp_path / "cancel-me"
     job = manager.start(command(fake_job, run_dir, "--stubborn-child"), run_dir)
-    grandchild = child_pid(run_dir)
+    grandchild, worker = child_pid(run_dir), child_pid(run_dir, "worker")
     wait_for(lambda: (manager.watch(job.id).step or 0) >= 2, what="two steps")
-    assert set(group_members(job.pgid, job.pid_start)) == {job.pid, grandchild}
+    found = job_processes(job.pgid, job.pid_start, f"CTLLM_JOB_TOKEN={job.token}")
+    assert set(found.in_group) == {job.pid, grandchild} and found.outside == (worker,)
     ended = manager.cancel(job.id, grace_s=1.0, wait=True)
     assert ended.state == "cancelled" and ended.reap_deadline is None
-    assert gone(job.pid) and gone(grandchild)  # the child ignored SIGTERM: SIGKILL after the grace period
-    assert group_members(job.pgid, job.pid_start) == []
+    # The child ignored SIGTERM (SIGKILL after the grace period); the worker had left the process group.
+    assert gone(job.pid) and gone(grandchild) and gone(worker)
+    assert not job_processes(job.pgid, job.pid_start, f"CTLLM_JOB_TOKEN={job.token}")
     assert read_status(run_dir)["state"] == "cancelled"
     assert "SIGTERM: checkpoint saved at step" in (run_dir / "train.log").read_text()
     with pytest.raises(UserError, match="already cancelled"):
@@ -256,7 +264,7 @@ def test_cancel_ends_the_whole_group_including_grandchildren(manager: JobManager
 def test_kill_9_is_reported_failed_with_the_log_tail(manager: JobManager, fake_job: Path, tmp_path: Path):
     run_dir = tmp_path / "killed"
     job = manager.start(command(fake_job, run_dir), run_dir)
-    grandchild = child_pid(run_dir)
+    grandchild, worker = child_pid(run_dir), child_pid(run_dir, "worker")
     wait_for(lambda: (manager.watch(job.id).step or 0) >= 3, what="three steps")
     os.kill(job.pid, signal.SIGKILL)
     # Once the kernel has ended the process (a zombie of ours, not yet reaped), the very next poll reports it:
@@ -270,7 +278,7 @@ def test_kill_9_is_reported_failed_with_the_log_tail(manager: JobManager, fake_j
     assert f"=== ctllm job {job.id} failed: The process was killed (SIGKILL)" in (run_dir / "train.log").read_text()
     # The leader's orphaned child is ended too, so the devices are really free for the next job.
     manager.wait(job.id, timeout=30, until_group_gone=True)
-    assert gone(grandchild)
+    assert gone(grandchild) and gone(worker)
     again = manager.start(command(fake_job, run_dir, "--steps", "1", "--delay", "0"), run_dir)
     assert manager.wait(again.id, timeout=60).state == "finished"
 
@@ -356,7 +364,7 @@ def test_reattach_reports_jobs_that_ended_while_the_app_was_down(settings: Setti
     )
     killed_id, killed_pid = start_in_other_process(settings, killed_dir, command(fake_job, killed_dir))
     wait_for(lambda: read_status(killed_dir) and read_status(killed_dir)["step"] >= 2, what="two steps")
-    grandchild = child_pid(killed_dir)
+    grandchild, worker = child_pid(killed_dir), child_pid(killed_dir, "worker")
     os.kill(killed_pid, signal.SIGKILL)
     wait_for(lambda: gone(finished_pid) and gone(killed_pid), what="both processes to end")
     restarted = JobManager(settings, grace_s=1.0)
@@ -367,7 +375,7 @@ def test_reattach_reports_jobs_that_ended_while_the_app_was_down(settings: Setti
     assert killed.state == "failed" and "without reporting a final state" in killed.error
     assert "step 2" in killed.log_tail
     restarted.wait(killed_id, timeout=30, until_group_gone=True)
-    assert gone(grandchild)
+    assert gone(grandchild) and gone(worker)
 
 
 def test_resume_starts_the_same_run_again_with_the_resume_flag(manager: JobManager, fake_job: Path, tmp_path: Path):
@@ -498,3 +506,40 @@ def test_a_real_training_run_is_cancelled_and_resumed_through_the_manager(tiny_m
     assert view.status["step"] == 12 and view.metrics["step"] == 12 and (run_dir / "final").is_dir()
     log = (run_dir / "train.log").read_text()
     assert log.count("step 12/12 ") == 1  # the run's logging and its redirected stderr are not doubled
+
+
+RANK_WORKER = """
+import os, sys, time, pathlib
+run = pathlib.Path(sys.argv[1])
+(run / f"rank{os.environ['RANK']}.pid").write_text(f"{os.getpid()} {os.environ['WORLD_SIZE']}")
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_accelerate_workers_in_their_own_sessions_end_with_the_job(manager: JobManager, tmp_path: Path):
+    """torchrun (under `accelerate launch`) starts each rank in a session of its own, out of reach of a signal to
+    the launcher's group: when the launcher is killed -9 the ranks must still be ended (GPU memory, #9319)."""
+    worker = tmp_path / "rank_worker.py"
+    worker.write_text(RANK_WORKER)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", str(worker)]
+
+    def start_ranks(run_dir: Path) -> tuple[int, list[int]]:
+        job = manager.start([*launch, str(run_dir)], run_dir, devices="0,1")
+        files = [run_dir / f"rank{rank}.pid" for rank in (0, 1)]
+        wait_for(lambda: all(f.exists() and f.read_text() for f in files), timeout=120, what="both ranks")
+        ranks = [tuple(int(x) for x in f.read_text().split()) for f in files]
+        assert [world for _, world in ranks] == [2, 2]  # two processes really ran (see DESIGN: --cpu gives one)
+        pids = [pid for pid, _ in ranks]
+        assert all(os.getsid(pid) == pid for pid in pids)  # the case this test is about
+        return job.id, pids
+
+    cancelled_id, ranks = start_ranks(tmp_path / "cancelled")
+    assert manager.cancel(cancelled_id, grace_s=20.0, wait=True).state == "cancelled"
+    assert all(gone(pid) for pid in ranks)
+
+    killed_id, ranks = start_ranks(tmp_path / "killed")
+    os.kill(manager.get(killed_id).pid, signal.SIGKILL)
+    assert manager.wait(killed_id, timeout=60).state == "failed"
+    manager.wait(killed_id, timeout=60, until_group_gone=True)
+    assert all(gone(pid) for pid in ranks)

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_GRACE_S = 30.0
 DEFAULT_TAIL_LINES = 40
+TOKEN_NAME = "CTLLM_JOB_TOKEN"
 
 # Children started by this Python process: pid -> (database, job id, Popen). Module level, so that any JobManager
 # in this process can reap them (a zombie otherwise) and record their exit code in the job's own database.
@@ -198,7 +200,10 @@ class JobManager:
                 if job.active:
                     update(conn, job_id, ACTIVE_STATES, state=CANCELLING, cancel_requested=job.cancel_requested or now)
                 update(conn, job_id, reap_deadline=deadline)
-            processes.signal_group(job.pgid or 0, signal.SIGKILL if force else signal.SIGTERM)
+            if force:
+                processes.signal_processes(job.pgid or 0, self._processes_left(job), signal.SIGKILL)
+            else:  # the leader (a launcher, say) passes the signal on to its workers and waits for them
+                processes.signal_group(job.pgid or 0, signal.SIGTERM)
         else:
             raise UserError(f"job {job_id} is already {job.state}")
         if wait:
@@ -312,10 +317,10 @@ class JobManager:
             return False
         return processes.is_running(job.pid, job.pid_start)
 
-    def _group_left(self, job: Job) -> list[int]:
+    def _processes_left(self, job: Job) -> processes.JobProcesses:
         if job.pgid is None or not self._same_boot(job):
-            return []
-        return processes.group_members(job.pgid, job.pid_start)
+            return processes.JobProcesses()
+        return processes.job_processes(job.pgid, job.pid_start, _token_variable(job.token))
 
     def _refresh(self, job: Job) -> Job:
         """Finalize an active job whose leader process is gone; a live one is returned unchanged."""
@@ -328,13 +333,14 @@ class JobManager:
         state, error = _final_state(job, run_state, str(status.get("error") or ""), tail)
         now = time.time()
         values: dict[str, object] = {"state": state, "finished": now, "error": error, "log_tail": tail}
-        left = self._group_left(job)
-        if left and job.reap_deadline is None:
-            # The leader is gone but workers it started are not (accelerate ranks, data loaders): end them too,
-            # or they keep holding the devices.
-            processes.signal_group(job.pgid or 0, signal.SIGTERM)
-            values["reap_deadline"] = now + self.grace_s
-        elif not left:
+        left = self._processes_left(job)
+        if left:
+            # The leader is gone but processes it started are not (accelerate ranks in their own sessions, data
+            # loaders): end them too, or they keep holding the devices. After a cancel the group already had its
+            # SIGTERM; a second one could cut short a checkpoint being saved.
+            processes.signal_processes(job.pgid or 0, left, signal.SIGTERM, group=job.cancel_requested is None)
+            values["reap_deadline"] = job.reap_deadline or now + self.grace_s
+        else:
             values["reap_deadline"] = None
         with write_transaction(self.db_path) as conn:
             changed = update(conn, job.id, ACTIVE_STATES, **values)
@@ -346,13 +352,13 @@ class JobManager:
         """End what is left of groups whose job is cancelling or over, SIGKILL once the deadline has passed."""
         now = time.time()
         for job in self._jobs_where("reap_deadline IS NOT NULL", ()):
-            left = self._group_left(job)
+            left = self._processes_left(job)
             if not left:
                 if not job.active:
                     with write_transaction(self.db_path) as conn:
                         conn.execute("UPDATE jobs SET reap_deadline = NULL WHERE id = ?", (job.id,))
             elif now >= (job.reap_deadline or 0):
-                processes.signal_group(job.pgid or 0, signal.SIGKILL)
+                processes.signal_processes(job.pgid or 0, left, signal.SIGKILL)
 
     def _start_queued(self) -> None:
         if not self._jobs_where("state = ?", (QUEUED,)):
@@ -380,6 +386,8 @@ class JobManager:
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]))
         env["CTLLM_JOB_ID"] = str(job.id)
+        token = uuid.uuid4().hex
+        env[TOKEN_NAME] = token  # inherited by every descendant, even one that leaves the process group
         env["CTLLM_JOB_LOG"] = str(log_path)  # stdout/stderr already go there: the command need not open it
         baseline = status_signature(job.run_dir)
         started = time.time()
@@ -419,7 +427,12 @@ class JobManager:
             boot_id=processes.boot_id(),
             status_baseline=baseline,
             started=started,
+            token=token,
         )
+
+
+def _token_variable(token: str) -> str:
+    return f"{TOKEN_NAME}={token}" if token else ""
 
 
 def _reap_children() -> None:

@@ -89,25 +89,63 @@ def _thread_count(pid: int) -> int:
         return 0
 
 
-def group_members(pgid: int, leader_start: int | None) -> list[int]:
-    """Live (non-zombie) pids in process group ``pgid`` that belong to the job whose leader had ``leader_start``.
+@dataclass(frozen=True)
+class JobProcesses:
+    """The live processes of one job: those in its process group, and those outside it that carry the job's
+    token in their environment (workers that started their own session, as torchrun's do for accelerate)."""
+
+    in_group: tuple[int, ...] = ()
+    outside: tuple[int, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.in_group or self.outside)
+
+
+def _environ_has(pid: int, needle: bytes) -> bool:
+    try:
+        return needle in (PROC / str(pid) / "environ").read_bytes().split(b"\0")
+    except OSError:  # gone, or another user's process
+        return False
+
+
+def job_processes(pgid: int, leader_start: int | None, token_variable: str = "") -> JobProcesses:
+    """Find a job's live (non-zombie) processes; ``token_variable`` is 'NAME=value' from the job's environment.
 
     The kernel does not hand out a pid while it is still used as a process group id, so if the leader's pid is
-    alive with another start time, the number was reused after the whole group was gone: nothing of ours is left.
+    alive with another start time, the number was reused after the whole group was gone: no group member is ours.
     """
-    if pgid <= 0 or not has_proc():
-        return []
-    leader = read_stat(pgid)
-    if leader is not None and leader_start is not None and leader.start_ticks != leader_start:
-        return []
-    members = []
+    if not has_proc():
+        return JobProcesses()
+    leader = read_stat(pgid) if pgid > 0 else None
+    group_is_ours = pgid > 0 and not (
+        leader is not None and leader_start is not None and leader.start_ticks != leader_start
+    )
+    needle = token_variable.encode()
+    in_group, outside = [], []
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
             continue
         stat = read_stat(int(entry.name))
-        if stat is not None and stat.pgrp == pgid and stat.state not in {"Z", "X"}:
-            members.append(stat.pid)
-    return members
+        if stat is None or stat.state in {"Z", "X"}:
+            continue
+        if group_is_ours and stat.pgrp == pgid:
+            in_group.append(stat.pid)
+        elif needle and _environ_has(stat.pid, needle):
+            outside.append(stat.pid)
+    return JobProcesses(tuple(in_group), tuple(outside))
+
+
+def signal_processes(pgid: int, found: JobProcesses, sig: int, group: bool = True, outside: bool = True) -> None:
+    """Signal the job's group as a whole (which also reaches processes forked since the scan) and/or the
+    processes found outside it."""
+    if group and found.in_group:
+        signal_group(pgid, sig)
+    if outside:
+        for pid in found.outside:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def signal_group(pgid: int, sig: int) -> bool:

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     pid_start INTEGER,                -- start time of pid in clock ticks since boot (/proc/PID/stat field 22)
     boot_id TEXT NOT NULL DEFAULT '',
     status_baseline TEXT NOT NULL DEFAULT '',  -- status.json identity at start: older content is not this job's
+    token TEXT NOT NULL DEFAULT '',   -- CTLLM_JOB_TOKEN in the job's environment: finds its escaped descendants
     created REAL NOT NULL,
     started REAL,
     finished REAL,
@@ -69,6 +70,7 @@ class Job:
     pid_start: int | None = None
     boot_id: str = ""
     status_baseline: str = ""
+    token: str = ""
     started: float | None = None
     finished: float | None = None
     exit_code: int | None = None
@@ -126,10 +128,18 @@ def connect(db_path: Path) -> sqlite3.Connection:
     return conn
 
 
+# Columns added after the first release of the table: name -> declaration (ALTER TABLE ADD COLUMN).
+LATER_COLUMNS = {"token": "TEXT NOT NULL DEFAULT ''"}
+
+
 def ensure_schema(db_path: Path) -> None:
     with closing(db_path) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(SCHEMA)
+        present = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+        for name, declaration in LATER_COLUMNS.items():
+            if name not in present:
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
 
 
 @contextmanager
