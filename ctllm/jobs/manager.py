@@ -159,7 +159,8 @@ class JobManager:
                 (str(run_dir), QUEUED, *ACTIVE_STATES),
             ).fetchone()
             if clash:
-                raise UserError(f"run dir {run_dir} already has job {clash['id']} ({clash['state']})")
+                doing = clash["state"] if clash["state"] in (QUEUED, *ACTIVE_STATES) else "its processes are ending"
+                raise UserError(f"run dir {run_dir} already has job {clash['id']} ({doing}); try again when it is over")
             cursor = conn.execute(
                 "INSERT INTO jobs (kind, name, argv, command, cwd, env, devices, run_dir, state, created, owner,"
                 " resumed_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
