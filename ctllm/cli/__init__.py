@@ -1,9 +1,12 @@
-"""The command line. Each ``ctllm/cli/<command>.py`` module defines:
+"""The command line. Each ``ctllm/cli/<command>.py`` module (``<command>_cmd.py`` where the name is a Python
+keyword) defines:
 
-- ``NAME``: the sub-command name (defaults to the module name),
 - ``HELP``: one line of help,
 - ``add_arguments(parser)``: its flags,
 - ``run(args, settings) -> int``: the exit code.
+
+Only the module of the command being run is imported, so a light command (``jobs list``) does not pay for
+torch and transformers.
 """
 
 from __future__ import annotations
@@ -12,34 +15,44 @@ import argparse
 import importlib
 import pkgutil
 import sys
+from types import ModuleType
 
 from ctllm.errors import UserError
 from ctllm.settings import Settings, add_settings_arguments
 
 
-def _commands() -> dict[str, object]:
-    commands = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        commands[getattr(module, "NAME", info.name)] = module
-    return commands
+def command_names() -> dict[str, str]:
+    """Command name -> module name, from the files in this package."""
+    return {
+        info.name.removesuffix("_cmd"): info.name
+        for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name)
+        if not info.name.startswith("_")
+    }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _load(module_name: str) -> ModuleType:
+    return importlib.import_module(f"{__name__}.{module_name}")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ctllm", description="CT-LLM DPO Studio command line")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, module in _commands().items():
-        command = sub.add_parser(name, help=getattr(module, "HELP", ""))
+    for name, module_name in command_names().items():
+        if only is not None and name != only:
+            sub.add_parser(name)  # listed, not loaded
+            continue
+        module = _load(module_name)
+        command = sub.add_parser(name, help=getattr(module, "HELP", ""), description=getattr(module, "HELP", ""))
         add_settings_arguments(command)
-        module.add_arguments(command)  # type: ignore[attr-defined]
-        command.set_defaults(_run=module.run)  # type: ignore[attr-defined]
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = argv[0] if argv and argv[0] in command_names() else None
+    args = build_parser(only=chosen).parse_args(argv)
     settings = Settings.from_namespace(args)
     try:
         return int(args._run(args, settings) or 0)
