@@ -155,13 +155,23 @@ def generate_chat(loaded: LoadedModel, messages: Sequence[Message], params: Gene
     return generate_batch(loaded, [messages], params)[0]
 
 
-def _decode_until_stop(loaded: LoadedModel, tokens: list[int]) -> str:
+@dataclass(frozen=True)
+class Generated:
+    """One generated answer: ``finished`` is False when it was cut off at max_new_tokens (no stop token)."""
+
+    text: str
+    finished: bool
+    new_tokens: int  # generated tokens before the stop token
+
+
+def _decode_until_stop(loaded: LoadedModel, tokens: list[int]) -> Generated:
     stops = set(loaded.stop_token_ids)
+    finished = False
     for index, token in enumerate(tokens):
         if token in stops:
-            tokens = tokens[:index]
+            tokens, finished = tokens[:index], True
             break
-    return loaded.tokenizer.decode(tokens, skip_special_tokens=True)
+    return Generated(loaded.tokenizer.decode(tokens, skip_special_tokens=True), finished, len(tokens))
 
 
 def generate_batch(
@@ -176,13 +186,24 @@ def generate_batch(
     Greedy answers equal one-at-a-time generation. With sampling, one generator seeded once serves every batch,
     so a seed reproduces the whole list for the same conversations and batch size.
     """
+    return [g.text for g in generate_batch_detailed(loaded, conversations, params, batch_size=batch_size)]
+
+
+def generate_batch_detailed(
+    loaded: LoadedModel,
+    conversations: list[Sequence[Message]],
+    params: GenerationParams,
+    *,
+    batch_size: int | None = None,
+) -> list[Generated]:
+    """As :func:`generate_batch`, with whether each answer ended on a stop token within max_new_tokens."""
     if not conversations:
         return []
     size = batch_size or len(conversations)
     pad = loaded.tokenizer.pad_token_id
     params = params if params.greedy else params.with_seed()
     kwargs = _generate_kwargs(loaded, params, None)
-    answers: list[str] = []
+    answers: list[Generated] = []
     for start in range(0, len(conversations), size):
         rows = [_prompt_ids(loaded, messages) for messages in conversations[start : start + size]]
         width = max(len(row) for row in rows)
