@@ -83,11 +83,16 @@ def _find_file(text: str) -> Path:
 def load_pairs(source: str, settings: Settings, field_name: str = "data") -> list[Pair]:
     """Pairs from a file any reader accepts, or from ``collection:NAME`` in the store."""
     if source.startswith(COLLECTION_PREFIX):
-        from ctllm.pairs.store import PairStore
+        from ctllm.pairs.store import Store
 
         name = source[len(COLLECTION_PREFIX):].strip()
-        with PairStore(settings.db_path) as store:
-            pairs = store.collection_pairs(name)
+        if not settings.db_path.exists():
+            raise UserError(f"config field '{field_name}': there is no pairs store at {settings.db_path}")
+        with Store(settings.db_path) as store:
+            if store.find_collection(name) is None:
+                known = ", ".join(c.name for c in store.list_collections()) or "none"
+                raise UserError(f"config field '{field_name}': no collection named {name!r} (collections: {known})")
+            pairs = store.collection_pairs(name)  # latest versions with annotators' labels applied
         if not pairs:
             raise UserError(f"config field '{field_name}': collection {name!r} holds no pairs")
         return pairs
