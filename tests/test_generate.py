@@ -16,7 +16,14 @@ import torch
 from ctllm.cli.chat import chat_loop
 from ctllm.errors import UserError
 from ctllm.models import embedded
-from ctllm.models.generate import GenerationParams, generate_batch, generate_chat, sample_tokens, stream_chat
+from ctllm.models.generate import (
+    GenerationParams,
+    generate_batch,
+    generate_batch_detailed,
+    generate_chat,
+    sample_tokens,
+    stream_chat,
+)
 from ctllm.models.loading import LoadedModel, get_model, load_model
 from ctllm.settings import Settings
 
@@ -69,6 +76,9 @@ def test_batched_greedy_equals_one_at_a_time(smol: LoadedModel) -> None:
     assert generate_batch(smol, CONVERSATIONS, params) == one_by_one
     assert generate_batch(smol, CONVERSATIONS, params, batch_size=2) == one_by_one
     assert len(set(one_by_one)) == 3 and all(one_by_one)
+    detailed = generate_batch_detailed(smol, CONVERSATIONS[:1], GenerationParams(temperature=0, max_new_tokens=4))
+    assert not detailed[0].finished and detailed[0].new_tokens == 4  # cut off at the limit
+    assert generate_batch_detailed(smol, CONVERSATIONS[:1], params)[0].finished  # "...is Paris." ends in time
 
 
 def test_seeded_sampling_is_reproducible_and_seed_dependent(tiny: LoadedModel) -> None:

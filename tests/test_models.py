@@ -15,7 +15,7 @@ import yaml
 
 from ctllm.errors import UserError
 from ctllm.models import embedded
-from ctllm.models.loading import clear_model_cache, get_model, load_model, pick_device, pick_dtype
+from ctllm.models.loading import LoadedModel, clear_model_cache, get_model, load_model, pick_device, pick_dtype
 from ctllm.models.registry import PRESETS, list_models, resolve_spec, run_names
 from ctllm.models.scoring import completion_logps, completion_token_ids, implicit_reward
 from ctllm.models.templates import FALLBACK_TEMPLATE, apply_chat_template
@@ -303,6 +303,17 @@ def test_get_model_loads_once_under_concurrent_requests(roomy: Settings, tiny_mo
     fresh = load_model(str(tiny_model_dir), roomy)  # load_model never hands out the cached copy
     assert fresh.model is not results[0].model
     clear_model_cache()
+
+
+def test_wrap_objects_loaded_elsewhere(roomy: Settings, tiny_model_dir: Path) -> None:
+    loaded = load_model(str(tiny_model_dir), roomy)
+    wrapped = LoadedModel.wrap(loaded.model, loaded.tokenizer)
+    assert (wrapped.device, wrapped.dtype, wrapped.stop_token_ids) == (
+        loaded.device,
+        loaded.dtype,
+        loaded.stop_token_ids,
+    )
+    assert completion_logps(wrapped, QUESTION, "Paris.") == completion_logps(loaded, QUESTION, "Paris.")
 
 
 def test_lora_adapter_loads_on_a_fresh_base(roomy: Settings, tiny_model_dir: Path, tmp_path: Path) -> None:

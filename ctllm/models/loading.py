@@ -27,6 +27,7 @@ __all__ = [
     "load_model",
     "pick_device",
     "pick_dtype",
+    "stop_token_ids",
 ]
 
 _DTYPES = {
@@ -49,6 +50,13 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     stop_token_ids: tuple[int, ...] = ()  # generation ends at any of these (EOS, the template's end-of-turn)
+
+    @classmethod
+    def wrap(cls, model: Any, tokenizer: Any, spec: ModelSpec | None = None) -> LoadedModel:
+        """A LoadedModel around objects loaded elsewhere (a policy in training, say), to generate or score with."""
+        parameter = next(model.parameters())
+        spec = spec or ModelSpec("local", "in-memory", "", None, False, None, "in-memory model")
+        return cls(model, tokenizer, spec, parameter.device, parameter.dtype, stop_token_ids(model, tokenizer))
 
 
 def pick_device(setting: str = "auto") -> torch.device:
@@ -136,7 +144,7 @@ def _load_weights(spec: ModelSpec, path: str, settings: Settings, dtype: torch.d
     return _from_pretrained("weights", AutoModelForCausalLM, path, spec, dtype=dtype, **_hub_kwargs(spec, settings))
 
 
-def _stop_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+def stop_token_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
     ids: set[int] = set()
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     if isinstance(configured, int):
@@ -183,7 +191,7 @@ def load_model(spec: str | ModelSpec, settings: Settings, *, trainable: bool = F
     model.eval()
     if not trainable:
         model.requires_grad_(False)
-    return LoadedModel(model, tokenizer, spec, device, dtype, _stop_token_ids(model, tokenizer))
+    return LoadedModel(model, tokenizer, spec, device, dtype, stop_token_ids(model, tokenizer))
 
 
 # The chat cache: one loaded copy per (model, settings that shape it), loaded once even when asked concurrently.
