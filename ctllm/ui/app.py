@@ -61,7 +61,10 @@ def build_app(settings: Settings, ctx: AppContext | None = None) -> gr.Blocks:
         with gr.Tabs(elem_id="main-tabs"):
             with gr.Tab(t("tab.pairs"), id="pairs", elem_id="pairs-tab") as tab:
                 tr.bind(tab, "tab.pairs")
-                loads.append(pairs_tab.build(ctx, tr))
+                pairs = pairs_tab.build(ctx, tr)
+                loads.append(pairs)
+            fn, inputs, outputs = pairs["select"]
+            tab.select(fn, inputs=inputs, outputs=outputs, show_progress="hidden")
             with gr.Tab(t("tab.train"), id="train", elem_id="train-tab") as tab:
                 tr.bind(tab, "tab.train")
                 loads.append(train_tab.build(ctx, tr))

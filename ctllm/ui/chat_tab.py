@@ -425,6 +425,7 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
                     show_label=False,
                     feedback_options=None,
                     allow_tags=False,
+                    buttons=["copy"],
                     group_consecutive_messages=False,
                 )
                 reward = gr.Markdown(elem_id=f"chat-reward-{which}", elem_classes=["reward-line"])

@@ -56,6 +56,14 @@ def shown_first(annotator: str, root_id: int) -> str:
     return "chosen" if digest[0] % 2 == 0 else "rejected"
 
 
+def displayed_verdict(choice: str, first: str) -> str:
+    """A label's choice (in stored sides) said in positions as they are shown now (the label may come from
+    another screen, e.g. a chat vote, with another order)."""
+    if choice in ("chosen", "rejected"):
+        return VERDICT_NAMES["first" if choice == first else "second"]
+    return VERDICT_NAMES.get(choice, choice)
+
+
 def new_view(collection: str = "") -> dict[str, Any]:
     return {
         "collection": collection,
@@ -137,9 +145,7 @@ class PairsHandlers:
             parts.append("⚠ an older version")
         parts.append(f"{len(labels)} label(s)")
         if mine is not None:
-            # The label's own shown_first, so an old label reads right even if the order rule changes.
-            verdict = VERDICT_NAMES.get(mine.verdict, mine.verdict)
-            parts.append(f"your verdict: **{verdict}**")
+            parts.append(f"your verdict: **{displayed_verdict(mine.choice, first)}**")
         scores = self.store.scores_for(pair_id)
         if scores:
             parts.append(", ".join(f"{inert_inline(k)} margin {v:+.3f}" for k, v in list(scores.items())[:2]))
@@ -171,7 +177,8 @@ class PairsHandlers:
             stored = self.store.get_pair(pid)
             pair = stored.pair
             labels = self.store.labels_for(pid)
-            mine = next((label.verdict for label in labels if label.annotator == annotator), "")
+            mine = next((label.choice for label in labels if label.annotator == annotator), "")
+            shown_now = shown_first(annotator, stored.root_id)
             rows.append(
                 [
                     "▶" if pid == current else "",
@@ -179,7 +186,7 @@ class PairsHandlers:
                     pair.language,
                     _preview(pair.last_user, 60),
                     len(pair.chosen) - len(pair.rejected),
-                    VERDICT_NAMES.get(mine, mine),
+                    displayed_verdict(mine, shown_now) if mine else "",
                     len(labels),
                 ]
             )
@@ -192,6 +199,8 @@ class PairsHandlers:
         page_info = f"page {view['page']}" + ("" if view.get("more") else " (last)")
         if not view["page_ids"]:
             page_info = f"page {view['page']}: no pairs match"
+            if view.get("label_state") == "not_mine" and view.get("collection") and not view.get("text"):
+                page_info += " (the label state “not labelled by me” hides pairs labelled by you)"
         return (
             view,
             pair_view.info,
@@ -571,6 +580,12 @@ class PairsHandlers:
     def collection_names(self) -> list[str]:
         return [c.name for c in self.store.list_collections()]
 
+    def refresh_collections(self, current: str | None, request: gr.Request | None = None) -> Any:
+        """The collection list again (chat votes or imports may have added one since the page loaded)."""
+        require(request, Role.VIEWER, self.ctx.settings)
+        names = self.collection_names()
+        return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
+
     def collection_filters(self, collection: str, request: gr.Request | None = None) -> tuple[Any, Any]:
         """Source and run-score choices for a collection."""
         require(request, Role.VIEWER, self.ctx.settings)
@@ -884,4 +899,7 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         concurrency_limit=1,
     )
     export_run.click(h.export, inputs=[view, export_format], outputs=[export_report, export_file], concurrency_limit=1)
-    return {"load": (h.load, [], [collection, source, score_name, add_collection, *shown])}
+    return {
+        "load": (h.load, [], [collection, source, score_name, add_collection, *shown]),
+        "select": (h.refresh_collections, [collection], [collection]),
+    }
