@@ -19,6 +19,7 @@ import gradio as gr
 
 from ctllm.dpo.config import COLLECTION_PREFIX, LOSS_TYPES, SCHEDULERS, TrainConfig, convert_value
 from ctllm.errors import UserError
+from ctllm.settings import Settings
 from ctllm.ui import plots
 from ctllm.ui.auth import Role, require
 from ctllm.ui.context import SAMPLES_COLLECTION, AppContext
@@ -155,15 +156,29 @@ def train_argv(preset: str, overrides: dict[str, Any], data_dir: Path, devices: 
     return ctllm_command("train", args, processes)
 
 
-def shown_command(argv: list[str], devices: str) -> str:
+def job_env(settings: Settings) -> dict[str, str]:
+    """Settings the job must share with the app that have no command-line flag."""
+    env = {}
+    if settings.allowed_roots:
+        env["CTLLM_ALLOWED_ROOTS"] = ",".join(str(root) for root in settings.allowed_roots)
+    if settings.offline:
+        env["CTLLM_OFFLINE"] = "1"
+    if settings.trust_remote_code:
+        env["CTLLM_TRUST_REMOTE_CODE"] = "1"
+    return env
+
+
+def shown_command(argv: list[str], devices: str, env: dict[str, str] | None = None) -> str:
     """The command line a user can paste: ``python`` for the interpreter, CUDA_VISIBLE_DEVICES when GPUs are named."""
     parts = ["python" if i == 0 and part == sys.executable else part for i, part in enumerate(argv)]
     line = shlex.join(parts)
+    prefix = dict(env or {})
     if devices.strip().lower() != "cpu":
         from ctllm.jobs.devices import parse_devices
 
-        line = f"CUDA_VISIBLE_DEVICES={parse_devices(devices)} {line}"
-    return line
+        prefix["CUDA_VISIBLE_DEVICES"] = parse_devices(devices)
+    assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in prefix.items())
+    return f"{assignments} {line}" if assignments else line
 
 
 def new_run_name(runs_dir: Path) -> str:
@@ -208,7 +223,7 @@ def progress_text(job: Any, status: dict[str, Any] | None, last: dict[str, Any] 
     step = status.get("step") or (last or {}).get("step") or 0
     total = status.get("total_steps")
     elapsed = job.duration(now)
-    parts = [f"**Job {job.id}** · run `{inert_inline(job.name)}` · **{state}**"]
+    parts = [f"**Job {job.id}** · run {inert_inline(job.name)} · **{state}**"]
     if total:
         share = min(1.0, step / total) if total else 0.0
         parts.append(f"step {step} / {total} ({share:.0%})")
@@ -302,7 +317,7 @@ class TrainHandlers:
         if not config.run_name:
             overrides = {**overrides, "run_name": "<chosen at start>"}
         argv = train_argv(preset, overrides, self.ctx.settings.data_dir, devices, processes)
-        return (shown_command(argv, devices), "", *field_updates(None))
+        return (shown_command(argv, devices, job_env(self.ctx.settings)), "", *field_updates(None))
 
     def start(self, form: dict[str, Any], request: gr.Request | None = None) -> tuple[Any, ...]:
         """Validate the form, then start the job; returns (job id, command, message, *field updates)."""
@@ -317,11 +332,14 @@ class TrainHandlers:
             if (run_dir / "status.json").exists():
                 raise UserError(f"config field 'run_name' = {run_name!r} is taken: pick another name or resume it")
             argv = train_argv(preset, overrides, self.ctx.settings.data_dir, devices, processes)
-            job = self.ctx.jobs.start(argv, run_dir, devices=devices, kind="train", name=run_name, owner=user.name)
+            env = job_env(self.ctx.settings)
+            job = self.ctx.jobs.start(
+                argv, run_dir, devices=devices, kind="train", name=run_name, owner=user.name, env=env
+            )
         except UserError as error:
             return (gr.skip(), gr.skip(), f"⚠ {inert_inline(str(error))}", *field_updates(str(error)))
-        message = f"Started job {job.id} ({job.state}) in `{inert_inline(str(run_dir))}`."
-        return (job.id, shown_command(argv, devices), message, *field_updates(None))
+        message = f"Started job {job.id} ({job.state}) in {inert_inline(str(run_dir))}."
+        return (job.id, shown_command(argv, devices, env), message, *field_updates(None))
 
     # --- job control -----------------------------------------------------------------------------------
     def cancel(self, job_id: int | None, request: gr.Request | None = None) -> str:
@@ -467,7 +485,9 @@ def _devices(form: dict[str, Any]) -> tuple[str, int]:
         parse_devices(devices)
     except UserError as error:
         raise UserError(f"config field 'devices': {error}") from None
-    processes = form.get("num_processes") or 1
+    processes = form.get("num_processes")
+    if processes is None or processes == "":
+        processes = 1
     if float(processes) < 1 or not float(processes).is_integer():
         raise UserError(f"config field 'num_processes' = {processes!r} must be a whole number >= 1")
     return devices, int(processes)

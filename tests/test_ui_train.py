@@ -1,0 +1,189 @@
+"""Train tab handlers: the form, validation next to the field, the command, a real background job on a tiny
+model whose metrics reach the plots, cancel, history."""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from ctllm.dpo.presets import load_preset
+from ctllm.settings import Settings
+from ctllm.ui import plots
+from ctllm.ui.context import AppContext
+from ctllm.ui.train_tab import FIELDS, FORM_NAMES, TrainHandlers, data_spec, read_new_metrics
+from tests.conftest import MODEL_CACHE, REPO
+
+POLL = ("status", "loss", "margin", "accuracy", "rewards", "log", "cache", "cancel", "resume")
+
+
+def form_values(**changes) -> dict:
+    """The form as the page first shows it (preset cpu-demo), with ``changes``."""
+    config = load_preset("cpu-demo")
+    form = {
+        "preset": "cpu-demo",
+        "model": config.model,
+        "ref_model": "",
+        "data": "samples",
+        "eval_data": "",
+        "eval_fraction": config.eval_fraction,
+        "run_name": "",
+        "devices": "cpu",
+        "num_processes": 1,
+    }
+    form.update({f.name: getattr(config, f.name) for f in FIELDS})
+    form.update(changes)
+    assert set(form) == set(FORM_NAMES)
+    return form
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, tiny_model_dir: Path) -> AppContext:
+    settings = Settings(
+        data_dir=tmp_path / "data", allowed_roots=(tmp_path / "data", MODEL_CACHE, REPO / "assets")
+    ).ensure_dirs()
+    context = AppContext(settings)
+    context.prepare()  # the shipped samples, as on a first start
+    yield context
+    for job in context.jobs.list_jobs():  # no job outlives its test
+        if not job.final:
+            context.jobs.cancel(job.id, wait=True, force=True)
+    context.close()
+
+
+def infos(result: tuple, offset: int) -> dict[str, str | None]:
+    return {name: update.get("info") for name, update in zip(FORM_NAMES, result[offset:], strict=True)}
+
+
+def test_show_command_names_the_preset_and_only_the_changed_fields(ctx: AppContext, tiny_model_dir: Path) -> None:
+    h = TrainHandlers(ctx)
+    command, message, *_ = h.show_command(form_values(model=str(tiny_model_dir), beta=0.25, max_steps=5))
+    assert command.startswith("CTLLM_ALLOWED_ROOTS=")  # the job sees the same allowed folders as the app
+    assert "python -m ctllm train --preset cpu-demo" in command
+    assert f"--model {tiny_model_dir}" in command and "--beta 0.25" in command and "--max_steps 5" in command
+    assert "--data collection:samples" in command and "--lr" not in command  # lr is the preset's
+    assert f"--data-dir {ctx.settings.data_dir}" in command and message == ""
+
+
+def test_several_processes_use_accelerate_launch(ctx: AppContext) -> None:
+    command, *_ = TrainHandlers(ctx).show_command(form_values(num_processes=2, devices="0,1"))
+    assert "CUDA_VISIBLE_DEVICES=0,1" in command
+    assert "python -m accelerate.commands.launch --multi_gpu --num_processes 2 -m ctllm train" in command
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("beta", 0, "must be > 0"),
+        ("batch_size", 0, "must be >= 1"),
+        ("lr", None, "needs a value"),
+        ("devices", "gpu-one", "neither 'cpu' nor a GPU id"),
+        ("num_processes", 0, "whole number >= 1"),
+    ],
+)
+def test_a_bad_value_is_explained_next_to_its_field_and_nothing_starts(
+    ctx: AppContext, field: str, value: object, reason: str
+) -> None:
+    h = TrainHandlers(ctx)
+    result = h.start(form_values(**{field: value}))
+    assert reason in html.unescape(result[2])  # Markdown with < > as entities
+    shown = infos(result, 3)
+    assert reason in (shown[field] or "") and shown[field].startswith("⚠")
+    assert all(not (info or "").startswith("⚠") for name, info in shown.items() if name != field)
+    assert ctx.jobs.list_jobs() == []
+
+
+def test_collection_names_become_collection_specs() -> None:
+    assert data_spec("samples") == "collection:samples"
+    assert data_spec("chat votes") == "collection:chat votes"
+    assert data_spec("assets/pairs/sample_pairs.jsonl") == "assets/pairs/sample_pairs.jsonl"
+    assert data_spec("collection:x") == "collection:x"
+
+
+def poll_until(h: TrainHandlers, job_id: int, done, timeout: float = 240.0) -> tuple[dict, dict]:
+    cache: dict = {}
+    deadline = time.monotonic() + timeout
+    latest: dict = {}
+    while time.monotonic() < deadline:
+        result = dict(zip(POLL, h.poll(job_id, cache), strict=True))
+        cache = result["cache"]
+        latest = {k: v for k, v in result.items() if v != gr.skip()}
+        if done(latest, cache):
+            return latest, cache
+        time.sleep(0.5)
+    raise AssertionError(f"timed out; last status: {latest.get('status')}\nlog:\n{latest.get('log')}")
+
+
+def test_a_tiny_run_reaches_the_plots_and_the_history(ctx: AppContext, tiny_model_dir: Path) -> None:
+    h = TrainHandlers(ctx)
+    form = form_values(
+        model=str(tiny_model_dir), max_steps=3, batch_size=2, max_length=64, behaviour_check=False, run_name="tiny-ui"
+    )
+    job_id, command, message, *_ = h.start(form)
+    assert isinstance(job_id, int) and "Started job" in message and "--run_name tiny-ui" in command
+
+    def finished(result: dict, cache: dict) -> bool:
+        return "finished" in result["status"] or "failed" in result["status"]
+
+    result, cache = poll_until(h, job_id, finished)
+    assert "finished" in result["status"], result["log"]
+    train_rows = [row for row in cache["rows"] if "loss" in row]
+    eval_rows = [row for row in cache["rows"] if "eval_loss" in row]
+    assert [row["step"] for row in train_rows] == [1, 2, 3] and len(eval_rows) == 1
+    loss = plots.metric_figures(cache["rows"])[0]
+    assert [trace.name for trace in loss.data] == ["train", "eval"] and plots.point_count(loss) == 4
+    # Nothing new: the next poll leaves the figures alone.
+    again = h.poll(job_id, cache)
+    assert all(fig == gr.skip() for fig in again[1:5])
+    row = h.history()[0]
+    assert row[:4] == [job_id, "tiny-ui", "finished", "cpu-demo"] and row[4] != "–"
+    assert 0 <= float(row[5]) <= 1  # best held-out reward accuracy
+    watch, runs, table = h.refresh(job_id)
+    assert "tiny-ui" in runs["choices"][0] or ("tiny-ui", "tiny-ui") in runs["choices"]
+    overlay = h.compare(["tiny-ui"], "loss")
+    assert plots.point_count(overlay) == 3
+
+
+def test_cancel_stops_a_running_job(ctx: AppContext, tiny_model_dir: Path) -> None:
+    h = TrainHandlers(ctx)
+    form = form_values(model=str(tiny_model_dir), epochs=50, batch_size=1, max_length=64, behaviour_check=False)
+    job_id, *_ = h.start(form)
+    result, _ = poll_until(h, job_id, lambda r, cache: len(cache.get("rows", [])) >= 2)
+    assert result["cancel"]["interactive"] is True
+    assert "cancel" in h.cancel(job_id).lower() or "cancelling" in h.cancel(job_id).lower()
+    result, _ = poll_until(h, job_id, lambda r, cache: "cancelled" in r["status"] or "finished" in r["status"])
+    assert "cancelled" in result["status"]
+    assert result["resume"]["interactive"] is True and result["cancel"]["interactive"] is False
+
+
+def test_job_control_needs_the_admin_role(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "d", auth=("ann:1",)).ensure_dirs()
+    h = TrainHandlers(AppContext(settings))
+    annotator = gr.Request(username="ann")
+    for call in (
+        lambda: h.start(form_values(), annotator),
+        lambda: h.cancel(1, annotator),
+        lambda: h.resume(1, annotator),
+    ):
+        with pytest.raises(gr.Error, match="admin"):
+            call()
+
+
+def test_metrics_are_read_incrementally_and_again_after_a_rewrite(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    metrics = run / "metrics.jsonl"
+    metrics.write_text('{"step": 1, "loss": 0.69}\n{"step": 2, "loss": 0.6}\n')
+    cache, changed = read_new_metrics(run, {})
+    assert changed and [r["step"] for r in cache["rows"]] == [1, 2]
+    assert read_new_metrics(run, cache) == (cache, False)
+    with metrics.open("a") as handle:
+        handle.write('{"step": 3, "loss": 0.5}\n{"step": 4, "lo')  # a line still being written
+    cache, changed = read_new_metrics(run, cache)
+    assert [r["step"] for r in cache["rows"]] == [1, 2, 3]
+    metrics.write_text('{"step": 1, "loss": 0.69}\n')  # a resumed run rewrote the file shorter
+    cache, changed = read_new_metrics(run, cache)
+    assert [r["step"] for r in cache["rows"]] == [1]
