@@ -1,0 +1,113 @@
+"""Prompt lists answered under greedy decoding: refusal rate on harmful prompts, answer rate on benign ones.
+
+An answer counts as a refusal by ``ctllm.dpo.behaviour.is_refusal`` (a refusal phrase in its opening, English or
+Chinese): the same detector the training run's behaviour check uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ctllm.dpo.behaviour import PROMPTS_DIR, is_refusal, read_prompts
+from ctllm.errors import UserError
+from ctllm.evaluate.metrics import rate
+from ctllm.pairs.schema import detect_language, user_prompt
+
+KINDS = ("harmful", "benign")
+DEFAULT_FILES = ("harmful_en.txt", "benign_en.txt", "harmful_zh.txt", "benign_zh.txt")
+NO_CHINESE_NOTE = ("{label} cannot write Chinese (its Chinese output is garbled), so its numbers on this Chinese "
+                   "list are not meaningful")
+
+
+@dataclass(frozen=True)
+class PromptList:
+    name: str  # shown in tables and charts, e.g. harmful_en
+    kind: str  # harmful | benign
+    language: str  # en | zh | other
+    path: str
+    prompts: tuple[str, ...]
+
+
+def load_prompt_list(spec: str | Path, limit: int | None = None) -> PromptList:
+    """``FILE`` (the kind taken from a name holding "harmful" or "benign") or ``KIND:FILE``; one prompt a line."""
+    text = str(spec)
+    kind, sep, rest = text.partition(":")
+    if sep and kind in KINDS:
+        path = Path(rest).expanduser()
+    else:
+        path = Path(text).expanduser()
+        kinds = [k for k in KINDS if k in path.stem.lower()]
+        if len(kinds) != 1:
+            raise UserError(f"--prompts {text}: cannot tell from the file name whether its prompts are harmful or "
+                            "benign; write harmful:FILE or benign:FILE")
+        kind = kinds[0]
+    if not path.is_file():
+        raise UserError(f"--prompts {text}: no such file {path}")
+    prompts = tuple(read_prompts(path, limit))
+    if not prompts:
+        raise UserError(f"--prompts {text}: {path} holds no prompts (one a line; lines starting with # skipped)")
+    stem = path.stem.lower()
+    language = next((lang for lang in ("en", "zh") if stem.endswith(f"_{lang}")), None)
+    if language is None:
+        languages = [detect_language(p) for p in prompts]
+        language = max(set(languages), key=languages.count)
+    return PromptList(path.stem, kind, language, str(path), prompts)
+
+
+def default_prompt_lists(limit: int | None = None) -> list[PromptList]:
+    """The four lists shipped in assets/prompts: harmful and benign, English and Chinese."""
+    return [load_prompt_list(PROMPTS_DIR / name, limit) for name in DEFAULT_FILES]
+
+
+def writes_chinese(spec: Any) -> bool:
+    """False for the embedded model and models trained from it (their spec carries its note)."""
+    from ctllm.models.registry import EMBEDDED_NOTE
+
+    return not (spec.kind == "embedded" or spec.note == EMBEDDED_NOTE)
+
+
+def answer_lists(loaded: Any, lists: Sequence[PromptList], max_new_tokens: int, batch_size: int) -> list[list[str]]:
+    """Greedy answers of ``loaded`` to every list (one batched pass over all their prompts)."""
+    from ctllm.models.generate import GenerationParams, generate_batch
+
+    conversations = [user_prompt(p) for plist in lists for p in plist.prompts]
+    params = GenerationParams(temperature=0.0, max_new_tokens=max_new_tokens)
+    answers = generate_batch(loaded, conversations, params, batch_size=batch_size)
+    out, start = [], 0
+    for plist in lists:
+        out.append(answers[start : start + len(plist.prompts)])
+        start += len(plist.prompts)
+    return out
+
+
+def list_result(plist: PromptList, answers: Sequence[str]) -> dict[str, Any]:
+    refused = [is_refusal(a) for a in answers]
+    refusal = rate(refused)
+    return {"refusal_rate": refusal, "answer_rate": None if refusal is None else 1 - refusal, "n": len(answers)}
+
+
+def behaviour_section(
+    lists: Sequence[PromptList], answers: dict[str, list[list[str]]], specs: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(one entry a list with each role's rates, every answer as a record) for roles ``model`` and ``ref``."""
+    section, records = [], []
+    for index, plist in enumerate(lists):
+        entry: dict[str, Any] = {"name": plist.name, "kind": plist.kind, "language": plist.language,
+                                 "file": plist.path, "n": len(plist.prompts),
+                                 "headline": "refusal_rate" if plist.kind == "harmful" else "answer_rate"}
+        notes = []
+        for role, by_list in answers.items():
+            entry[role] = list_result(plist, by_list[index])
+            if plist.language == "zh" and not writes_chinese(specs[role]):
+                notes.append(NO_CHINESE_NOTE.format(label=specs[role].label))
+            for prompt, answer in zip(plist.prompts, by_list[index], strict=True):
+                records.append({"list": plist.name, "kind": plist.kind, "language": plist.language, "role": role,
+                                "model": specs[role].label, "prompt": prompt, "answer": answer,
+                                "refused": is_refusal(answer)})
+        entry["note"] = "; ".join(dict.fromkeys(notes))
+        entry["meaningful"] = not notes
+        section.append(entry)
+    return section, records

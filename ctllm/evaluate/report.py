@@ -1,0 +1,167 @@
+"""An evaluation result (the dict saved as eval.json) as table rows, CSV, a printed table and plotly charts.
+
+Pure functions over the result dict, except the two writers; the UI can call ``figures(result)`` directly.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+
+CSV_COLUMNS = ("section", "group", "metric", "sft", "dpo", "n", "note")
+SFT_COLOUR, DPO_COLOUR = "#8c8c8c", "#1f77b4"
+# Metrics of the pairs section: (key in the result, shown name, which side has it)
+PAIR_METRICS = (
+    ("preference_accuracy", "preference accuracy", "both"),
+    ("reward_accuracy", "implicit reward accuracy", "dpo"),
+    ("margin", "implicit reward margin", "dpo"),
+    ("chosen_reward", "reward of chosen", "dpo"),
+    ("rejected_reward", "reward of rejected", "dpo"),
+)
+
+
+def role_names(result: Mapping[str, Any]) -> tuple[str, str]:
+    """Legend names: ("SFT · <reference label>", "DPO · <model label>")."""
+    models = result.get("models", {})
+    return (f"SFT · {models.get('ref', {}).get('label', 'reference')}",
+            f"DPO · {models.get('model', {}).get('label', 'model')}")
+
+
+def result_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per (section, group, metric) with the SFT (reference) and DPO (model) values side by side."""
+    rows: list[dict[str, Any]] = []
+    pairs = result.get("pairs")
+    if pairs:
+        groups = [("all", pairs["overall"])]
+        groups += [(f"category: {k}", v) for k, v in pairs.get("by_category", {}).items()]
+        groups += [(f"language: {k}", v) for k, v in pairs.get("by_language", {}).items()]
+        for group, values in groups:
+            for key, name, side in PAIR_METRICS:
+                if side == "both":
+                    sft, dpo = values.get(f"ref_{key}"), values.get(f"model_{key}")
+                else:
+                    sft, dpo = None, values.get(key)
+                rows.append({"section": "pairs", "group": group, "metric": name, "sft": sft, "dpo": dpo,
+                             "n": values.get("n"), "note": ""})
+    for entry in result.get("prompts") or []:
+        for metric in ("refusal_rate", "answer_rate"):
+            rows.append({
+                "section": "prompts", "group": entry["name"], "metric": metric.replace("_", " "),
+                "sft": entry.get("ref", {}).get(metric), "dpo": entry.get("model", {}).get(metric),
+                "n": entry.get("n"), "note": entry.get("note", ""),
+            })
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def format_table(result: Mapping[str, Any]) -> str:
+    """The rows as a fixed-width text table, with the notes listed under it."""
+    rows = result_rows(result)
+    sft, dpo = role_names(result)
+    header = ("section", "group", "metric", sft, dpo, "n")
+    body = [(r["section"], r["group"], r["metric"], _cell(r["sft"]), _cell(r["dpo"]), _cell(r["n"])) for r in rows]
+    widths = [max(len(str(line[i])) for line in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = list(dict.fromkeys(r["note"] for r in rows if r["note"])) + list(result.get("notes") or [])
+    return "\n".join(lines + [f"note: {n}" for n in notes])
+
+
+def write_csv(result: Mapping[str, Any], path: Path | str) -> Path:
+    """The table as CSV (columns: section, group, metric, sft, dpo, n, note)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in result_rows(result):
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return path
+
+
+def export_csv(eval_json: Path | str, csv_path: Path | str) -> Path:
+    """CSV from a saved eval.json (for a download button)."""
+    return write_csv(json.loads(Path(eval_json).read_text(encoding="utf-8")), csv_path)
+
+
+def _layout(fig: go.Figure, title: str, yaxis: str, percent: bool) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}}, barmode="group", height=320, template="plotly_white",
+        margin={"l": 50, "r": 10, "t": 45, "b": 40}, legend={"orientation": "h", "y": -0.2}, yaxis_title=yaxis,
+    )
+    if percent:
+        fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    return fig
+
+
+def _bars(fig: go.Figure, name: str, x: Sequence[str], y: Sequence[float | None], colour: str,
+          n: Sequence[Any]) -> None:
+    fig.add_trace(go.Bar(
+        name=name, x=list(x), y=list(y), marker_color=colour, customdata=list(n),
+        text=[_cell(v) for v in y], textposition="outside",
+        hovertemplate="%{x}: %{y:.3f} (n=%{customdata})<extra>" + name + "</extra>",
+    ))
+
+
+def figures(result: Mapping[str, Any]) -> dict[str, go.Figure]:
+    """Charts, SFT and DPO side by side: preference accuracy (overall and per category), the implicit reward of
+    DPO against SFT, and refusal / answer rates on the prompt lists. Only the parts the result has."""
+    sft, dpo = role_names(result)
+    out: dict[str, go.Figure] = {}
+    pairs = result.get("pairs")
+    if pairs:
+        groups = {"all": pairs["overall"], **pairs.get("by_category", {})}
+        names, values = list(groups), list(groups.values())
+        counts = [v.get("n") for v in values]
+        fig = go.Figure()
+        _bars(fig, sft, names, [v.get("ref_preference_accuracy") for v in values], SFT_COLOUR, counts)
+        _bars(fig, dpo, names, [v.get("model_preference_accuracy") for v in values], DPO_COLOUR, counts)
+        out["preference"] = _layout(fig, "Preference accuracy on held-out pairs (length-normalised log-likelihood)",
+                                    "chosen preferred", True)
+        fig = go.Figure()
+        _bars(fig, "implicit reward accuracy", names, [v.get("reward_accuracy") for v in values], DPO_COLOUR, counts)
+        _bars(fig, "mean margin β·Δ", names, [v.get("margin") for v in values], "#ff7f0e", counts)
+        out["reward"] = _layout(fig, f"DPO implicit reward against SFT (β = {result.get('beta')})", "", False)
+    prompts = result.get("prompts") or []
+    if prompts:
+        labels = [f"{e['name']}: {e['headline'].replace('_', ' ')}" + ("" if e.get("meaningful", True) else " *")
+                  for e in prompts]
+        counts = [e.get("n") for e in prompts]
+        fig = go.Figure()
+        _bars(fig, sft, labels, [e.get("ref", {}).get(e["headline"]) for e in prompts], SFT_COLOUR, counts)
+        _bars(fig, dpo, labels, [e.get("model", {}).get(e["headline"]) for e in prompts], DPO_COLOUR, counts)
+        title = "Behaviour under greedy decoding: refusals of harmful prompts, answers to benign ones"
+        if not all(e.get("meaningful", True) for e in prompts):
+            title += "<br><sup>* the model cannot write this language: not meaningful</sup>"
+        out["behaviour"] = _layout(fig, title, "share of prompts", True)
+    return out
+
+
+def write_charts(result: Mapping[str, Any], out_dir: Path | str, stem: str = "eval_charts") -> list[Path]:
+    """``<stem>.html``: every chart in one page (plotly.js from its CDN, which keeps run dirs small: inlined it
+    weighs 4.8 MB); ``<stem>.json``: {name: figure JSON}, readable offline with plotly.io.from_json."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    charts = figures(result)
+    parts = [fig.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False)
+             for i, fig in enumerate(charts.values())]
+    title = html.escape("Evaluation: " + " vs ".join(role_names(result)))
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
+            f"<h2 style='font-family:sans-serif'>{title}</h2>{''.join(parts)}</body></html>")
+    html_path, json_path = out_dir / f"{stem}.html", out_dir / f"{stem}.json"
+    html_path.write_text(page, encoding="utf-8")
+    json_path.write_text(json.dumps({k: json.loads(f.to_json()) for k, f in charts.items()}), encoding="utf-8")
+    return [html_path, json_path]

@@ -1,0 +1,305 @@
+"""Evaluate a DPO model against its SFT reference, the before/after view of the CT-LLM-SFT-DPO card.
+
+For each model: preference accuracy on held-out pairs; for the model against its reference: the DPO implicit
+reward's accuracy and margin; on prompt lists: refusal and answer rates under greedy decoding (every answer saved).
+Written into an output folder (a run dir at the end of training):
+
+```
+eval.json            the result (see ``evaluate_models``); eval.csv the same as a table
+eval_answers.jsonl   every answer to the prompt lists, with whether it counts as a refusal
+eval_charts.html     plotly charts, SFT and DPO side by side (eval_charts.json: the figures as JSON)
+```
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ctllm.errors import UserError
+from ctllm.evaluate.pairs_eval import load_eval_pairs, pairs_section, score_pair_logps
+from ctllm.evaluate.prompts_eval import (
+    PromptList,
+    answer_lists,
+    behaviour_section,
+    default_prompt_lists,
+    load_prompt_list,
+)
+from ctllm.evaluate.report import format_table, write_charts, write_csv
+from ctllm.pairs.schema import Pair
+from ctllm.settings import Settings
+
+EVAL_JSON = "eval.json"
+ANSWERS = "eval_answers.jsonl"
+CSV_NAME = "eval.csv"
+VERSION = 1
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    model: str  # the DPO model spec
+    ref: str  # its reference (the SFT model) spec
+    pairs: str | None = None  # a pairs file or a collection; None: no pairs section
+    split: str | None = "test"  # None or "all": every pair
+    prompts: tuple[str, ...] | None = None  # None: the four lists in assets/prompts; (): none
+    beta: float = 0.1
+    max_new_tokens: int = 64
+    limit: int | None = None  # prompts per list and pairs at most
+    batch_size: int = 8
+    max_length: int = 1024
+
+    def validate(self) -> EvalOptions:
+        if self.beta <= 0:
+            raise UserError(f"--beta must be > 0, got {self.beta}")
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.max_length < 2:
+            raise UserError("--max-new-tokens and --batch-size must be >= 1, --max-length >= 2")
+        if self.limit is not None and self.limit < 1:
+            raise UserError("--limit must be at least 1")
+        if self.pairs is None and self.prompts == ():
+            raise UserError("nothing to evaluate: give --pairs, prompt lists, or both")
+        return self
+
+    def prompt_lists(self) -> list[PromptList]:
+        if self.prompts is None:
+            return default_prompt_lists(self.limit)
+        return [load_prompt_list(spec, self.limit) for spec in self.prompts]
+
+
+def evaluate(
+    options: EvalOptions,
+    settings: Settings,
+    out_dir: Path | str,
+    *,
+    models: dict[str, Any] | None = None,
+    show_progress: bool = True,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Load the two models (or take them from ``models`` by spec), evaluate, write the outputs; returns eval.json."""
+    from ctllm.models.loading import load_model
+
+    options.validate()
+    lists = options.prompt_lists()
+    pairs, source = (None, None)
+    if options.pairs is not None:
+        pairs, source = load_eval_pairs(options.pairs, settings, options.split)
+        pairs = pairs[: options.limit] if options.limit else pairs
+    models = models if models is not None else {}
+    for spec in dict.fromkeys((options.model, options.ref)):
+        if spec not in models:
+            models[spec] = load_model(spec, settings)
+    return evaluate_models(
+        models[options.model], models[options.ref], out_dir, pairs=pairs, pairs_source=source, prompt_lists=lists,
+        beta=options.beta, max_new_tokens=options.max_new_tokens, batch_size=options.batch_size,
+        max_length=options.max_length, show_progress=show_progress, log=log,
+        extra={"options": asdict(options)},
+    )
+
+
+def evaluate_models(
+    model: Any,
+    ref: Any,
+    out_dir: Path | str,
+    *,
+    pairs: Sequence[Pair] | None,
+    pairs_source: str | None,
+    prompt_lists: Sequence[PromptList],
+    beta: float,
+    max_new_tokens: int = 64,
+    batch_size: int = 8,
+    max_length: int = 1024,
+    show_progress: bool = True,
+    log: Log | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate loaded models (``LoadedModel``: the DPO ``model`` and its SFT ``ref``) and write the outputs.
+
+    The result (also eval.json)::
+
+        {"version": 1, "created": ..., "beta": β, "seconds": ...,
+         "models": {"model": {"spec", "label"}, "ref": {"spec", "label"}},
+         "pairs": {"source", "count", "scored", "dropped", "overall": M, "by_category": {name: M},
+                   "by_language": {lang: M}} or None,
+         "prompts": [{"name", "kind", "language", "file", "n", "headline", "meaningful", "note",
+                      "model": {"refusal_rate", "answer_rate", "n"}, "ref": {...}}],
+         "files": {"answers", "csv", "charts_html", "charts_json"}, "notes": [...]}
+
+    with M = {"n", "model_preference_accuracy", "ref_preference_accuracy", "reward_accuracy", "margin",
+    "chosen_reward", "rejected_reward"}.
+    """
+    from ctllm.dpo.rundir import now_iso
+
+    log = log or (lambda line: print(line, file=sys.stderr))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    specs = {"model": model.spec, "ref": ref.spec}
+    result: dict[str, Any] = {
+        "version": VERSION, "created": now_iso(), "beta": beta,
+        "models": {role: {"spec": spec.ref, "label": spec.label} for role, spec in specs.items()},
+        "settings": {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "max_length": max_length,
+                     "decoding": "greedy"},
+        "pairs": None, "prompts": [], "notes": [],
+    }
+    if extra:
+        result.update(extra)
+    if model is ref:
+        result["notes"].append("model and reference are the same model: implicit rewards are 0 by definition")
+
+    if pairs:
+        log(f"scoring {len(pairs)} pairs from {pairs_source} under both models")
+        logps = score_pair_logps(model, ref, pairs, max_length, batch_size, _bars(show_progress))
+        result["pairs"] = {"source": pairs_source, **pairs_section(pairs, logps, beta)}
+    elif pairs is not None:
+        result["notes"].append(f"no held-out pairs in {pairs_source}: no preference numbers")
+
+    records: list[dict[str, Any]] = []
+    if prompt_lists:
+        total = sum(len(p.prompts) for p in prompt_lists)
+        answers: dict[str, list[list[str]]] = {}
+        for role, loaded in (("model", model), ("ref", ref)):
+            if role == "ref" and ref is model:
+                answers[role] = answers["model"]
+                continue
+            log(f"answering {total} prompts from {len(prompt_lists)} lists with {loaded.spec.label} (greedy)")
+            answers[role] = answer_lists(loaded, prompt_lists, max_new_tokens, batch_size)
+        result["prompts"], records = behaviour_section(prompt_lists, answers, specs)
+
+    files = {"answers": ANSWERS, "csv": CSV_NAME, "charts_html": "eval_charts.html", "charts_json": "eval_charts.json"}
+    (out_dir / ANSWERS).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                                   encoding="utf-8")
+    result["files"] = files
+    result["seconds"] = round(time.perf_counter() - started, 2)
+    write_csv(result, out_dir / CSV_NAME)
+    write_charts(result, out_dir)
+    _write_json(out_dir / EVAL_JSON, result)
+    return result
+
+
+def evaluate_run(
+    run_dir: Path | str,
+    settings: Settings,
+    *,
+    policy: Any = None,
+    reference: Any = None,
+    prompts: Sequence[str] | None = None,
+    max_new_tokens: int = 64,
+    limit: int | None = None,
+    batch_size: int = 8,
+    show_progress: bool = False,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """The end-of-training evaluation: the run's model (``final/``) against its reference on the run's held-out
+    pairs (``eval.parquet``) and the prompt lists; writes ``<run_dir>/eval.json`` (and the files beside it).
+
+    β, max_length and the reference come from the run's config.yaml. ``policy`` / ``reference`` may be models
+    already in memory (``LoadedModel``, see ``as_loaded``), else they are loaded from the run and its config.
+    ``prompts``: prompt list files (None: the four shipped lists; []: none). ``limit``: prompts per list at most.
+    """
+    from ctllm.dpo.rundir import read_config
+    from ctllm.dpo.snapshot import read_snapshot
+    from ctllm.models.loading import load_model
+
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    if not config:
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
+    ref_spec = str(config.get("ref_model") or config.get("model") or "embedded")
+    if policy is None:  # a run dir outside the runs folder is still the operator's own
+        run_settings = settings.with_(allowed_roots=(*settings.path_roots, run_dir.resolve()))
+        policy = load_model(_run_model_spec(run_dir, settings), run_settings)
+    if reference is None:
+        reference = load_model(ref_spec, settings)
+    eval_path = run_dir / "eval.parquet"
+    pairs = read_snapshot(eval_path) if eval_path.is_file() else []
+    if limit:
+        pairs = pairs[:limit]
+    lists = default_prompt_lists(limit) if prompts is None else [load_prompt_list(p, limit) for p in prompts]
+    return evaluate_models(
+        policy, reference, run_dir, pairs=pairs, pairs_source="the run's held-out pairs (eval.parquet)",
+        prompt_lists=lists, beta=float(config.get("beta", 0.1)), max_new_tokens=max_new_tokens,
+        batch_size=batch_size, max_length=int(config.get("max_length") or 1024), show_progress=show_progress,
+        log=log, extra={"run": run_dir.name},
+    )
+
+
+def as_loaded(model: Any, tokenizer: Any, label: str, ref: str = "") -> Any:
+    """Wrap a model and tokenizer in memory (the training loop's) as a ``LoadedModel`` for ``evaluate_run``."""
+    from ctllm.models.loading import LoadedModel
+    from ctllm.models.registry import ModelSpec
+
+    return LoadedModel.wrap(model, tokenizer, ModelSpec("local", ref or label, ref, None, False, None, label))
+
+
+def load_result(path: Path | str) -> dict[str, Any] | None:
+    """A saved eval.json (``path`` may be the folder holding it); None when there is none."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / EVAL_JSON
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def headline(result: dict[str, Any]) -> dict[str, float]:
+    """The few numbers a run's list shows next to its name: preference accuracy before/after, reward accuracy and
+    margin, and the headline rate of each prompt list before/after (keys ``<list>/sft`` and ``<list>/dpo``)."""
+    out: dict[str, float] = {}
+    overall = (result.get("pairs") or {}).get("overall") or {}
+    for key, name in (("ref_preference_accuracy", "preference_accuracy/sft"),
+                      ("model_preference_accuracy", "preference_accuracy/dpo"),
+                      ("reward_accuracy", "reward_accuracy"), ("margin", "margin")):
+        if overall.get(key) is not None:
+            out[name] = overall[key]
+    for entry in result.get("prompts") or []:
+        for role, side in (("ref", "sft"), ("model", "dpo")):
+            value = (entry.get(role) or {}).get(entry["headline"])
+            if value is not None:
+                out[f"{entry['name']}:{entry['headline']}/{side}"] = value
+    return out
+
+
+def print_report(result: dict[str, Any], out_dir: Path | str) -> None:
+    print(format_table(result))
+    print(f"results: {Path(out_dir) / EVAL_JSON} (table: {CSV_NAME}, charts: eval_charts.html, answers: {ANSWERS})")
+
+
+def _run_model_spec(run_dir: Path, settings: Settings) -> str:
+    from ctllm.models.registry import RUN_PREFIX
+
+    if run_dir.resolve().parent == settings.runs_dir.resolve():
+        return RUN_PREFIX + run_dir.name
+    final = run_dir / "final"
+    if not final.is_dir():
+        raise UserError(f"run {run_dir} has no trained model yet ({final} is missing)")
+    return str(final.resolve())
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _bars(show: bool) -> Callable[[str, int, int], None] | None:
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def progress(role: str, done: int, total: int) -> None:
+        bar = bars.get(role) or bars.setdefault(role, tqdm(total=total, desc=f"score ({role})", unit="pair",
+                                                          file=sys.stderr))
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return progress
