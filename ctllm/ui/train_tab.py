@@ -216,8 +216,13 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def progress_text(job: Any, status: dict[str, Any] | None, last: dict[str, Any] | None, now: float) -> str:
-    """State, step / total, ETA and pairs/s of one job, as Markdown."""
+def progress_text(
+    job: Any, status: dict[str, Any] | None, last: dict[str, Any] | None, now: float, global_batch: int | None = None
+) -> str:
+    """State, step / total, ETA and pairs/s of one job, as Markdown.
+
+    The ETA uses the training speed (global batch / pairs per second) when known, so the minutes spent loading
+    models before step 1 do not inflate it; otherwise the average time per step so far."""
     status = status or {}
     state = job.state
     step = status.get("step") or (last or {}).get("step") or 0
@@ -227,8 +232,10 @@ def progress_text(job: Any, status: dict[str, Any] | None, last: dict[str, Any] 
     if total:
         share = min(1.0, step / total) if total else 0.0
         parts.append(f"step {step} / {total} ({share:.0%})")
+        speed = (last or {}).get("pairs_per_second")
         if state in ("running", "cancelling") and step and elapsed:
-            eta = elapsed / step * (total - step)
+            per_step = global_batch / speed if global_batch and isinstance(speed, (int, float)) and speed > 0 else None
+            eta = (per_step or elapsed / step) * (total - step)
             parts.append(f"ETA {format_duration(eta)}")
     elif state == "running":
         parts.append("preparing (tokenizing, loading models)…")
@@ -275,7 +282,15 @@ def read_new_metrics(run_dir: Path, cache: dict[str, Any]) -> tuple[dict[str, An
     rows = list(cache.get("rows", [])) if grown else []
     new = read_metrics(run_dir, after_line=lines)
     rows += new
-    return {"run_dir": str(run_dir), "signature": signature, "lines": lines + len(new), "rows": rows}, True
+    kept = cache if same_file else {}  # other facts about the same run (e.g. its global batch) stay
+    return {**kept, "run_dir": str(run_dir), "signature": signature, "lines": lines + len(new), "rows": rows}, True
+
+
+def _global_batch(run_dir: Path) -> int | None:
+    from ctllm.dpo.rundir import read_config
+
+    value = (read_config(run_dir).get("resolved") or {}).get("global_batch")
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def job_preset(job: Any) -> str:
@@ -398,8 +413,10 @@ class TrainHandlers:
         rows = cache["rows"]
         figures = plots.metric_figures(rows) if changed or "drawn" not in cache else [gr.skip()] * 4
         cache["drawn"] = True
-        last = rows[-1] if rows else view.metrics
-        status = progress_text(view.job, view.status, last, time.time())
+        last = next((row for row in reversed(rows) if "loss" in row), None) or view.metrics
+        if not cache.get("global_batch"):
+            cache["global_batch"] = _global_batch(view.job.run_dir)
+        status = progress_text(view.job, view.status, last, time.time(), cache["global_batch"])
         active = view.job.state in ("running", "cancelling", "queued")
         return (
             status,

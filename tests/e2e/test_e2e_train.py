@@ -1,0 +1,75 @@
+"""Start a tiny training job in real Chromium, watch the loss plot gain points, cancel it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MODEL_CACHE, REPO
+from tests.e2e.conftest import RunningApp, start_app, stop_app, text_of, wait_for_text
+
+pytestmark = pytest.mark.e2e
+
+LOSS_POINTS = """() => {
+  const plot = document.querySelector('#train-plot-loss .js-plotly-plot');
+  if (!plot || !plot.data) return 0;
+  return plot.data.reduce((n, trace) => n + (trace.x ? trace.x.length : 0), 0);
+}"""
+
+
+@pytest.fixture
+def app(tmp_path: Path, tiny_model_dir: Path) -> Iterator[RunningApp]:
+    roots = ",".join(str(p) for p in (tmp_path / "data", MODEL_CACHE, REPO / "assets"))
+    running = start_app(tmp_path, extra_env={"CTLLM_ALLOWED_ROOTS": roots})
+    yield running
+    stop_app(running)
+
+
+def set_field(page, elem_id: str, value: str) -> None:
+    box = page.locator(f"#{elem_id} input").first
+    box.fill(value)
+    box.press("Tab")
+
+
+def test_start_watch_and_cancel_a_tiny_run(app: RunningApp, page, artifacts_dir: Path, tiny_model_dir: Path) -> None:
+    page.goto(app.url)
+    wait_for_text(page, "#pairs-progress", "Mine: 0 /")
+    page.get_by_role("tab", name="Train").click()
+    wait_for_text(page, "#train-status", "No job yet")
+    page.wait_for_function(
+        "() => { const p = document.querySelector('#train-plot-loss .js-plotly-plot');"
+        " return !!p && !!p.layout && (p.layout.annotations || []).some(a => a.text.includes('Start a run')); }",
+        timeout=30_000,
+    )
+    assert page.evaluate(LOSS_POINTS) == 0
+
+    model = page.locator("#train-model input").first
+    model.fill(str(tiny_model_dir))
+    model.press("Enter")
+    set_field(page, "train-epochs", "50")
+    set_field(page, "train-batch-size", "1")
+    set_field(page, "train-max-length", "64")
+    page.locator("#train-show-command").click()
+    page.wait_for_function(
+        "() => document.querySelector('#train-command').innerText.includes('--epochs 50')", timeout=30_000
+    )
+    assert str(tiny_model_dir) in text_of(page, "#train-command")
+
+    page.locator("#train-start").click()
+    wait_for_text(page, "#train-message", "Started job", timeout_ms=60_000)
+    wait_for_text(page, "#train-status", "running", timeout_ms=60_000)
+    page.wait_for_function(f"() => ({LOSS_POINTS})() >= 2", timeout=240_000)
+    first = page.evaluate(LOSS_POINTS)
+    page.wait_for_function(f"() => ({LOSS_POINTS})() >= {first + 2}", timeout=120_000)  # it keeps growing
+    page.screenshot(path=str(artifacts_dir / "train-running.png"), full_page=True)
+    assert "step" in text_of(page, "#train-status") and "pairs/s" in text_of(page, "#train-status")
+    assert text_of(page, "#train-log").strip()
+
+    page.locator("#train-cancel").click()
+    wait_for_text(page, "#train-status", "cancelled", timeout_ms=120_000)
+    page.locator("#train-refresh").click()
+    wait_for_text(page, "#train-history", "cancelled")
+    page.screenshot(path=str(artifacts_dir / "train-cancelled.png"), full_page=True)
+    assert not page.errors, page.errors
