@@ -176,6 +176,19 @@ def _check_prompt(prompt: Sequence[Message], name: str, limit: int) -> tuple[Mes
 
 
 _SPECIAL_COLUMNS = frozenset(("source", "language", "meta"))
+MAX_NESTING = 200  # the store saves meta with orjson, which refuses more than 253 levels
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether lists/objects in ``value`` nest more than ``limit`` levels (a loop: no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def make_pair(
@@ -216,6 +229,9 @@ def make_pair(
             meta.update(parsed)
     if extra_meta:
         meta.update(extra_meta)
+    for key, value in meta.items():
+        if isinstance(value, dict | list) and _nests_deeper(value, MAX_NESTING):
+            raise RowProblem(key, f"nested too deeply (more than {MAX_NESTING} levels)")
     if not language:
         text = prompt[0]["content"] if len(prompt) == 1 else "\n".join(m["content"] for m in prompt)
         language = detect_language(text + "\n" + chosen)

@@ -56,8 +56,11 @@ def import_pairs(
     created_by: str = "",
     read_progress: Callable[[int], None] | None = None,
     store_progress: Callable[[int], None] | None = None,
+    max_bytes: int | None = None,
 ) -> ImportSummary:
-    """Import ``source`` into ``collection`` (created when missing; an existing one gets the new pairs)."""
+    """Import ``source`` into ``collection`` (created when missing; an existing one gets the new pairs).
+
+    ``max_bytes``: the upload size limit (``Settings.max_upload_mb << 20``); a larger file is refused unread."""
     started = time.perf_counter()
     result = read_pairs(
         source,
@@ -69,6 +72,7 @@ def import_pairs(
         all_ranked_pairs=all_ranked_pairs,
         allow_hub=allow_hub,
         progress=read_progress,
+        max_bytes=max_bytes,
     )
     read_seconds = time.perf_counter() - started
     if not result.pairs:

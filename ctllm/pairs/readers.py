@@ -4,6 +4,9 @@ Files: .json (an array, an object holding a list, or JSON Lines under a .json na
 .tsv, each optionally .gz. Bad rows never stop a read: each becomes a :class:`RowError` with the file, the
 1-based line (JSONL/CSV, and JSON when it can be told) and the 1-based row number. ``on_error="abort"`` raises
 :class:`ImportAborted` with every error instead, so a caller writes nothing.
+
+With ``max_bytes`` (the upload limit) a larger file is refused before it is read, and compressed data (gzip,
+Parquet) that decodes to more than :data:`DECODED_RATIO` times the limit is refused as a likely bomb.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import gzip
 import io
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +40,9 @@ ON_ERROR = ("skip", "abort")
 PROGRESS_EVERY = 5000
 _SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+DECODED_RATIO = 10  # decoded data may be this many times the upload limit (text compresses 3-5x)
+_ROW_OVERHEAD = 64  # bytes a decoded Parquet row counts for beyond its data: a row bomb is mostly rows
+_TOO_DEEP = "nested too deeply"
 
 
 @dataclass(frozen=True)
@@ -142,11 +149,15 @@ def _jsonl_records(raw: bytes, name: str, first_line: int = 1) -> Iterator[_Reco
                 continue
             try:
                 value = json.loads(text)  # also gives the readable message when both parsers refuse
+                column = _surrogate_field(value) if isinstance(value, dict) else None
             except ValueError as error:
                 reason = f"invalid JSON: {getattr(error, 'msg', error)} (column {getattr(error, 'colno', '?')})"
                 yield _Record(line, row, error=RowError(name, line, row, None, reason))
                 continue
-            if isinstance(value, dict) and (column := _surrogate_field(value)) is not None:
+            except RecursionError:  # orjson stops at 1024 levels; the standard parser recurses until it fails
+                yield _Record(line, row, error=RowError(name, line, row, None, f"invalid JSON: {_TOO_DEEP}"))
+                continue
+            if column is not None:
                 yield _Record(line, row, error=RowError(name, line, row, column, "invalid text: lone surrogate"))
                 continue
         if isinstance(value, dict):
@@ -271,19 +282,70 @@ def _csv_records(raw: bytes, name: str, delimiter: str) -> Iterator[_Record]:
         yield _Record(start, row, record)
 
 
-def _parquet_records(path: Path, name: str) -> Iterator[_Record]:
+def _megabytes(size: int) -> str:
+    return f"{size / (1 << 20):g} MB"
+
+
+def _bomb(name: str, verb: str, cap: int) -> UserError:
+    return UserError(
+        f"{name}: {verb} to more than {_megabytes(cap)} ({DECODED_RATIO} times the upload size limit); "
+        "refused as a likely decompression bomb"
+    )
+
+
+def _gunzip(raw: bytes, name: str, cap: int | None) -> bytes:
+    if cap is None:
+        return gzip.decompress(raw)
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+        data = stream.read(cap + 1)
+    if len(data) > cap:
+        raise _bomb(name, "decompresses", cap)
+    return data
+
+
+def _parquet_records(path: Path, name: str, cap: int | None) -> Iterator[_Record]:
     import pyarrow.parquet as pq
 
+    batches, decoded = [], 0
     try:
         parquet = pq.ParquetFile(path)
-        batches = list(parquet.iter_batches(batch_size=16_384))
+        for batch in parquet.iter_batches(batch_size=16_384):
+            decoded += batch.nbytes + _ROW_OVERHEAD * batch.num_rows
+            if cap is not None and decoded > cap:
+                raise _bomb(name, "decodes", cap)
+            batches.append(batch)
+    except UserError:
+        raise
     except Exception as error:  # pyarrow raises several kinds for a damaged file
         raise UserError(f"{name}: cannot read Parquet: {error}") from None
     row = 0
     for batch in batches:
-        for value in batch.to_pylist():
+        try:
+            values: list[dict[str, Any] | None] = batch.to_pylist()
+        except UnicodeDecodeError:  # a string column holding bytes that are not UTF-8
+            values = [_parquet_row(batch, i) for i in range(batch.num_rows)]
+        for i, value in enumerate(values):
             row += 1
-            yield _Record(None, row, value)
+            if value is None:
+                column = next(c for c in batch.column_names if _not_utf8(batch.column(c).slice(i, 1)))
+                yield _bad_bytes_record(name, None, row, column)
+            else:
+                yield _Record(None, row, value)
+
+
+def _parquet_row(batch: Any, i: int) -> dict[str, Any] | None:
+    try:
+        return batch.slice(i, 1).to_pylist()[0]
+    except UnicodeDecodeError:
+        return None
+
+
+def _not_utf8(cell: Any) -> bool:
+    try:
+        cell.to_pylist()
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def _dataset_records(dataset: Any, name: str) -> Iterator[_Record]:
@@ -305,19 +367,20 @@ def _strip_suffixes(name: str) -> str:
     return stem or name
 
 
-def _file_records(path: Path, name: str) -> Iterator[_Record]:
+def _file_records(path: Path, name: str, cap: int | None) -> Iterator[_Record]:
+    """Records of one file; ``cap`` bounds the decoded size of compressed data (None: no bound)."""
     lower = path.name.lower()
     kind = lower.removesuffix(".gz")
     if kind.endswith(".parquet"):
-        yield from _parquet_records(path, name)
+        yield from _parquet_records(path, name, cap)
         return
     if not any(kind.endswith(s) for s in _SUFFIXES):
         raise UserError(f"{name}: unknown file type (expected one of {', '.join(_SUFFIXES)}, optionally .gz)")
     try:
         raw = path.read_bytes()
         if lower.endswith(".gz"):
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError) as error:
+            raw = _gunzip(raw, name, cap)
+    except (OSError, EOFError, zlib.error) as error:
         raise UserError(f"{name}: cannot read the file: {error}") from None
     if kind.endswith(".jsonl"):
         yield from _jsonl_records(raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw, name)
@@ -327,8 +390,19 @@ def _file_records(path: Path, name: str) -> Iterator[_Record]:
         yield from _csv_records(raw, name, "\t" if kind.endswith(".tsv") else ",")
 
 
-def _load(source: str | Path, allow_hub: bool) -> _Source:
+def _check_size(path: Path, max_bytes: int | None) -> None:
+    """Refuse a file (or a ``datasets`` folder, all its files) over the upload limit before reading any of it."""
+    if max_bytes is None:
+        return
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    if size > max_bytes:
+        raise UserError(f"{path.name}: {size:,} bytes is over the upload size limit of {_megabytes(max_bytes)}")
+
+
+def _load(source: str | Path, allow_hub: bool, max_bytes: int | None = None) -> _Source:
     path = Path(source)
+    if path.is_dir() or path.is_file():
+        _check_size(path, max_bytes)
     if path.is_dir():
         from datasets import load_from_disk
 
@@ -338,7 +412,12 @@ def _load(source: str | Path, allow_hub: bool) -> _Source:
             raise UserError(f"{path.name}: not a saved `datasets` folder: {error}") from None
         return _Source(path.name, path.name, list(_dataset_records(dataset, path.name)))
     if path.is_file():
-        return _Source(path.name, _strip_suffixes(path.name), list(_file_records(path, path.name)))
+        cap = None if max_bytes is None else max_bytes * DECODED_RATIO
+        try:
+            records = list(_file_records(path, path.name, cap))
+        except RecursionError:  # the standard JSON parser (or a check after it) on data nested thousands deep
+            raise UserError(f"{path.name}: not valid JSON: {_TOO_DEEP} to read") from None
+        return _Source(path.name, _strip_suffixes(path.name), records)
     text = str(source)
     looks_like_file = path.suffix.lower() in (*_SUFFIXES, ".gz") or text.startswith(("/", ".", "~"))
     if looks_like_file:
@@ -381,11 +460,13 @@ def read_pairs(
     all_ranked_pairs: bool = False,
     allow_hub: bool = False,
     progress: Callable[[int], None] | None = None,
+    max_bytes: int | None = None,
 ) -> ReadResult:
     """Read every pair in ``source``; the format is detected unless ``fmt`` or ``mapping`` is given.
 
     ``on_error``: "skip" reports bad rows in ``errors`` and keeps the good ones; "abort" raises ImportAborted
-    when any row is bad. ``progress`` is called with the number of rows handled so far.
+    when any row is bad. ``progress`` is called with the number of rows handled so far. ``max_bytes``: the upload
+    size limit (``Settings.max_upload_mb``), None for none.
     """
     if fmt is not None and fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}")
@@ -399,7 +480,10 @@ def read_pairs(
         raise UserError(f"pku_choice must be one of {', '.join(PKU_CHOICES)}, not {pku_choice!r}")
 
     with _bulk_allocation():
-        return _read(source, fmt, mapping, on_error, max_field_chars, pku_choice, all_ranked_pairs, allow_hub, progress)
+        return _read(
+            source, fmt, mapping, on_error, max_field_chars, pku_choice, all_ranked_pairs, allow_hub, progress,
+            max_bytes,
+        )
 
 
 def _read(
@@ -412,13 +496,17 @@ def _read(
     all_ranked_pairs: bool,
     allow_hub: bool,
     progress: Callable[[int], None] | None,
+    max_bytes: int | None,
 ) -> ReadResult:
-    loaded = _load(source, allow_hub)
+    loaded = _load(source, allow_hub, max_bytes)
     if not loaded.records:
         raise UserError(f"{loaded.name}: no rows found")
     sample = [r.data for r in loaded.records[:1000] if r.data is not None][:200]
     if mapping:
-        fmt, mapping = "mapping", check_mapping(mapping, sample)
+        try:
+            fmt, mapping = "mapping", check_mapping(mapping, sample)
+        except UserError as error:
+            raise UserError(f"{loaded.name}: {error}") from None
     elif fmt is None:
         if not sample:
             raise UserError(
