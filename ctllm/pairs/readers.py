@@ -466,7 +466,7 @@ def read_pairs(
 
     ``on_error``: "skip" reports bad rows in ``errors`` and keeps the good ones; "abort" raises ImportAborted
     when any row is bad. ``progress`` is called with the number of rows handled so far. ``max_bytes``: the upload
-    size limit (``Settings.max_upload_mb``), None for none.
+    size limit in bytes (``Settings.max_upload_mb << 20``), None for none.
     """
     if fmt is not None and fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; known formats: {', '.join(FORMATS)}")
