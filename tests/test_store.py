@@ -117,6 +117,18 @@ def test_add_pairs_is_all_or_nothing(store: Store) -> None:
     assert store.add_pairs("a", [en_pair(1)]) == (1, 0)
 
 
+def test_a_full_disk_is_a_clear_error_and_writes_nothing(store: Store) -> None:
+    store.create_collection("a")
+    store.add_pairs("a", [en_pair(1)])
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count = {pages + 5}")  # this connection may grow the file by 5 pages only
+    with pytest.raises(UserError, match="full.*nothing was written"):
+        store.add_pairs("a", [zh_pair(i) for i in range(300)])
+    assert store.count("a") == 1 and store.search("a", "专业").items == []
+    store.add_label(1, "ann", "first", "chosen")  # small writes still go through
+    assert store.integrity_check() == "ok"
+
+
 def test_split_from_meta_and_set_split(store: Store) -> None:
     store.create_collection("a")
     store.add_pairs("a", [en_pair(i, split="test") for i in range(3)] + [en_pair(10 + i) for i in range(4)])
@@ -380,8 +392,10 @@ def test_resolved_pairs_apply_majority_and_count_left_out(filled: Store) -> None
 
 def test_delete_collection_removes_everything_of_it(filled: Store) -> None:
     filled.add_label(51, "ann", "first", "chosen")
+    edited = filled.edit_pair(52, chosen="An edited answer that is careful.")
+    filled.edit_pair(edited, chosen="Edited twice, still careful.")
     filled.save_scores("run", [(51, 1.0), (1, 2.0)])
-    assert filled.delete_collection("other") == 5
+    assert filled.delete_collection("other") == 7  # five pairs and two versions
     assert filled.find_collection("other") is None
     assert filled.db.execute("SELECT count(*) FROM labels").fetchone()[0] == 0
     assert filled.db.execute("SELECT count(*) FROM scores").fetchone()[0] == 1

@@ -48,14 +48,24 @@ def parse_mapping(text: str) -> dict[str, str]:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     store = Store(settings.ensure_dirs().db_path)
     mapping = parse_mapping(args.mapping) if args.mapping else None
-    with tqdm(desc="read", unit=" rows", file=sys.stderr, mininterval=0.5) as read_bar, \
-            tqdm(desc="store", unit=" pairs", file=sys.stderr, mininterval=0.5) as store_bar:
-        def read_progress(done: int) -> None:
-            read_bar.update(done - read_bar.n)
+    bars: dict[str, tqdm] = {}
 
-        def store_progress(done: int) -> None:
-            store_bar.update(done - store_bar.n)
+    def bar(name: str, unit: str) -> tqdm:
+        if name not in bars:
+            for other in bars.values():
+                other.close()  # one bar at a time: reading ends before storing starts
+            bars[name] = tqdm(desc=name, unit=unit, file=sys.stderr, mininterval=0.5)
+        return bars[name]
 
+    def read_progress(done: int) -> None:
+        read = bar("read", " rows")
+        read.update(done - read.n)
+
+    def store_progress(done: int) -> None:
+        stored = bar("store", " pairs")
+        stored.update(done - stored.n)
+
+    try:
         summary = import_pairs(
             store,
             args.source,
@@ -72,5 +82,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             read_progress=read_progress,
             store_progress=store_progress,
         )
+    finally:
+        for open_bar in bars.values():
+            open_bar.close()
     print(summary.report())
     return 0

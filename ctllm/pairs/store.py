@@ -13,11 +13,10 @@ Versions: ``edit_pair`` never changes a row. It adds a new pair whose ``parent_i
 ``root_id`` is the chain's first pair, and marks the old row ``is_latest = 0``. Browsing, search and export see
 latest versions only; labels belong to the chain (``root_id``), so a verdict survives a typo fix.
 
-Search: SQLite's trigram tokenizer indexes about 1 µs per character here, which puts a 229k-pair import at
-several minutes. Instead each CJK character is indexed as its own token (``unicode61`` with the text
-pre-split) and words elsewhere: a Chinese query is a phrase of characters, so any Chinese substring of any length
-matches, and an English query matches whole words with the last one as a prefix ("passw" finds "password").
-Queries with no letters or digits (punctuation, emoji) fall back to a LIKE scan.
+Search (see ``ctllm.pairs.search``): each CJK character is indexed as a token of its own and other text by
+words, so a Chinese query of any length matches as a substring and an English one by words (the last as a
+prefix). SQLite's trigram tokenizer would do substrings everywhere but indexes about five times slower here
+(1.5 µs a character: minutes for the seed's 229k pairs). Queries with no letter or digit use a LIKE scan.
 
 Concurrency: one connection per thread, WAL, ``BEGIN IMMEDIATE`` for every write (no read-to-write upgrade
 deadlocks), a busy timeout, short transactions. ``synchronous=NORMAL`` in WAL mode: a committed write survives
@@ -36,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ctllm.errors import UserError
 from ctllm.pairs.resolve import SHOWN_FIRST, VERDICTS, choice_of, resolve
@@ -134,6 +133,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS pairs_fts USING fts5(
     coll, prompt, chosen, rejected, content='', tokenize='unicode61 remove_diacritics 2'
 );
 """
+
 
 def _fts_rows(collection_id: int, texts: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, str, str]]:
     """Index rows (coll, prompt, chosen, rejected) from (prompt text, chosen, rejected) triples."""
@@ -276,13 +276,19 @@ class Store:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken at its start (BEGIN IMMEDIATE), committed before the caller returns."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as error:
+            if any(problem in str(error) for problem in _STORAGE_PROBLEMS):
+                raise UserError(f"{self.path}: the store could not save this ({error}); nothing was written") from None
             raise
-        db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -403,16 +409,15 @@ class Store:
             now = time.time()
             for batch in _batches(pairs, BATCH):
                 versions = []
-                for pair in batch:
-                    digest = pair.content_hash()
-                    if digest in seen:
+                for pair, row in zip(batch, prepare_rows(batch), strict=True):
+                    if row.digest in seen:
                         duplicates += 1
                         continue
-                    seen.add(digest)
-                    versions.append((next_id, next_id, None, pair, digest))
+                    seen.add(row.digest)
+                    versions.append((next_id, next_id, None, pair, row))
                     next_id += 1
-                meta_rows = _insert(db, cid, versions, created_by, now)
-                added += len(meta_rows)
+                _insert(db, cid, versions, created_by, now)
+                added += len(versions)
                 done += len(batch)
                 if progress is not None:
                     progress(done)
@@ -430,7 +435,7 @@ class Store:
             if row:
                 raise DuplicatePair(target.name, row[0])
             pid = _next_id(db)
-            _insert(db, target.id, [(pid, pid, None, pair, digest)], by, time.time())
+            _insert(db, target.id, [(pid, pid, None, pair, prepare_rows([pair])[0])], by, time.time())
         return self.get_pair(pid)
 
     def edit_pair(
@@ -468,7 +473,7 @@ class Store:
             if updated != 1:  # edited by someone else since we read it
                 raise UserError(f"pair {pair_id} was edited meanwhile; reload it")
             pid = _next_id(db)
-            version = (pid, current.root_id, pair_id, new, new.content_hash())
+            version = (pid, current.root_id, pair_id, new, prepare_rows([new])[0])
             _insert(db, current.collection_id, [version], by, time.time())
             db.execute("UPDATE pairs SET split = ? WHERE id = ?", (current.split, pid))
             db.execute("DELETE FROM scores WHERE pair_id = ?", (pair_id,))  # scored texts that are gone
@@ -893,6 +898,7 @@ class Store:
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers.
 
+_STORAGE_PROBLEMS = ("disk is full", "database is locked", "readonly database", "disk I/O error")
 _LABEL_COLUMNS = "id, pair_id, root_id, annotator, verdict, shown_first, choice, reason, created"
 
 
@@ -968,22 +974,42 @@ def _stored_pair(row: Sequence[Any]) -> StoredPair:
     return StoredPair(pid, cid, pair, root, parent, bool(latest), split, by, created)
 
 
-_Version = tuple[int, int, "int | None", Pair, str]  # (id, root id, parent id, pair, content hash)
+class Prepared(NamedTuple):
+    """What a pair needs before it is written, computed away from the write transaction."""
+
+    digest: str  # Pair.content_hash()
+    prompt_json: str
+    fts_prompt: str
+    fts_chosen: str
+    fts_rejected: str
 
 
-def _insert(db: sqlite3.Connection, cid: int, versions: Sequence[_Version], by: str, now: float) -> list[tuple]:
-    """Insert pair versions (ids chosen by the caller) with their texts and index rows; returns the pairs rows."""
-    meta_rows, text_rows = [], []
-    for pid, root, parent, pair, digest in versions:
-        prompt_json = _dumps([dict(m) for m in pair.prompt])
+def prepare_rows(pairs: Sequence[Pair]) -> list[Prepared]:
+    """Hashes, prompt JSON and index texts for a batch of pairs."""
+    spaced = search_texts([t for p in pairs for t in (p.prompt_text, p.chosen, p.rejected)])
+    return [
+        Prepared(p.content_hash(), _dumps([dict(m) for m in p.prompt]), spaced[3 * i], spaced[3 * i + 1],
+                 spaced[3 * i + 2])
+        for i, p in enumerate(pairs)
+    ]
+
+
+_Version = tuple[int, int, "int | None", Pair, Prepared]  # (id, root id, parent id, pair, prepared rows)
+
+
+def _insert(db: sqlite3.Connection, cid: int, versions: Sequence[_Version], by: str, now: float) -> None:
+    """Insert pair versions (ids chosen by the caller) with their texts and index rows."""
+    meta_rows, text_rows, fts_rows = [], [], []
+    tag = f"c{cid}"
+    for pid, root, parent, pair, row in versions:
         chosen_chars, rejected_chars = len(pair.chosen), len(pair.rejected)
         meta_rows.append((
             pid, cid, root, parent, pair.language, pair.source, str(pair.meta.get("split") or "train"),
             sum(len(m["content"]) for m in pair.prompt), chosen_chars, rejected_chars, chosen_chars - rejected_chars,
-            _prompt_hash(prompt_json), digest, by, now,
+            _prompt_hash(row.prompt_json), row.digest, by, now,
         ))
-        text_rows.append((pid, prompt_json, pair.chosen, pair.rejected, _dumps(pair.meta)))
-    fts_rows = _fts_rows(cid, [(v[3].prompt_text, v[3].chosen, v[3].rejected) for v in versions])
+        text_rows.append((pid, row.prompt_json, pair.chosen, pair.rejected, _dumps(pair.meta)))
+        fts_rows.append((pid, tag, row.fts_prompt, row.fts_chosen, row.fts_rejected))
     db.executemany(
         "INSERT INTO pairs(id, collection_id, root_id, parent_id, language, source, split, prompt_chars,"
         " chosen_chars, rejected_chars, len_diff, prompt_hash, content_hash, created_by, created)"
@@ -991,11 +1017,7 @@ def _insert(db: sqlite3.Connection, cid: int, versions: Sequence[_Version], by: 
         meta_rows,
     )
     db.executemany("INSERT INTO pair_texts(pair_id, prompt, chosen, rejected, meta) VALUES (?, ?, ?, ?, ?)", text_rows)
-    db.executemany(
-        "INSERT INTO pairs_fts(rowid, coll, prompt, chosen, rejected) VALUES (?, ?, ?, ?, ?)",
-        [(v[0], *f) for v, f in zip(versions, fts_rows, strict=True)],
-    )
-    return meta_rows
+    db.executemany("INSERT INTO pairs_fts(rowid, coll, prompt, chosen, rejected) VALUES (?, ?, ?, ?, ?)", fts_rows)
 
 
 def _next_id(db: sqlite3.Connection) -> int:
