@@ -1,17 +1,31 @@
 """CT-LLM DPO Studio: ``python app.py [--port 7860] [--data-dir DIR] [--sft-model SPEC] ...`` (also a Space's
-entry point). Builds the app from ctllm.ui and launches it; models load on first use, so the page is up within
-seconds."""
+entry point). Builds the app from ctllm.ui and launches it.
+
+Importing gradio and building the app takes seconds on a small CPU, so a "starting…" page answers on the port
+first; models load only when first used."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 from ctllm.settings import Settings
+from ctllm.ui.starting import StartingServer
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_args(argv if argv is not None else sys.argv[1:]).ensure_dirs()
+    # On a Space, Gradio's GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say where to listen.
+    host = os.environ.get("GRADIO_SERVER_NAME") if os.environ.get("SPACE_ID") else None
+    port = os.environ.get("GRADIO_SERVER_PORT") if os.environ.get("SPACE_ID") else None
+    host, port = host or settings.host, int(port or settings.port)
+    try:
+        starting: StartingServer | None = StartingServer(host, port).start()
+    except OSError as error:  # the port is taken: let gradio report it in its own words
+        logging.getLogger(__name__).warning("no starting page on %s:%s: %s", host, port, error)
+        starting = None
+
     from ctllm.ui.app import DEFAULT_CONCURRENCY, build_app, launch_options
     from ctllm.ui.context import AppContext
 
@@ -19,11 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     ctx.prepare_in_background()  # sample pairs on first start, re-attach to running jobs
     demo = build_app(settings, ctx)
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
-    on_space = bool(os.environ.get("SPACE_ID"))
+    if starting is not None:
+        starting.stop()
     demo.launch(
-        # On a Space, Gradio's own GRADIO_SERVER_NAME / PORT apply.
-        server_name=None if on_space else settings.host,
-        server_port=None if on_space else settings.port,
+        server_name=host,
+        server_port=port,
         allowed_paths=[str(settings.exports_dir)],
         **launch_options(settings),
     )

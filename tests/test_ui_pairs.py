@@ -247,9 +247,23 @@ def test_first_start_imports_the_sample_pairs(settings: Settings) -> None:
     context.close()
 
 
-def test_statistics_show_progress_length_bias_and_duplicates(ctx: AppContext) -> None:
+def test_statistics_show_progress_agreement_length_bias_and_duplicates(ctx: AppContext) -> None:
     h = PairsHandlers(ctx)
     view = browse(h)["view"]
+    for pid in view["page_ids"][:6]:
+        ctx.store.add_label(pid, "ann", "first", "chosen")
+        ctx.store.add_label(pid, "bob", "first" if pid % 2 else "second", "chosen")
     text = h.statistics(view)
+    assert "Cohen's κ" in text and "2 annotator(s)" in text
     assert "length bias: chosen is the longer response in 100% of pairs" in text
     assert "duplicates: 0 prompts" in text and "Mine: 0 / 45" in text
+
+
+def test_export_writes_a_file_with_labels_resolved(ctx: AppContext) -> None:
+    h = PairsHandlers(ctx)
+    view = browse(h)["view"]
+    ctx.store.add_label(view["page_ids"][0], "local", "tie", "chosen")
+    report, path = h.export(view, "trl")
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 44 and "wrote 44 pairs" in report and "1 tie" in report
+    assert Path(path).parent == ctx.settings.exports_dir

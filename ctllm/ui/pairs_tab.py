@@ -459,39 +459,36 @@ class PairsHandlers:
 
     # --- statistics ------------------------------------------------------------------------------------
     def statistics(self, view: dict[str, Any], request: gr.Request | None = None) -> str:
+        """Progress, agreement (Cohen's / Fleiss' κ, agreement with the source's order), length bias and
+        duplicates of the collection, from ``ctllm.pairs.agreement.collection_stats``."""
         user = require(request, Role.VIEWER, self.ctx.settings)
         if not view or not view.get("collection"):
             return "Pick a collection first."
-        name = view["collection"]
-        counts = self.store.counts(name)[0]
-        lines = [f"### {inert_inline(name)}", self.progress_text(name, user.name), ""]
-        lines.append(
-            f"- pairs: {counts['pairs']:,} · labelled: {counts['labelled']:,} · disagreements: "
-            f"{counts['disagreements']:,} · edited: {counts['edited']:,}"
-        )
-        languages = ", ".join(f"{k or '?'} {v:,}" for k, v in counts["by_language"].items())
-        splits = ", ".join(f"{inert_inline(k or 'none')} {v:,}" for k, v in counts["by_split"].items())
-        lines.append(f"- languages: {languages} · splits: {splits}")
-        lines += length_bias_lines(self.store.lengths(name))
-        groups, in_groups = self.store.duplicate_prompts(name)
-        shared = self.store.shared_with_other_collections(name)
-        lines.append(
-            f"- duplicates: {groups:,} prompts appear in more than one pair ({in_groups:,} pairs); "
-            f"{shared:,} pairs are also in another collection"
-        )
-        lines += self._agreement_lines(name)
-        return "\n".join(lines)
+        from ctllm.pairs.agreement import collection_stats
 
-    def _agreement_lines(self, collection: str) -> list[str]:
-        try:
-            from ctllm.pairs import agreement
-        except ImportError:
-            return ["- agreement: (statistics module not available)"]
-        try:
-            stats = agreement.collection_agreement(self.store, collection)
-        except (AttributeError, TypeError):
-            return ["- agreement: (statistics module has another interface)"]
-        return ["- agreement: " + inert_inline(str(stats))]
+        name = view["collection"]
+        stats = collection_stats(self.store, name)
+        lengths, dup = stats["lengths"], stats["duplicates"]
+        languages = ", ".join(f"{k or '?'} {v:,}" for k, v in stats["by_language"].items())
+        splits = ", ".join(f"{inert_inline(k or 'none')} {v:,}" for k, v in stats["by_split"].items())
+        share = lengths["chosen_longer_share"]
+        lines = [
+            f"### {inert_inline(name)}",
+            self.progress_text(name, user.name),
+            "",
+            f"- pairs: {stats['pairs']:,} · labelled: {stats['labelled']:,} · disagreements: "
+            f"{stats['disagreements']:,} · edited: {stats['edited']:,}",
+            f"- languages: {languages} · splits: {splits}",
+            f"- agreement: {inert_inline(str(stats['agreement']))}",
+            f"- length bias: chosen is the longer response in {share:.0%} of pairs ({lengths['equal']:,} equal); "
+            f"mean characters chosen {lengths['mean_chosen']:,.0f} vs rejected {lengths['mean_rejected']:,.0f}"
+            if share is not None
+            else "- length bias: no pairs",
+            f"- duplicates: {dup['prompts_in_several_pairs']:,} prompts appear in more than one pair "
+            f"({dup['pairs_sharing_a_prompt']:,} pairs); {dup['pairs_also_in_other_collections']:,} pairs are also "
+            f"in another collection; {dup['skipped_at_import']:,} skipped at import",
+        ]
+        return "\n".join(lines)
 
     # --- import / export -------------------------------------------------------------------------------
     def import_file(
@@ -548,6 +545,7 @@ class PairsHandlers:
                 mapping=mapping,
                 on_error="abort" if abort else "skip",
                 max_field_chars=self.ctx.settings.max_field_chars,
+                max_bytes=self.ctx.settings.max_upload_mb << 20,
                 allow_hub=allow_hub,
                 created_by=user.name,
             )
@@ -627,21 +625,6 @@ def looks_like_hub_id(text: str) -> bool:
         and not Path(text).suffix
         and all(ch.isalnum() or ch in "-_." for part in parts for ch in part)
     )
-
-
-def length_bias_lines(lengths: list[tuple[int, int, int, str]]) -> list[str]:
-    """How often the chosen response is the longer one, and mean lengths (length bias of the data)."""
-    if not lengths:
-        return []
-    n = len(lengths)
-    longer = sum(1 for _, chosen, rejected, _ in lengths if chosen > rejected)
-    equal = sum(1 for _, chosen, rejected, _ in lengths if chosen == rejected)
-    mean_chosen = sum(row[1] for row in lengths) / n
-    mean_rejected = sum(row[2] for row in lengths) / n
-    return [
-        f"- length bias: chosen is the longer response in {longer / n:.0%} of pairs ({equal:,} equal); "
-        f"mean characters chosen {mean_chosen:,.0f} vs rejected {mean_rejected:,.0f}"
-    ]
 
 
 def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:

@@ -627,15 +627,13 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
                 "train.explain",
                 "value",
             )
+            # Empty until the first timer tick draws them: building plotly figures here (its first use imports
+            # plotly's validators) would add seconds to the app's start.
             figures = []
             for row in (plots.PANELS[:2], plots.PANELS[2:]):
                 with gr.Row():
                     for panel in row:
-                        figures.append(
-                            gr.Plot(
-                                plots.waiting_figure(panel.title), show_label=False, elem_id=f"train-plot-{panel.key}"
-                            )
-                        )
+                        figures.append(gr.Plot(show_label=False, elem_id=f"train-plot-{panel.key}"))
             log = tr.bind(
                 gr.Textbox(label=t("train.log"), lines=8, max_lines=12, interactive=False, elem_id="train-log"),
                 "train.log",
@@ -658,11 +656,7 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
                 ),
                 "train.compare_metric",
             )
-        compare_plot = gr.Plot(
-            plots.waiting_figure("Runs compared", "Pick runs to compare."),
-            show_label=False,
-            elem_id="train-compare-plot",
-        )
+        compare_plot = gr.Plot(show_label=False, elem_id="train-compare-plot")
 
     form_inputs = [widgets[name] for name in FORM_NAMES]
     widgets["preset"].change(

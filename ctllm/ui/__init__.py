@@ -1,0 +1,2 @@
+"""The Gradio app. Import ``ctllm.ui.app`` for ``build_app``; this package itself stays free of gradio so
+``ctllm.ui.starting`` can answer HTTP before gradio has even been imported."""
