@@ -171,3 +171,25 @@ def test_chat_needs_the_annotator_role(tmp_path: Path, tiny_model_dir: Path) -> 
     h = ChatHandlers(AppContext(settings))
     with pytest.raises(gr.Error, match="annotator"):
         begin(h, "Hi", "embedded", "embedded", request=gr.Request(username="v"))
+
+
+def test_rate_limit_per_user() -> None:
+    from ctllm.ui.chat_tab import RateLimiter
+
+    limiter = RateLimiter(per_minute=2)
+    limiter.check("a", now=0.0)
+    limiter.check("a", now=1.0)
+    limiter.check("b", now=1.0)  # another user has their own budget
+    with pytest.raises(gr.Error, match="Rate limit"):
+        limiter.check("a", now=30.0)
+    limiter.check("a", now=60.5)  # the first one left the window
+
+
+def test_annotators_chat_only_with_the_served_models(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "d", auth=("ann:1", "boss:2"), admins=("boss",)).ensure_dirs()
+    h = ChatHandlers(AppContext(settings))
+    with pytest.raises(gr.Error, match="only admins"):
+        begin(h, "Hi", "embedded", "ct-llm-sft", request=gr.Request(username="ann"))
+    out = begin(h, "Hi", "embedded", "ct-llm-sft", request=gr.Request(username="boss"))
+    assert out["turn"]["specs"]["dpo"] == "ct-llm-sft"
+    assert begin(h, "Hi", "embedded", "embedded", request=gr.Request(username="ann"))["turn"]["user"] == "Hi"

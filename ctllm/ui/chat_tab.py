@@ -10,14 +10,17 @@ clear winner) joins the history both models see next, so every saved pair has on
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
 
 from ctllm.errors import UserError
 from ctllm.pairs.schema import Message, Pair
-from ctllm.ui.auth import Role, require
+from ctllm.ui.auth import Role, User, require
 from ctllm.ui.context import CHAT_VOTES_COLLECTION, AppContext
 from ctllm.ui.handlers import bind
 from ctllm.ui.i18n import Translator, t
@@ -141,9 +144,52 @@ def default_dpo_spec(ctx: AppContext) -> str:
     return ctx.settings.sft_model
 
 
+class RateLimiter:
+    """At most ``per_minute`` generations per user in any 60 s (a turn starts two; it counts once)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._times: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, user: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            times = self._times.setdefault(user, deque())
+            while times and now - times[0] >= 60:
+                times.popleft()
+            if self.per_minute > 0 and len(times) >= self.per_minute:
+                wait = 60 - (now - times[0])
+                raise gr.Error(f"Rate limit: {self.per_minute} generations a minute; try again in {wait:.0f} s.")
+            times.append(now)
+
+
+def served_models(ctx: AppContext) -> set[str]:
+    """Specs any annotator may chat with: the configured ones and finished runs (loading anything else, such
+    as a hub download, is changing the models served: an admin's action)."""
+    from ctllm.models.registry import LATEST_RUN, RUN_PREFIX, run_names
+
+    served = {ctx.settings.sft_model, ctx.settings.dpo_model, default_dpo_spec(ctx)}
+    if run_names(ctx.settings):
+        served.add(LATEST_RUN)
+    served.update(RUN_PREFIX + name for name in run_names(ctx.settings))
+    return served
+
+
+def check_model_allowed(ctx: AppContext, user: User, spec: str) -> None:
+    if not user.can(Role.ADMIN) and spec not in served_models(ctx):
+        raise gr.Error(
+            f"Not allowed: only admins choose other models than those served ({inert_inline(spec)} is not one)."
+        )
+
+
 @dataclass
 class ChatHandlers:
     ctx: AppContext
+    limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = RateLimiter(self.ctx.settings.generation_rate_per_minute)
 
     # --- start of a turn -------------------------------------------------------------------------------
     def begin_turn(
@@ -163,12 +209,15 @@ class ChatHandlers:
         request: gr.Request | None = None,
     ) -> tuple[Any, ...]:
         """Record the new user message; the two streams start after this returns."""
-        require(request, Role.ANNOTATOR, self.ctx.settings)
+        user = require(request, Role.ANNOTATOR, self.ctx.settings)
         text = (text or "").strip()
         if not text:
             raise gr.Error("Type a message first.")
         if not sft_spec or not dpo_spec:
             raise gr.Error("Pick a model for each side.")
+        for spec in (sft_spec, dpo_spec):
+            check_model_allowed(self.ctx, user, spec)
+        self.limiter.check(user.name)
         limit = self.ctx.settings.max_new_tokens_limit
         if not 1 <= int(max_new_tokens) <= limit:
             raise gr.Error(f"max new tokens must be between 1 and {limit}.")
@@ -216,7 +265,8 @@ class ChatHandlers:
 
     def regenerate(self, which: str, turn: dict[str, Any], request: gr.Request | None = None) -> tuple[Any, ...]:
         """Start over one side's answer with a fresh seed (the stream follows)."""
-        require(request, Role.ANNOTATOR, self.ctx.settings)
+        user = require(request, Role.ANNOTATOR, self.ctx.settings)
+        self.limiter.check(user.name)
         if not turn or not turn["user"]:
             raise gr.Error("Nothing to regenerate yet.")
         if turn["voted"]:

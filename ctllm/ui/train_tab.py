@@ -243,6 +243,8 @@ def progress_text(
     if last and isinstance(last.get("pairs_per_second"), (int, float)):
         parts.append(f"{last['pairs_per_second']:.2f} pairs/s")
     text = " · ".join(parts)
+    if status.get("reference"):
+        text += f"\n\nreference model: {inert_inline(str(status['reference']))}"
     if job.error:
         text += f"\n\n⚠ {inert_inline(job.error)}"
     summary = status.get("summary")
