@@ -117,6 +117,87 @@ def test_add_pairs_is_all_or_nothing(store: Store) -> None:
     assert store.add_pairs("a", [en_pair(1)]) == (1, 0)
 
 
+def test_labels_keep_going_during_a_big_import_which_stays_hidden_until_done(store: Store) -> None:
+    from ctllm.pairs.store import BATCH
+
+    store.create_collection("a")
+    store.add_pairs("a", [zh_pair(i) for i in range(3)])
+    halfway, labelled = threading.Event(), threading.Event()
+    seen_midway: list[int] = []
+
+    def slow_source():
+        for i in range(3 * BATCH):
+            if i == 2 * BATCH:  # two batches are written: let the annotator work before going on
+                halfway.set()
+                assert labelled.wait(60), "a label write waited behind the import"
+            yield en_pair(i)
+
+    result: list = []
+    importer = threading.Thread(target=lambda: result.append(store.add_pairs("a", slow_source())))
+    importer.start()
+    assert halfway.wait(60)
+    store.add_label(1, "ann", "first", "chosen")  # would block until the import ends if it held the write lock
+    seen_midway += [store.count("a"), store.count("a", PairQuery(text="careful"))]
+    labelled.set()
+    importer.join(60)
+    assert result == [(3 * BATCH, 0)]
+    assert seen_midway == [3, 0]  # the import's rows stayed hidden
+    assert store.count("a") == 3 + 3 * BATCH and store.count("a", PairQuery(text="careful"), limit=10) == 10
+    assert store.db.execute("SELECT count(*) FROM pairs WHERE pending IS NOT NULL").fetchone()[0] == 0
+
+
+_KILLED_IMPORT = """
+import sys
+from ctllm.pairs.schema import Pair, user_prompt
+from ctllm.pairs.store import Store
+store = Store(sys.argv[1])
+pairs = (Pair(user_prompt(f"question {i}"), f"unfinished import answer {i}", f"bad {i}") for i in range(10**6))
+store.add_pairs("a", pairs, progress=lambda done: print(done, flush=True))
+"""
+
+
+def test_an_import_killed_midway_leaves_nothing_after_restart(tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite"
+    with Store(db) as store:
+        store.create_collection("a")
+        store.add_pairs("a", [en_pair(1)])
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_IMPORT, str(db)], cwd=REPO, stdout=subprocess.PIPE,
+                             text=True, env=os.environ | {"PYTHONPATH": str(REPO)})
+    try:
+        for line in child.stdout:
+            if int(line) >= 3 * 2000:
+                child.send_signal(signal.SIGKILL)
+                break
+    finally:
+        child.kill()
+        child.wait()
+    with Store(db) as store:  # opening removes the dead import's hidden rows
+        assert store.db.execute("SELECT count(*) FROM pairs").fetchone()[0] == 1
+        assert store.count("a") == 1 and store.search("a", "unfinished").items == []
+        assert store.db.execute("SELECT count(*) FROM pair_texts").fetchone()[0] == 1
+        assert store.integrity_check() == "ok"
+        assert store.add_pairs("a", [en_pair(2)]) == (1, 0)
+
+
+def test_a_schema_1_store_is_migrated(tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite"
+    with Store(db) as store:
+        store.create_collection("a")
+        store.add_pairs("a", [en_pair(i) for i in range(3)])
+        store.db.executescript(
+            "DROP INDEX pairs_pending; ALTER TABLE pairs DROP COLUMN pending; DROP TABLE scores;"
+            "CREATE TABLE scores (name TEXT NOT NULL, pair_id INTEGER NOT NULL, margin REAL NOT NULL, chosen REAL,"
+            " rejected REAL, created REAL NOT NULL, PRIMARY KEY (name, pair_id)) WITHOUT ROWID;"
+            "PRAGMA user_version = 1;"
+        )
+    with Store(db) as store:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store.add_pairs("a", [en_pair(9)]) == (1, 0)
+        assert store.save_scores("run", [(1, 0.5), (2, -0.5)]) == 2
+        assert ids(store.page("a", sort="score", score_name="run")) == [2, 1]
+        assert store.count("a") == 4 and store.integrity_check() == "ok"
+
+
 def test_a_full_disk_is_a_clear_error_and_writes_nothing(store: Store) -> None:
     store.create_collection("a")
     store.add_pairs("a", [en_pair(1)])

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -54,7 +56,7 @@ except ImportError:  # pragma: no cover - depends on the environment
         return json.dumps(value, ensure_ascii=False, default=str)
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KINDS = ("import", "manual", "votes", "synth")
 LABEL_STATES = ("unlabelled", "labelled", "mine", "not_mine", "disagreement")
 SORTS = ("id", "length_diff", "-length_diff", "score")
@@ -88,7 +90,8 @@ CREATE TABLE IF NOT EXISTS pairs (
     prompt_hash INTEGER NOT NULL,
     content_hash TEXT NOT NULL,
     created_by TEXT NOT NULL DEFAULT '',
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    pending TEXT  -- an unfinished import's token: the row stays hidden (is_latest = 0) until the import ends
 );
 CREATE TABLE IF NOT EXISTS pair_texts (
     pair_id INTEGER PRIMARY KEY REFERENCES pairs(id),
@@ -103,6 +106,7 @@ CREATE INDEX IF NOT EXISTS pairs_by_id ON pairs(collection_id, is_latest, id, ro
 CREATE INDEX IF NOT EXISTS pairs_by_language ON pairs(collection_id, is_latest, language, id, root_id);
 CREATE INDEX IF NOT EXISTS pairs_by_len_diff ON pairs(collection_id, is_latest, len_diff, id, root_id, language);
 CREATE INDEX IF NOT EXISTS pairs_by_root ON pairs(root_id);
+CREATE INDEX IF NOT EXISTS pairs_pending ON pairs(pending) WHERE pending IS NOT NULL;
 CREATE TABLE IF NOT EXISTS labels (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     pair_id INTEGER NOT NULL REFERENCES pairs(id),
@@ -135,11 +139,10 @@ CREATE VIRTUAL TABLE IF NOT EXISTS pairs_fts USING fts5(
 """
 
 
-def _fts_rows(collection_id: int, texts: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, str, str]]:
-    """Index rows (coll, prompt, chosen, rejected) from (prompt text, chosen, rejected) triples."""
-    spaced = search_texts([t for triple in texts for t in triple])
-    tag = f"c{collection_id}"
-    return [(tag, spaced[i], spaced[i + 1], spaced[i + 2]) for i in range(0, len(spaced), 3)]
+def _index_texts(triples: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """(prompt, chosen, rejected) as the index holds them, for (prompt text, chosen, rejected) triples."""
+    spaced = search_texts([t for triple in triples for t in triple])
+    return [(spaced[i], spaced[i + 1], spaced[i + 2]) for i in range(0, len(spaced), 3)]
 
 
 def _prompt_hash(prompt_json: str) -> int:
@@ -243,11 +246,14 @@ class Store:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise UserError(f"{self.path}: store schema {version} is newer than this program ({SCHEMA_VERSION})")
+            if version == 1:
+                _migrate_from_1(db)
             for statement in _split_sql(_SCHEMA):
                 db.execute(statement)
             # A 64 MB in-memory buffer before the index writes a segment: fewer merges on a big import.
             db.execute("INSERT INTO pairs_fts(pairs_fts, rank) VALUES ('hashsize', ?)", (FTS_HASH_BYTES,))
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._remove_abandoned_imports()
 
     # -- connections and transactions -------------------------------------------------------------------------
 
@@ -363,28 +369,13 @@ class Store:
 
     def delete_collection(self, ref: str | int | Collection) -> int:
         """Delete a collection with its pairs, labels and scores; returns how many pair rows went."""
-        collection = self.get_collection(ref)
-        cid = collection.id
+        cid = self.get_collection(ref).id
         with self._write() as db:
-            rows = db.execute(
-                "SELECT t.pair_id, t.prompt, t.chosen, t.rejected FROM pair_texts t JOIN pairs p ON p.id = t.pair_id"
-                " WHERE p.collection_id = ?",
-                (cid,),
-            ).fetchall()
-            for chunk in _chunks(rows, BATCH):
-                triples = [("\n".join(m["content"] for m in json.loads(r[1])), r[2], r[3]) for r in chunk]
-                db.executemany(
-                    "INSERT INTO pairs_fts(pairs_fts, rowid, coll, prompt, chosen, rejected)"
-                    " VALUES ('delete', ?, ?, ?, ?, ?)",
-                    [(r[0], *f) for r, f in zip(chunk, _fts_rows(cid, triples), strict=True)],
-                )
-            in_collection = "(SELECT id FROM pairs WHERE collection_id = ?)"
-            db.execute("DELETE FROM scores WHERE collection_id = ?", (cid,))
+            ids = [row[0] for row in db.execute("SELECT id FROM pairs WHERE collection_id = ?", (cid,))]
             db.execute("DELETE FROM labels WHERE collection_id = ?", (cid,))
-            db.execute(f"DELETE FROM pair_texts WHERE pair_id IN {in_collection}", (cid,))
-            removed = db.execute("DELETE FROM pairs WHERE collection_id = ?", (cid,)).rowcount
+            _delete_pairs(db, ids)
             db.execute("DELETE FROM collections WHERE id = ?", (cid,))
-        return removed
+        return len(ids)
 
     # -- adding pairs ------------------------------------------------------------------------------------------
 
@@ -396,32 +387,67 @@ class Store:
         created_by: str = "",
         progress: Callable[[int], None] | None = None,
     ) -> tuple[int, int]:
-        """Add pairs in one transaction (all or nothing): returns (added, duplicates skipped).
+        """Add pairs, all or nothing: returns (added, duplicates skipped).
 
-        A pair whose texts (prompt, chosen, rejected) are already in the collection is a duplicate.
+        A pair whose texts (prompt, chosen, rejected) are already in the collection is a duplicate. The pairs are
+        written in short transactions of BATCH pairs, hidden until the last batch is in and then shown in one
+        transaction, so annotators' label writes never wait long behind a big import. On any failure the hidden
+        rows are removed (those of a process that died are removed when a store next opens the file).
         ``progress`` is called with the number of pairs handled so far.
         """
         cid = self.get_collection(collection).id
+        token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        seen = {
+            digest
+            for (digest,) in self.db.execute(
+                "SELECT content_hash FROM pairs WHERE collection_id = ? AND parent_id IS NULL", (cid,)
+            )
+        }
         added = duplicates = done = 0
-        with self._write() as db:
-            seen = {h for (h,) in db.execute("SELECT content_hash FROM pairs WHERE collection_id = ?", (cid,))}
-            next_id = _next_id(db)
-            now = time.time()
+        now = time.time()
+        try:
             for batch in _batches(pairs, BATCH):
-                versions = []
-                for pair, row in zip(batch, prepare_rows(batch), strict=True):
-                    if row.digest in seen:
-                        duplicates += 1
-                        continue
-                    seen.add(row.digest)
-                    versions.append((next_id, next_id, None, pair, row))
-                    next_id += 1
-                _insert(db, cid, versions, created_by, now)
+                prepared = prepare_rows(batch)  # outside the transaction: the lock is held for SQLite work only
+                with self._write() as db:
+                    next_id = _next_id(db)
+                    versions = []
+                    for pair, row in zip(batch, prepared, strict=True):
+                        if row.digest in seen:
+                            duplicates += 1
+                            continue
+                        seen.add(row.digest)
+                        versions.append((next_id, next_id, None, pair, row))
+                        next_id += 1
+                    _insert(db, cid, versions, created_by, now, pending=token)
                 added += len(versions)
                 done += len(batch)
                 if progress is not None:
                     progress(done)
+            with self._write() as db:
+                db.execute("UPDATE pairs SET is_latest = 1, pending = NULL WHERE pending = ?", (token,))
+        except BaseException as error:
+            with suppress(Exception):  # whatever is left is removed when a store next opens the file
+                self._remove_pending(token)
+            if isinstance(error, sqlite3.IntegrityError):  # the dedup index caught a concurrent import
+                raise UserError(f"another import added some of these pairs to collection {cid} meanwhile; "
+                                "nothing was imported, try again") from None
+            raise
         return added, duplicates
+
+    def _remove_pending(self, token: str) -> None:
+        while True:
+            with self._write() as db:
+                ids = [r[0] for r in db.execute("SELECT id FROM pairs WHERE pending = ? LIMIT ?", (token, BATCH))]
+                _delete_pairs(db, ids)
+            if not ids:
+                return
+
+    def _remove_abandoned_imports(self) -> None:
+        """Hidden rows of imports whose process is gone (killed mid-import)."""
+        tokens = [r[0] for r in self.db.execute("SELECT DISTINCT pending FROM pairs WHERE pending IS NOT NULL")]
+        for token in tokens:
+            if not _process_alive(int(token.split("-", 1)[0])):
+                self._remove_pending(token)
 
     def add_pair(self, collection: str | int | Collection, pair: Pair, by: str = "") -> StoredPair:
         """Add one pair (hand-written, a chat vote); DuplicatePair when the collection holds it already."""
@@ -997,8 +1023,10 @@ def prepare_rows(pairs: Sequence[Pair]) -> list[Prepared]:
 _Version = tuple[int, int, "int | None", Pair, Prepared]  # (id, root id, parent id, pair, prepared rows)
 
 
-def _insert(db: sqlite3.Connection, cid: int, versions: Sequence[_Version], by: str, now: float) -> None:
-    """Insert pair versions (ids chosen by the caller) with their texts and index rows."""
+def _insert(
+    db: sqlite3.Connection, cid: int, versions: Sequence[_Version], by: str, now: float, pending: str | None = None
+) -> None:
+    """Insert pair versions (ids chosen by the caller) with their texts and index rows; ``pending`` ones hidden."""
     meta_rows, text_rows, fts_rows = [], [], []
     tag = f"c{cid}"
     for pid, root, parent, pair, row in versions:
@@ -1006,18 +1034,63 @@ def _insert(db: sqlite3.Connection, cid: int, versions: Sequence[_Version], by: 
         meta_rows.append((
             pid, cid, root, parent, pair.language, pair.source, str(pair.meta.get("split") or "train"),
             sum(len(m["content"]) for m in pair.prompt), chosen_chars, rejected_chars, chosen_chars - rejected_chars,
-            _prompt_hash(row.prompt_json), row.digest, by, now,
+            _prompt_hash(row.prompt_json), row.digest, by, now, pending, int(pending is None),
         ))
         text_rows.append((pid, row.prompt_json, pair.chosen, pair.rejected, _dumps(pair.meta)))
         fts_rows.append((pid, tag, row.fts_prompt, row.fts_chosen, row.fts_rejected))
     db.executemany(
         "INSERT INTO pairs(id, collection_id, root_id, parent_id, language, source, split, prompt_chars,"
-        " chosen_chars, rejected_chars, len_diff, prompt_hash, content_hash, created_by, created)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " chosen_chars, rejected_chars, len_diff, prompt_hash, content_hash, created_by, created, pending, is_latest)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         meta_rows,
     )
     db.executemany("INSERT INTO pair_texts(pair_id, prompt, chosen, rejected, meta) VALUES (?, ?, ?, ?, ?)", text_rows)
     db.executemany("INSERT INTO pairs_fts(rowid, coll, prompt, chosen, rejected) VALUES (?, ?, ?, ?, ?)", fts_rows)
+
+
+def _delete_pairs(db: sqlite3.Connection, ids: Sequence[int]) -> None:
+    """Remove pairs with their texts, index rows, scores and labels (inside the caller's transaction).
+
+    Newest first: an edited version always has a higher id than the pair it was made from."""
+    for chunk in _chunks(sorted(ids, reverse=True), 500):
+        marks = _marks(chunk)
+        rows = db.execute(
+            f"SELECT p.id, p.collection_id, t.prompt, t.chosen, t.rejected FROM pairs p"
+            f" JOIN pair_texts t ON t.pair_id = p.id WHERE p.id IN ({marks})",
+            chunk,
+        ).fetchall()
+        texts = _index_texts([("\n".join(m["content"] for m in json.loads(r[2])), r[3], r[4]) for r in rows])
+        db.executemany(  # a contentless index forgets a row when given the very text it indexed
+            "INSERT INTO pairs_fts(pairs_fts, rowid, coll, prompt, chosen, rejected) VALUES ('delete', ?, ?, ?, ?, ?)",
+            [(r[0], f"c{r[1]}", *t) for r, t in zip(rows, texts, strict=True)],
+        )
+        for table, column in (("scores", "pair_id"), ("labels", "pair_id"), ("pair_texts", "pair_id")):
+            db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)
+        db.execute(f"DELETE FROM pairs WHERE id IN ({marks})", chunk)
+
+
+def _migrate_from_1(db: sqlite3.Connection) -> None:
+    """Schema 1 (the first weeks of development) → 2: hidden rows of unfinished imports, scores per collection,
+    paging indexes that cover their filters."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(pairs)")}
+    if "pending" not in columns:
+        db.execute("ALTER TABLE pairs ADD COLUMN pending TEXT")
+    if "collection_id" not in {row[1] for row in db.execute("PRAGMA table_info(scores)")}:
+        db.execute("DROP TABLE scores")  # scores are recomputed from runs
+    for index in ("pairs_by_id", "pairs_by_language", "pairs_by_len_diff", "scores_by_margin"):
+        db.execute(f"DROP INDEX IF EXISTS {index}")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _next_id(db: sqlite3.Connection) -> int:
