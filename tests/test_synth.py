@@ -3,8 +3,10 @@ exercised), resume without duplicates, and a real background job writing status.
 
 from __future__ import annotations
 
+import argparse
 import json
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -257,7 +259,8 @@ def test_background_job_writes_status(env: Settings, scripted: dict[str, Path], 
 
     prompts = write_jsonl(tmp_path / "job.jsonl", [{"instruction": f"Q{i}", "output": f"Long answer {i}."}
                                                    for i in range(3)])
-    options = SynthOptions(str(prompts), "from-job", weak=str(scripted["blue"]), batch_size=2, max_new_tokens=8)
+    options = SynthOptions(str(prompts), "from-job", weak=str(scripted["blue"]), batch_size=2, max_new_tokens=8,
+                           threads=1)
     run_dir = env.runs_dir / "synth-job"
     manager = JobManager(env)
     job = manager.start(synth_command(options, run_dir), run_dir, kind="synth")
@@ -265,7 +268,23 @@ def test_background_job_writes_status(env: Settings, scripted: dict[str, Path], 
     view = manager.watch(job.id)
     assert job.state == "finished", view.log_tail
     assert view.status["state"] == "finished" and view.status["kind"] == "synth"
+    assert view.status["options"] == {**asdict(options), "prompts": str(prompts)}
     assert (view.status["step"], view.status["total_steps"]) == (3, 3)
     assert view.status["summary"]["added"] == 3 and view.status["pairs_per_minute"] > 0
     assert "synth: 100%" in (run_dir / "train.log").read_text(encoding="utf-8")
     assert len(stored(env, "from-job")) == 3
+
+
+def test_options_survive_the_command_line() -> None:
+    from ctllm.cli import synth as synth_cli
+
+    options = SynthOptions("p.jsonl", "c", weak="w", strong="s", batch_size=3, max_new_tokens=9, temperature=0.0,
+                           top_p=0.5, seed=7, limit=4, near_threshold=0.2, split="test", threads=1)
+    parser = argparse.ArgumentParser()
+    synth_cli.add_arguments(parser)
+    argv = synth_command(options, "/tmp/run")
+    assert argv[1:4] == ["-m", "ctllm", "synth"]
+    args = parser.parse_args(argv[4:])
+    assert synth_cli.options_from_args(args) == options and args.run_dir == Path("/tmp/run")
+    with pytest.raises(UserError, match="--top-p"):
+        SynthOptions("p", "c", top_p=0).validate()

@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"drop pairs whose normalised edit distance is below this (default "
                              f"{NEAR_IDENTICAL_THRESHOLD})")
     parser.add_argument("--split", default="train", help="split of the new pairs (default train)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default; 1 is faster on a busy shared CPU)")
     parser.add_argument("--run-dir", type=Path, default=None,
                         help="write status.json there (as a background job does)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -52,6 +54,7 @@ def options_from_args(args: argparse.Namespace) -> SynthOptions:
         prompts=str(args.prompts), collection=args.collection, weak=args.weak, strong=args.strong,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
         top_p=args.top_p, seed=args.seed, limit=args.limit, near_threshold=args.near_threshold, split=args.split,
+        threads=args.threads,
     )
 
 

@@ -53,6 +53,7 @@ class SynthOptions:
     limit: int | None = None  # handle at most this many new prompts in this invocation
     near_threshold: float = NEAR_IDENTICAL_THRESHOLD
     split: str = "train"  # the split of new pairs (a prompt row's own "split" column wins)
+    threads: int = 0  # torch CPU threads for the job (0: torch's default); see bench/bench_synth.py
 
     def validate(self) -> SynthOptions:
         checks = [
@@ -63,6 +64,7 @@ class SynthOptions:
             ("--limit", self.limit is None or self.limit >= 0, "must be 0 or more"),
             ("--near-threshold", 0 <= self.near_threshold <= 1, "must be between 0 and 1"),
             ("--collection", bool(self.collection.strip()), "must name a collection"),
+            ("--threads", self.threads >= 0, "must be 0 (torch's default) or more"),
         ]
         for flag, ok, message in checks:
             if not ok:
@@ -87,6 +89,8 @@ class SynthOptions:
             args += ["--seed", str(self.seed)]
         if self.limit is not None:
             args += ["--limit", str(self.limit)]
+        if self.threads:
+            args += ["--threads", str(self.threads)]
         if run_dir is not None:
             args += ["--run-dir", str(run_dir)]
         return args
@@ -159,6 +163,10 @@ def synthesize(
     from ctllm.dpo.rundir import RunDir, now_iso
 
     options.validate()
+    if options.threads:
+        import torch
+
+        torch.set_num_threads(options.threads)
     status_dir = RunDir(Path(run_dir)).create() if run_dir is not None else None
     if status_dir is not None:
         status_dir.update_status(state="running", kind="synth", started=now_iso(), finished=None, error=None,
