@@ -236,6 +236,20 @@ def test_evaluate_run_writes_eval_json_into_a_real_run(env: Settings, scripted: 
     for name in ("eval.csv", "eval_answers.jsonl", "eval_charts.html", "eval_charts.json"):
         assert (run_dir / name).is_file(), name
 
+    # Greedy answers are cached by model files: the reference's are read back, not generated again.
+    from ctllm.evaluate.run import answer_cache_dir
+
+    cached = sorted(answer_cache_dir(env).glob("answers-*.json"))
+    assert len(cached) == 2  # the run's model and the reference
+    for path in cached:
+        answers = json.loads(path.read_text(encoding="utf-8"))
+        if answers[0] == BLUE:  # the reference's: pretend it had refused everything
+            path.write_text(json.dumps([REFUSAL] * len(answers)), encoding="utf-8")
+    cached_run = evaluate_run(run_dir, env, prompts=prompt_files(tmp_path), max_new_tokens=12)
+    assert cached_run["prompts"][0]["ref"]["refusal_rate"] == 1.0
+    fresh = evaluate_run(run_dir, env, prompts=prompt_files(tmp_path), max_new_tokens=13)  # another key
+    assert fresh["prompts"][0]["ref"]["refusal_rate"] == 0.0
+
     # The training loop can hand over its models in memory instead.
     in_memory = load_model(str(scripted["refuse"]), env)
     policy = as_loaded(in_memory.model, in_memory.tokenizer, "in memory")

@@ -6,6 +6,9 @@ Chinese): the same detector the training run's behaviour check uses.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,18 +72,60 @@ def writes_chinese(spec: Any) -> bool:
     return not (spec.kind == "embedded" or spec.note == EMBEDDED_NOTE)
 
 
-def answer_lists(loaded: Any, lists: Sequence[PromptList], max_new_tokens: int, batch_size: int) -> list[list[str]]:
-    """Greedy answers of ``loaded`` to every list (one batched pass over all their prompts)."""
+def answer_lists(
+    loaded: Any, lists: Sequence[PromptList], max_new_tokens: int, batch_size: int, cache_dir: Path | None = None
+) -> list[list[str]]:
+    """Greedy answers of ``loaded`` to every list (one batched pass over all their prompts).
+
+    With ``cache_dir``, answers are kept by (model files, prompts, max_new_tokens): the reference model is the same
+    SFT model run after run, so the end-of-run evaluation generates its answers once.
+    """
     from ctllm.models.generate import GenerationParams, generate_batch
 
-    conversations = [user_prompt(p) for plist in lists for p in plist.prompts]
-    params = GenerationParams(temperature=0.0, max_new_tokens=max_new_tokens)
-    answers = generate_batch(loaded, conversations, params, batch_size=batch_size)
+    prompts = [p for plist in lists for p in plist.prompts]
+    key = _answers_key(loaded, prompts, max_new_tokens) if cache_dir is not None else None
+    cached = _read_cached(cache_dir / f"{key}.json", len(prompts)) if cache_dir is not None and key else None
+    if cached is not None:
+        answers = cached
+    else:
+        params = GenerationParams(temperature=0.0, max_new_tokens=max_new_tokens)
+        answers = generate_batch(loaded, [user_prompt(p) for p in prompts], params, batch_size=batch_size)
+        if cache_dir is not None and key:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(answers, ensure_ascii=False), encoding="utf-8")
+            tmp.replace(cache_dir / f"{key}.json")
     out, start = [], 0
     for plist in lists:
         out.append(answers[start : start + len(plist.prompts)])
         start += len(plist.prompts)
     return out
+
+
+def _answers_key(loaded: Any, prompts: Sequence[str], max_new_tokens: int) -> str | None:
+    """What fixes a model's greedy answers; None for a model known only in memory (nothing on disk names it)."""
+    spec = loaded.spec
+    if not spec.path:
+        return None
+    files = []
+    if spec.kind != "hub":
+        folder = Path(spec.path)
+        for name in ("config.json", "model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json"):
+            if (folder / name).is_file():
+                info = (folder / name).stat()
+                files.append([name, info.st_size, info.st_mtime_ns])
+    identity = [spec.kind, spec.path, spec.base, spec.chat_template, files, str(loaded.dtype), loaded.device.type,
+                max_new_tokens, list(prompts)]
+    return "answers-" + hashlib.sha256(json.dumps(identity, ensure_ascii=False).encode("utf-8")).hexdigest()[:32]
+
+
+def _read_cached(path: Path, count: int) -> list[str] | None:
+    try:
+        answers = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(answers, list) and len(answers) == count and all(isinstance(a, str) for a in answers)
+    return answers if ok else None
 
 
 def list_result(plist: PromptList, answers: Sequence[str]) -> dict[str, Any]:

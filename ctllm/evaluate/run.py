@@ -97,7 +97,7 @@ def evaluate(
         models[options.model], models[options.ref], out_dir, pairs=pairs, pairs_source=source, prompt_lists=lists,
         beta=options.beta, max_new_tokens=options.max_new_tokens, batch_size=options.batch_size,
         max_length=options.max_length, show_progress=show_progress, log=log,
-        extra={"options": asdict(options)},
+        extra={"options": asdict(options)}, answer_cache=answer_cache_dir(settings),
     )
 
 
@@ -116,6 +116,7 @@ def evaluate_models(
     show_progress: bool = True,
     log: Log | None = None,
     extra: dict[str, Any] | None = None,
+    answer_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate loaded models (``LoadedModel``: the DPO ``model`` and its SFT ``ref``) and write the outputs.
 
@@ -130,7 +131,8 @@ def evaluate_models(
          "files": {"answers", "csv", "charts_html", "charts_json"}, "notes": [...]}
 
     with M = {"n", "model_preference_accuracy", "ref_preference_accuracy", "reward_accuracy", "margin",
-    "chosen_reward", "rejected_reward"}.
+    "chosen_reward", "rejected_reward"}. ``answer_cache``: a folder keeping greedy answers by model files and
+    prompts (see ``prompts_eval.answer_lists``).
     """
     from ctllm.dpo.rundir import now_iso
 
@@ -167,7 +169,7 @@ def evaluate_models(
                 answers[role] = answers["model"]
                 continue
             log(f"answering {total} prompts from {len(prompt_lists)} lists with {loaded.spec.label} (greedy)")
-            answers[role] = answer_lists(loaded, prompt_lists, max_new_tokens, batch_size)
+            answers[role] = answer_lists(loaded, prompt_lists, max_new_tokens, batch_size, answer_cache)
         result["prompts"], records = behaviour_section(prompt_lists, answers, specs)
 
     files = {"answers": ANSWERS, "csv": CSV_NAME, "charts_html": "eval_charts.html", "charts_json": "eval_charts.json"}
@@ -224,8 +226,12 @@ def evaluate_run(
         policy, reference, run_dir, pairs=pairs, pairs_source="the run's held-out pairs (eval.parquet)",
         prompt_lists=lists, beta=float(config.get("beta", 0.1)), max_new_tokens=max_new_tokens,
         batch_size=batch_size, max_length=int(config.get("max_length") or 1024), show_progress=show_progress,
-        log=log, extra={"run": run_dir.name},
+        log=log, extra={"run": run_dir.name}, answer_cache=answer_cache_dir(settings),
     )
+
+
+def answer_cache_dir(settings: Settings) -> Path:
+    return settings.data_dir / "cache" / "eval-answers"
 
 
 def as_loaded(model: Any, tokenizer: Any, label: str, ref: str = "") -> Any:
