@@ -120,7 +120,13 @@ def poll_until(h: TrainHandlers, job_id: int, done, timeout: float = 240.0) -> t
 def test_a_tiny_run_reaches_the_plots_and_the_history(ctx: AppContext, tiny_model_dir: Path) -> None:
     h = TrainHandlers(ctx)
     form = form_values(
-        model=str(tiny_model_dir), max_steps=3, batch_size=2, max_length=64, behaviour_check=False, run_name="tiny-ui"
+        model=str(tiny_model_dir),
+        max_steps=3,
+        batch_size=2,
+        max_length=64,
+        behaviour_check=False,
+        precompute_ref=False,  # a pass over every pair first: slow on a busy 2-core machine
+        run_name="tiny-ui",
     )
     job_id, command, message, *_ = h.start(form)
     assert isinstance(job_id, int) and "Started job" in message and "--run_name tiny-ui" in command
@@ -149,7 +155,9 @@ def test_a_tiny_run_reaches_the_plots_and_the_history(ctx: AppContext, tiny_mode
 
 def test_cancel_stops_a_running_job(ctx: AppContext, tiny_model_dir: Path) -> None:
     h = TrainHandlers(ctx)
-    form = form_values(model=str(tiny_model_dir), epochs=50, batch_size=1, max_length=64, behaviour_check=False)
+    form = form_values(
+        model=str(tiny_model_dir), epochs=50, batch_size=1, max_length=64, behaviour_check=False, precompute_ref=False
+    )
     job_id, *_ = h.start(form)
     result, _ = poll_until(h, job_id, lambda r, cache: len(cache.get("rows", [])) >= 2)
     assert result["cancel"]["interactive"] is True
