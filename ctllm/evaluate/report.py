@@ -103,7 +103,7 @@ def _layout(fig: go.Figure, title: str, yaxis: str, percent: bool) -> go.Figure:
         margin={"l": 50, "r": 10, "t": 45, "b": 40}, legend={"orientation": "h", "y": -0.2}, yaxis_title=yaxis,
     )
     if percent:
-        fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+        fig.update_yaxes(range=[0, 1.15], tickformat=".0%")
     return fig
 
 
@@ -111,7 +111,7 @@ def _bars(fig: go.Figure, name: str, x: Sequence[str], y: Sequence[float | None]
           n: Sequence[Any]) -> None:
     fig.add_trace(go.Bar(
         name=name, x=list(x), y=list(y), marker_color=colour, customdata=list(n),
-        text=[_cell(v) for v in y], textposition="outside",
+        text=[_cell(v) for v in y], textposition="outside", cliponaxis=False,
         hovertemplate="%{x}: %{y:.3f} (n=%{customdata})<extra>" + name + "</extra>",
     ))
 
@@ -151,12 +151,12 @@ def figures(result: Mapping[str, Any]) -> dict[str, go.Figure]:
 
 
 def write_charts(result: Mapping[str, Any], out_dir: Path | str, stem: str = "eval_charts") -> list[Path]:
-    """``<stem>.html``: every chart in one page (plotly.js from its CDN, which keeps run dirs small: inlined it
-    weighs 4.8 MB); ``<stem>.json``: {name: figure JSON}, readable offline with plotly.io.from_json."""
+    """``<stem>.html``: every chart in one page, plotly.js inlined (4.8 MB) so it opens offline, as the app runs;
+    ``<stem>.json``: {name: figure JSON}, readable with plotly.io.from_json."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     charts = figures(result)
-    parts = [fig.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False)
+    parts = [fig.to_html(full_html=False, include_plotlyjs=i == 0)
              for i, fig in enumerate(charts.values())]
     title = html.escape("Evaluation: " + " vs ".join(role_names(result)))
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title></head><body>"
