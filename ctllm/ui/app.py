@@ -70,7 +70,10 @@ def build_app(settings: Settings, ctx: AppContext | None = None) -> gr.Blocks:
                 loads.append(train_tab.build(ctx, tr))
             with gr.Tab(t("tab.chat"), id="chat", elem_id="chat-tab") as tab:
                 tr.bind(tab, "tab.chat")
-                loads.append(chat_tab.build(ctx, tr))
+                chat = chat_tab.build(ctx, tr)
+                loads.append(chat)
+            fn, inputs, outputs = chat["select"]
+            tab.select(fn, inputs=inputs, outputs=outputs, show_progress="hidden")
             with gr.Tab(t("tab.help"), id="help", elem_id="help-tab") as tab:
                 tr.bind(tab, "tab.help")
                 help_text = gr.Markdown(HELP["en"], elem_id="help-text")

@@ -362,6 +362,12 @@ class ChatHandlers:
         return new_turn(), new_side(), new_side(), [], [], "", "", *vote_updates(False)
 
     # --- models ----------------------------------------------------------------------------------------
+    def refresh_models(self, sft: str, dpo: str, request: gr.Request | None = None) -> tuple[Any, Any]:
+        """The model lists again (a run may have finished since the page loaded); the choices made stay."""
+        require(request, Role.VIEWER, self.ctx.settings)
+        choices = model_choices(self.ctx)
+        return gr.update(choices=choices, value=sft), gr.update(choices=choices, value=dpo)
+
     def load(self, request: gr.Request | None = None) -> tuple[Any, ...]:
         """Fill the model pickers (on page load: runs may have finished since the app started)."""
         require(request, Role.VIEWER, self.ctx.settings)
@@ -552,6 +558,7 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         ],
         outputs=[turn, left_state, right_state, text, *bots, *names, *rewards, *votes],
         concurrency_limit=None,
+        api_name="chat_send",
     )
 
     def chain_stream(event: Any, which: str) -> None:
@@ -582,7 +589,17 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
             inputs=[turn, left_state, right_state],
             outputs=[turn, *names, *rewards, tally, *votes],
             concurrency_limit=None,
+            api_name=f"chat_vote_{key}",
         )
-    clear.click(h.clear, inputs=[turn], outputs=[turn, left_state, right_state, *bots, *rewards, *votes])
+    # The chatbots' own trash buttons clear the whole turn too, so display and state never disagree.
+    gr.on(
+        [clear.click, *(bot.clear for bot in bots)],
+        h.clear,
+        inputs=[turn],
+        outputs=[turn, left_state, right_state, *bots, *rewards, *votes],
+    )
     gr.on([sft_model.change, dpo_model.change], h.models_changed, inputs=[sft_model, dpo_model], outputs=[beta, tally])
-    return {"load": (h.load, [], [sft_model, dpo_model, beta, note])}
+    return {
+        "load": (h.load, [], [sft_model, dpo_model, beta, note]),
+        "select": (h.refresh_models, [sft_model, dpo_model], [sft_model, dpo_model]),
+    }

@@ -858,30 +858,42 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
     collection.input(h.collection_filters, inputs=[collection], outputs=[source, score_name], **fast).then(
         bind(h.browse_first_page), inputs=[*filters, view], outputs=shown, **fast
     )
-    gr.on([go.click, page.submit], h.browse, inputs=[*filters, page, view], outputs=shown, **fast)
+    gr.on(
+        [go.click, page.submit], h.browse, inputs=[*filters, page, view], outputs=shown, api_name="pairs_page", **fast
+    )
     prev_page.click(bind(h.turn_page, -1), inputs=[view], outputs=shown, **fast)
     next_page.click(bind(h.turn_page, 1), inputs=[view], outputs=shown, **fast)
     table.select(h.open_pair, inputs=[view], outputs=shown, **fast)
     prev_pair.click(bind(h.move, -1), inputs=[view], outputs=shown, **fast)
     next_pair.click(bind(h.move, 1), inputs=[view], outputs=shown, **fast)
     for verdict, button in vote_buttons.items():
-        button.click(bind(h.vote, verdict), inputs=[view, reason], outputs=[*shown, reason], **fast)
-    undo.click(h.undo, inputs=[view], outputs=[*shown, reason], **fast)
+        button.click(
+            bind(h.vote, verdict), inputs=[view, reason], outputs=[*shown, reason], api_name=f"label_{verdict}", **fast
+        )
+    undo.click(h.undo, inputs=[view], outputs=[*shown, reason], api_name="label_undo", **fast)
     edit_load.click(h.load_edit, inputs=[view, edit_which], outputs=[edit_text], **fast)
-    edit_save.click(h.save_edit, inputs=[view, edit_which, edit_text], outputs=shown)
+    edit_save.click(h.save_edit, inputs=[view, edit_which, edit_text], outputs=shown, api_name="edit_pair")
     add_save.click(
         h.add_pair,
         inputs=[add_collection, add_system, add_prompt, add_chosen, add_rejected],
         outputs=[add_message, collection],
+        api_name="add_pair",
     )
-    stats_run.click(h.statistics, inputs=[view], outputs=[stats])
+    stats_run.click(h.statistics, inputs=[view], outputs=[stats], api_name="pairs_statistics")
     import_run.click(
         h.import_file,
         inputs=[upload, import_path, import_format, import_mapping, import_collection, import_abort],
         outputs=[import_report, collection],
         concurrency_limit=1,
+        api_name="import_pairs",
     )
-    export_run.click(h.export, inputs=[view, export_format], outputs=[export_report, export_file], concurrency_limit=1)
+    export_run.click(
+        h.export,
+        inputs=[view, export_format],
+        outputs=[export_report, export_file],
+        concurrency_limit=1,
+        api_name="export_collection",
+    )
     return {
         "load": (h.load, [], [collection, source, score_name, add_collection, *shown]),
         "select": (h.refresh_collections, [collection], [collection]),

@@ -666,20 +666,26 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         inputs=[widgets["preset"]],
         outputs=[widgets["model"], widgets["ref_model"], *[widgets[f.name] for f in FIELDS]],
     )
-    show.click(form(h.show_command, FORM_NAMES), inputs=form_inputs, outputs=[command, message, *form_inputs])
+    show.click(
+        form(h.show_command, FORM_NAMES),
+        inputs=form_inputs,
+        outputs=[command, message, *form_inputs],
+        api_name="train_command",
+    )
     start.click(
         form(h.start, FORM_NAMES),
         inputs=form_inputs,
         outputs=[job_id, command, message, *form_inputs],
         concurrency_limit=1,
+        api_name="train_start",
     ).then(h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history])
     watch.input(lambda value: (value, {}), inputs=[watch], outputs=[job_id, cache])
-    cancel.click(h.cancel, inputs=[job_id], outputs=[message]).then(
+    cancel.click(h.cancel, inputs=[job_id], outputs=[message], api_name="train_cancel").then(
         h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history]
     )
-    resume.click(h.resume, inputs=[job_id], outputs=[job_id, message]).then(lambda: {}, outputs=[cache]).then(
-        h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history]
-    )
+    resume.click(h.resume, inputs=[job_id], outputs=[job_id, message], api_name="train_resume").then(
+        lambda: {}, outputs=[cache]
+    ).then(h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history])
     refresh.click(h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history])
     gr.on(
         [compare_runs.change, compare_metric.change],
@@ -694,7 +700,7 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         outputs=[status, *figures, log, cache, cancel, resume],
         show_progress="hidden",
         concurrency_limit=None,
-        queue=True,
+        api_visibility="undocumented",
     )
 
     return {
