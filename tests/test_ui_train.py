@@ -161,6 +161,9 @@ def test_cancel_stops_a_running_job(ctx: AppContext, tiny_model_dir: Path) -> No
     job_id, *_ = h.start(form)
     result, _ = poll_until(h, job_id, lambda r, cache: len(cache.get("rows", [])) >= 2)
     assert result["cancel"]["interactive"] is True
+    # A page opened later (another browser, or the app restarted) shows this job live.
+    reopened = TrainHandlers(AppContext(ctx.settings)).load()
+    assert reopened[-1] == job_id and reopened[3]["value"] == job_id
     assert "cancel" in h.cancel(job_id).lower() or "cancelling" in h.cancel(job_id).lower()
     result, _ = poll_until(h, job_id, lambda r, cache: "cancelled" in r["status"] or "finished" in r["status"])
     assert "cancelled" in result["status"]
