@@ -267,3 +267,17 @@ def test_export_writes_a_file_with_labels_resolved(ctx: AppContext) -> None:
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     assert len(lines) == 44 and "wrote 44 pairs" in report and "1 tie" in report
     assert Path(path).parent == ctx.settings.exports_dir
+
+
+def test_sort_by_a_runs_score_puts_the_lowest_margin_first(ctx: AppContext) -> None:
+    h = PairsHandlers(ctx)
+    ids = [stored.id for stored in ctx.store.iter_pairs("demo")]
+    ctx.store.save_scores("run-a", [(pid, float((pid * 7) % 11) - 5) for pid in ids])
+    source, score = h.collection_filters("demo")
+    assert score["choices"] == ["run-a"] and "unit" in source["choices"]
+    result = shown(h.browse("demo", "all", "all", "all", "score", "run-a", "", 1, new_view(), None))
+    margins = [ctx.store.scores_for(pid)["run-a"] for pid in result["view"]["page_ids"]]
+    assert margins == sorted(margins) and margins[0] == -5
+    assert "run-a margin" in result["info"]
+    with pytest.raises(gr.Error, match="run's scores"):
+        h.browse("demo", "all", "all", "all", "score", "", "", 1, new_view(), None)
