@@ -664,7 +664,7 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
             gr.Dropdown([], label=t("pairs.score_run"), elem_id="pairs-score-name", scale=2), "pairs.score_run"
         )
 
-    with gr.Row(equal_height=True):
+    with gr.Row():
         with gr.Column(scale=5):
             info = gr.Markdown(elem_id="pairs-pair-info")
             with gr.Accordion(t("pairs.context"), open=False) as context_box:
