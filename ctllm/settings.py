@@ -98,7 +98,7 @@ class Settings:
     @classmethod
     def from_args(cls, argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
         parser = argparse.ArgumentParser(add_help=False)
-        add_settings_arguments(parser)
+        add_settings_arguments(parser, server=True)
         args, _ = parser.parse_known_args(argv)
         return cls.from_namespace(args, env)
 
@@ -129,13 +129,16 @@ def _convert(name: str, raw: str) -> object:
     return raw
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """The settings every command accepts (``--data-dir`` etc.); values are strings, converted later."""
+def add_settings_arguments(parser: argparse.ArgumentParser, server: bool = False) -> None:
+    """The settings every command accepts (``--data-dir`` etc.; ``--host``/``--port`` for the app only).
+
+    Values stay strings here and are converted by ``Settings.from_namespace``."""
     group = parser.add_argument_group("settings (also CTLLM_* environment variables)")
     group.add_argument("--data-dir", dest="data_dir", default=None, help="data folder (default ./data or /data)")
     group.add_argument("--sft-model", dest="sft_model", default=None, help="SFT / reference model spec")
     group.add_argument("--dpo-model", dest="dpo_model", default=None, help="DPO model spec for chat")
     group.add_argument("--device", dest="device", default=None, help="auto | cpu | cuda | cuda:N")
     group.add_argument("--dtype", dest="dtype", default=None, help="auto | float32 | bfloat16 | float16")
-    group.add_argument("--host", dest="host", default=None)
-    group.add_argument("--port", dest="port", default=None)
+    if server:
+        group.add_argument("--host", dest="host", default=None, help="address to listen on (default 127.0.0.1)")
+        group.add_argument("--port", dest="port", default=None, help="port (default 7860)")
