@@ -27,6 +27,11 @@ def app(tmp_path: Path, tiny_model_dir: Path) -> Iterator[RunningApp]:
     stop_app(running)
 
 
+def explain(page, app: RunningApp) -> str:
+    shown = {sel: text_of(page, sel)[-1500:] for sel in ("#train-message", "#train-status", "#train-log")}
+    return "\n".join(f"{sel}: {text}" for sel, text in shown.items()) + "\napp log:\n" + app.log()[-3000:]
+
+
 def set_field(page, elem_id: str, value: str) -> None:
     box = page.locator(f"#{elem_id} input").first
     box.fill(value)
@@ -59,20 +64,23 @@ def test_start_watch_and_cancel_a_tiny_run(app: RunningApp, page, artifacts_dir:
     )
     assert str(tiny_model_dir) in text_of(page, "#train-command")
 
-    page.locator("#train-start").click()
-    wait_for_text(page, "#train-message", "Started job", timeout_ms=60_000)
-    wait_for_text(page, "#train-status", "running", timeout_ms=60_000)
-    page.wait_for_function(f"() => ({LOSS_POINTS})() >= 2", timeout=240_000)
-    first = page.evaluate(LOSS_POINTS)
-    page.wait_for_function(f"() => ({LOSS_POINTS})() >= {first + 2}", timeout=120_000)  # it keeps growing
-    page.screenshot(path=str(artifacts_dir / "train-running.png"), full_page=True)
-    status = text_of(page, "#train-status")
-    assert "step" in status and "pairs/s" in status and "reference model" in status
-    assert text_of(page, "#train-log").strip()
+    try:
+        page.locator("#train-start").click()
+        wait_for_text(page, "#train-message", "Started job", timeout_ms=60_000)
+        wait_for_text(page, "#train-status", "running", timeout_ms=60_000)
+        page.wait_for_function(f"() => ({LOSS_POINTS})() >= 2", timeout=240_000)
+        first = page.evaluate(LOSS_POINTS)
+        page.wait_for_function(f"() => ({LOSS_POINTS})() >= {first + 2}", timeout=120_000)  # it keeps growing
+        page.screenshot(path=str(artifacts_dir / "train-running.png"), full_page=True)
+        status = text_of(page, "#train-status")
+        assert "step" in status and "pairs/s" in status and "reference model" in status
+        assert text_of(page, "#train-log").strip()
 
-    page.locator("#train-cancel").click()
-    wait_for_text(page, "#train-status", "cancelled", timeout_ms=120_000)
-    page.locator("#train-refresh").click()
-    wait_for_text(page, "#train-history", "cancelled")
-    page.screenshot(path=str(artifacts_dir / "train-cancelled.png"), full_page=True)
+        page.locator("#train-cancel").click()
+        wait_for_text(page, "#train-status", "cancelled", timeout_ms=120_000)
+        page.locator("#train-refresh").click()
+        wait_for_text(page, "#train-history", "cancelled")
+        page.screenshot(path=str(artifacts_dir / "train-cancelled.png"), full_page=True)
+    except Exception as error:  # a slow or failed job: say what the page and the app showed
+        raise AssertionError(explain(page, app)) from error
     assert not page.errors, page.errors
