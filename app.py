@@ -15,7 +15,17 @@ from ctllm.ui.starting import StartingServer
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = Settings.from_args(argv if argv is not None else sys.argv[1:]).ensure_dirs()
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        import argparse
+
+        from ctllm.settings import add_settings_arguments
+
+        parser = argparse.ArgumentParser(prog="python app.py", description="Start CT-LLM DPO Studio.")
+        add_settings_arguments(parser, server=True)
+        parser.print_help()
+        return
+    settings = Settings.from_args(argv).ensure_dirs()
     # On a Space, Gradio's GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say where to listen.
     host = os.environ.get("GRADIO_SERVER_NAME") if os.environ.get("SPACE_ID") else None
     port = os.environ.get("GRADIO_SERVER_PORT") if os.environ.get("SPACE_ID") else None
