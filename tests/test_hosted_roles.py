@@ -1,0 +1,90 @@
+"""Roles are enforced in the server: viewer and annotator call admin endpoints of the running app directly with
+gradio_client (no UI, no hidden buttons) and are refused with a clear message, with nothing changed."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+from tests.e2e.conftest import RunningApp, stop_app
+from tests.hosted_app import AUTH_ENV, USERS, start_hosted_app
+
+TABLES = ("collections", "pairs", "labels", "jobs", "scores")
+PAIR = {"prompt": "Say hi", "chosen": "Hi!", "rejected": "Go away."}
+
+# endpoint -> arguments; each must be refused below the admin role.
+ADMIN_CALLS = {
+    "/import_pairs": {"upload": None, "path": "incoming.jsonl", "mapping_text": "", "collection": "intruder"},
+    "/export_collection": {},
+    "/train_start": {"v3": "samples", "v6": ""},
+    "/train_cancel": {},
+    "/train_resume": {},
+}
+# endpoint -> arguments; each must be refused for a viewer.
+ANNOTATOR_CALLS = {
+    **{f"/label_{verdict}": {"reason": ""} for verdict in ("first", "second", "tie", "both_bad", "skip")},
+    "/label_undo": {},
+    "/edit_pair": {"which": "first", "text": "edited"},
+    "/add_pair": {"collection": "samples", "system": "", "prompt": "p", "chosen": "c", "rejected": "r"},
+    "/chat_send": {"text": "hello", "sft_spec": "embedded", "dpo_spec": "embedded"},
+    "/chat_vote_left": {},
+}
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
+    tmp = tmp_path_factory.mktemp("hosted")
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    (data_dir / "incoming.jsonl").write_text(json.dumps(PAIR) + "\n", encoding="utf-8")
+    running = start_hosted_app(tmp, AUTH_ENV, data_dir=data_dir)
+    yield running
+    stop_app(running)
+
+
+def snapshot(data_dir: Path) -> dict[str, object]:
+    """Row counts of the store's tables and every file under exports/ and runs/."""
+    with sqlite3.connect(f"file:{data_dir / 'studio.sqlite'}?mode=ro", uri=True) as db:
+        counts = {table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in TABLES}
+    files = sorted(str(p.relative_to(data_dir)) for sub in ("exports", "runs") for p in (data_dir / sub).rglob("*"))
+    return {"counts": counts, "files": files}
+
+
+def call(client: Client, api_name: str, args: dict[str, object]) -> str:
+    """The error message of a refused call (a call that succeeds fails the test)."""
+    try:
+        result = client.predict(api_name=api_name, **args)
+    except Exception as error:  # gradio_client raises AppError carrying the server's gr.Error message
+        return str(error)
+    pytest.fail(f"{api_name} succeeded: {str(result)[:300]}")
+
+
+@pytest.mark.parametrize("user", ["viewer1", "annot1"])
+def test_admin_actions_are_refused_and_change_nothing(app: RunningApp, user: str) -> None:
+    client = Client(app.url, auth=(user, USERS[user]), verbose=False)
+    role = "viewer" if user == "viewer1" else "annotator"
+    before = snapshot(app.data_dir)
+    for api_name, args in ADMIN_CALLS.items():
+        message = call(client, api_name, args)
+        assert f"needs the admin role; {user} is {role}" in message, (api_name, message)
+    if user == "viewer1":
+        for api_name, args in ANNOTATOR_CALLS.items():
+            message = call(client, api_name, args)
+            assert "needs the annotator role; viewer1 is viewer" in message, (api_name, message)
+    assert snapshot(app.data_dir) == before
+
+
+def test_an_admin_import_goes_through(app: RunningApp) -> None:
+    """The same call as admin changes the store, so the refusals above are not an artefact of the arguments."""
+    client = Client(app.url, auth=("admin1", USERS["admin1"]), verbose=False)
+    before = snapshot(app.data_dir)
+    report, _ = client.predict(api_name="/import_pairs", **ADMIN_CALLS["/import_pairs"])
+    assert "Imported" in report, report
+    after = snapshot(app.data_dir)
+    assert after["counts"]["pairs"] == before["counts"]["pairs"] + 1
+    assert after["counts"]["collections"] == before["counts"]["collections"] + 1
