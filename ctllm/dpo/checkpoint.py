@@ -15,6 +15,7 @@ A checkpoint folder is written under a temporary name and renamed when complete,
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 import shutil
@@ -99,6 +100,37 @@ def save_checkpoint(
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_checkpoint(tmp, model, optimizer, scheduler, step, extra)
+    except Exception as error:
+        if not _out_of_space(error):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # a partial save only takes the space the next attempt needs
+        kept = sorted(p.name for p in folder.parent.iterdir() if p.is_dir() and not p.name.endswith(".tmp"))
+        raise UserError(
+            f"{folder}: no space left on the device while saving the checkpoint ({error}); nothing of it was kept, "
+            f"earlier checkpoints are intact ({', '.join(kept) or 'none'}). Free disk space or lower "
+            "save_total_limit, then resume the run."
+        ) from error
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+_SPACE_MARKERS = ("no space left", "file too large", "disk quota exceeded", "os error 28", "os error 27")
+
+
+def _out_of_space(error: BaseException) -> bool:
+    """ENOSPC / EFBIG / EDQUOT, raised directly or wrapped (safetensors reports it as a SafetensorError)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return True
+    return any(marker in str(error).lower() for marker in _SPACE_MARKERS)
+
+
+def _write_checkpoint(
+    tmp: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, step: int,
+    extra: dict[str, Any] | None,
+) -> None:
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tensors, optimizer_meta = _optimizer_tensors(optimizer)
@@ -113,9 +145,6 @@ def save_checkpoint(
         **(extra or {}),
     }
     (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2), encoding="utf-8")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return folder
 
 
 def _to_json(value: Any) -> Any:
