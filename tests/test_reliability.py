@@ -27,7 +27,7 @@ from tests.e2e.conftest import RunningApp, stop_app
 from tests.hosted_app import start_hosted_app
 
 ANNOTATORS = 16
-LABELS_EACH = int(os.environ.get("CTLLM_RELIABILITY_LABELS", "50")  # the issue asks 200: set it to 200 to run that)
+LABELS_EACH = int(os.environ.get("CTLLM_RELIABILITY_LABELS", "50"))  # the issue asks for 200: set it to run that
 ACK = re.compile(r"Pair (\d+): ")
 VERDICTS = ("first", "second", "tie", "both_bad")
 
