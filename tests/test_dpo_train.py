@@ -126,6 +126,43 @@ def test_train_cli_rejects_a_bad_value_with_exit_code_2(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The shared-prompt forward
+
+
+def test_shared_prompt_forward_equals_the_concatenated_forward_with_gradients(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ctllm.dpo.batching import collate
+    from ctllm.dpo.logps import concatenated_forward
+    from ctllm.dpo.shared_prompt import check_shared_prompt, shared_prompt_forward, tokens_seen
+    from ctllm.dpo.tokenize import tokenize_pairs
+    from ctllm.pairs.readers import read_pairs
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    pairs = read_pairs(REPO / "assets" / "pairs" / "sample_pairs.jsonl").pairs[:6]  # zh and en, uneven lengths
+    items = tokenize_pairs(tokenizer, pairs, 96).items
+    pad = tokenizer.pad_token_id
+    assert check_shared_prompt(model, items, pad)[0]
+
+    def run(forward):
+        model.zero_grad()
+        out = forward()
+        (out.chosen_logps.sum() - 0.5 * out.rejected_logps.sum()).backward()
+        return out, {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    plain, plain_grads = run(lambda: concatenated_forward(model, collate(items, pad)))
+    shared, shared_grads = run(lambda: shared_prompt_forward(model, items, pad))
+    for field in ("chosen_logps", "rejected_logps", "chosen_logits_mean", "rejected_logits_mean", "chosen_nll"):
+        assert torch.allclose(getattr(plain, field), getattr(shared, field), rtol=1e-5, atol=1e-4), field
+    assert torch.equal(plain.chosen_tokens, shared.chosen_tokens)
+    assert torch.equal(plain.rejected_tokens, shared.rejected_tokens)
+    for name, grad in plain_grads.items():
+        assert torch.allclose(grad, shared_grads[name], rtol=1e-4, atol=1e-5), name
+    assert tokens_seen(items, shared=True) < tokens_seen(items, shared=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The loop
 
 
@@ -139,6 +176,7 @@ def test_step_one_loss_is_ln2_and_accuracy_zero_when_policy_is_the_reference(env
     assert first["rewards/accuracies"] == 0.0
     assert first["rewards/chosen"] == first["rewards/rejected"] == first["rewards/margins"] == 0.0
     assert "frozen copy of the SFT model" in read_status(result.run_dir)["reference"]
+    assert "prompt computed once per pair" in (result.run_dir / "train.log").read_text()
 
 
 def test_gradient_accumulation_is_invariant(env, tiny_model_dir):

@@ -33,6 +33,7 @@ class TrainConfig:
     eval_data: str = ""  # empty: hold out pairs whose meta split == eval_split, else eval_fraction of data
     eval_split: str = "test"
     eval_fraction: float = 0.05
+    languages: list[str] = field(default_factory=list)  # keep only pairs in these languages (zh, en, other); []: all
     # Objective.
     loss_type: str = "sigmoid"
     beta: float = 0.1
@@ -42,6 +43,8 @@ class TrainConfig:
     lr: float = 5e-6
     batch_size: int = 4  # pairs per device per micro-batch
     grad_accum: int = 1
+    max_forward_tokens: int = 0  # > 0: split micro-batches so one forward holds at most this many tokens (>= 1 pair);
+    # bounds activation memory, the step's gradient stays the same. 0: no limit
     epochs: int = 1
     max_steps: int = 0  # 0: run the epochs; > 0: stop after this many optimizer steps
     max_length: int = 512
@@ -69,6 +72,7 @@ class TrainConfig:
     dtype: str = ""  # empty: the settings' dtype; the trainable weights stay fp32 on a CPU
     mixed_precision: str = "auto"  # auto: bf16 autocast on CUDA when supported, none on a CPU
     gradient_checkpointing: bool = False
+    share_prompt: bool = True  # run each prompt once for both answers (checked against the plain forward first)
     num_threads: int = 0  # torch CPU threads; 0: torch's default
     report_to: str = "tensorboard"  # tensorboard | none
     # Behaviour check at the end (refusal rate on held-out harmful / benign English prompts, greedy).
@@ -103,6 +107,7 @@ class TrainConfig:
             ("lr", self.lr > 0, "must be > 0"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
             ("grad_accum", self.grad_accum >= 1, "must be >= 1"),
+            ("max_forward_tokens", self.max_forward_tokens >= 0, "must be >= 0 (0: no limit)"),
             ("epochs", self.epochs >= 1, "must be >= 1"),
             ("max_steps", self.max_steps >= 0, "must be >= 0 (0: run the epochs)"),
             ("max_length", self.max_length >= 8, "must be >= 8"),
@@ -116,6 +121,7 @@ class TrainConfig:
             ("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
             ("lora_target_modules", bool(self.lora_target_modules), "must list at least one module name"),
             ("eval_fraction", 0 <= self.eval_fraction < 1, "must be in [0, 1)"),
+            ("languages", set(self.languages) <= {"zh", "en", "other"}, "may only hold zh, en and other"),
             ("eval_every", self.eval_every >= 0, "must be >= 0"),
             ("eval_batch_size", self.eval_batch_size >= 0, "must be >= 0"),
             ("save_every", self.save_every >= 0, "must be >= 0"),

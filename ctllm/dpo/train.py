@@ -26,13 +26,13 @@ from typing import Any
 
 import torch
 
-from ctllm.dpo.batching import collate, length_grouped_batches
+from ctllm.dpo.batching import length_grouped_batches
 from ctllm.dpo.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from ctllm.dpo.config import COLLECTION_PREFIX, TrainConfig, merge
-from ctllm.dpo.logps import concatenated_forward
 from ctllm.dpo.losses import LossConfig, compute_loss
 from ctllm.dpo.reference import precompute_reference_logps, reference_cache_key
 from ctllm.dpo.rundir import RunDir, now_iso, read_config, read_status
+from ctllm.dpo.shared_prompt import check_shared_prompt, pair_forward, tokens_seen
 from ctllm.dpo.snapshot import read_snapshot, write_snapshot
 from ctllm.dpo.tokenize import TokenizedPair, tokenize_pairs
 from ctllm.errors import UserError
@@ -42,10 +42,10 @@ from ctllm.settings import Settings
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 # Fields whose change would make a resumed run differ from the one it continues.
 RESUME_FIELDS = (
-    "model", "ref_model", "data", "eval_data", "eval_split", "eval_fraction", "loss_type", "beta", "label_smoothing",
-    "rpo_alpha", "lr", "batch_size", "grad_accum", "epochs", "max_steps", "max_length", "max_prompt_length",
-    "warmup_ratio", "weight_decay", "scheduler", "max_grad_norm", "lora", "lora_r", "lora_alpha", "lora_dropout",
-    "lora_target_modules", "seed",
+    "model", "ref_model", "data", "eval_data", "eval_split", "eval_fraction", "languages", "loss_type", "beta",
+    "label_smoothing", "rpo_alpha", "lr", "batch_size", "grad_accum", "epochs", "max_steps", "max_length",
+    "max_prompt_length", "warmup_ratio", "weight_decay", "scheduler", "max_grad_norm", "lora", "lora_r", "lora_alpha",
+    "lora_dropout", "lora_target_modules", "seed",
 )
 
 
@@ -107,7 +107,14 @@ def load_pairs(source: str, settings: Settings, field_name: str = "data") -> lis
 
 
 def split_eval(pairs: list[Pair], config: TrainConfig, settings: Settings) -> tuple[list[Pair], list[Pair], str]:
-    """(train pairs, held-out pairs, how the split was made)."""
+    """(train pairs, held-out pairs, how the split was made), both limited to ``config.languages`` if given."""
+    if config.languages:
+        train, held, how = split_eval(pairs, merge(config, {"languages": []}), settings)
+        keep = set(config.languages)
+        train, held = [p for p in train if p.language in keep], [p for p in held if p.language in keep]
+        if not train:
+            raise UserError(f"config field 'languages' = {config.languages}: no training pair is in these languages")
+        return train, held, f"{how}; languages {', '.join(config.languages)} only"
     if config.eval_data:
         return pairs, load_pairs(config.eval_data, settings, "eval_data"), f"eval_data {config.eval_data}"
     held = [p for p in pairs if str(p.meta.get("split", "")) == config.eval_split]
@@ -156,11 +163,23 @@ def plan_steps(items: Sequence[TokenizedPair], config: TrainConfig, world_size: 
 
 
 def rank_micro_batches(step: PlannedStep, items: Sequence[TokenizedPair], world_size: int, rank: int,
-                       batch_size: int) -> list[list[int]]:
-    """This process's share of a step, cut into micro-batches of similar lengths (little padding)."""
+                       batch_size: int, max_tokens: int = 0, shared: bool = False) -> list[list[int]]:
+    """This process's share of a step, cut into micro-batches of similar lengths (little padding).
+
+    A micro-batch holds at most ``batch_size`` pairs and, with ``max_tokens``, at most that many tokens (but at
+    least one pair): a bound on activation memory that leaves the step's gradient unchanged.
+    """
     ordered = sorted(step.positions, key=lambda p: -items[p].length)
     mine = ordered[rank::world_size]
-    return [mine[i: i + batch_size] for i in range(0, len(mine), batch_size)]
+    batches: list[list[int]] = [[]]
+    for position in mine:
+        current = batches[-1]
+        grown = [items[p] for p in current + [position]]
+        if current and (len(current) >= batch_size or (max_tokens and tokens_seen(grown, shared) > max_tokens)):
+            batches.append([position])
+        else:
+            current.append(position)
+    return [b for b in batches if b]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -210,18 +229,19 @@ class Reference:
     adapter_disabled: bool = False  # the policy with its LoRA adapter disabled
     tables: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # precomputed, by split
 
-    def logps(self, split: str, batch: dict, policy: torch.nn.Module, accelerator: Any) -> tuple[torch.Tensor, ...]:
-        """(chosen, rejected, chosen_tokens, rejected_tokens) for the pairs of ``batch``."""
+    def logps(self, split: str, items: Sequence[TokenizedPair], policy: torch.nn.Module, accelerator: Any,
+              pad_id: int, shared: bool) -> tuple[torch.Tensor, ...]:
+        """(chosen, rejected, chosen_tokens, rejected_tokens) for ``items``."""
         table = self.tables.get(split)
         if table is not None:
-            index = batch["index"]
+            index = torch.tensor([item.index for item in items], device=accelerator.device)
             return tuple(table[key][index] for key in ("chosen", "rejected", "chosen_tokens", "rejected_tokens"))
         with torch.no_grad(), accelerator.autocast():
             if self.adapter_disabled:
                 with policy.disable_adapter():
-                    out = concatenated_forward(policy, batch)
+                    out = pair_forward(policy, items, pad_id, shared)
             else:
-                out = concatenated_forward(self.model, batch)
+                out = pair_forward(self.model, items, pad_id, shared)
         return out.chosen_logps.detach(), out.rejected_logps.detach(), out.chosen_tokens, out.rejected_tokens
 
 
@@ -318,20 +338,23 @@ class MetricSums:
 
 
 def _run_micro_batch(
-    model: Any, unwrapped: Any, reference: Reference, split: str, items: Sequence[TokenizedPair],
-    positions: list[int], pad_id: int, loss_cfg: LossConfig, accelerator: Any,
+    model: Any, unwrapped: Any, reference: Reference, split: str, items: Sequence[TokenizedPair], pad_id: int,
+    loss_cfg: LossConfig, accelerator: Any, shared: bool,
 ) -> tuple[torch.Tensor, dict[str, float], dict[str, int], int]:
-    """Forward the policy (and the reference if not precomputed) on one micro-batch; return loss and metrics."""
-    batch = collate([items[p] for p in positions], pad_id)
-    out = concatenated_forward(model, batch)
-    ref_c, ref_r, ref_ct, ref_rt = reference.logps(split, batch, unwrapped, accelerator)
+    """Forward the policy (and the reference if not precomputed) on one micro-batch; return loss and metrics.
+
+    The token count is that of the pairs' rows (prompt twice), whichever forward ran: tokens/s compare across
+    engines.
+    """
+    out = pair_forward(model, items, pad_id, shared)
+    ref_c, ref_r, ref_ct, ref_rt = reference.logps(split, items, unwrapped, accelerator, pad_id, shared)
     loss, metrics = compute_loss(out, ref_c, ref_r, loss_cfg, ref_ct, ref_rt)
     counts = {"chosen_tokens": int(out.chosen_tokens.sum()), "rejected_tokens": int(out.rejected_tokens.sum())}
-    return loss, metrics, counts, int(batch["attention_mask"].sum())
+    return loss, metrics, counts, tokens_seen(items, shared=False)
 
 
 def evaluate(model: Any, reference: Reference, items: Sequence[TokenizedPair], pad_id: int, batch_size: int,
-             loss_cfg: LossConfig, accelerator: Any, keys: Sequence[str]) -> dict[str, float]:
+             loss_cfg: LossConfig, accelerator: Any, keys: Sequence[str], shared: bool) -> dict[str, float]:
     """Held-out metrics (``eval_`` prefixed) over all eval items, batches shared round-robin by the processes."""
     unwrapped = accelerator.unwrap_model(model)
     batches = length_grouped_batches(items, batch_size, seed=0, epoch=0, shuffle=False)
@@ -344,8 +367,8 @@ def evaluate(model: Any, reference: Reference, items: Sequence[TokenizedPair], p
                 continue
             with accelerator.autocast():
                 _, metrics, counts, tokens = _run_micro_batch(
-                    unwrapped, unwrapped, reference, "eval", items, positions, pad_id, loss_cfg, accelerator
-                )
+                    unwrapped, unwrapped, reference, "eval", [items[p] for p in positions], pad_id, loss_cfg,
+                    accelerator, shared)
             sums.add(metrics, len(positions), counts, tokens)
     if was_training:
         unwrapped.train()
@@ -645,6 +668,7 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
+    release_freed_memory()
     set_seed(config.seed)
     world, rank = accelerator.num_processes, accelerator.process_index
     log.info("run %s in %s: %d process(es) on %s, mixed precision %s", config.run_name, run_dir.path, world,
@@ -681,6 +705,11 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
     if getattr(policy, "config", None) is not None:
         policy.config.use_cache = False
     policy.train()  # dropout is already zero; train mode keeps gradient checkpointing active
+    shared = False
+    if config.share_prompt and not config.gradient_checkpointing:  # checkpointing turns the model's cache off
+        policy.to(accelerator.device)
+        shared, how = check_shared_prompt(policy, items, pad_id)
+        log.info("forward: %s", f"prompt computed once per pair, {how}" if shared else f"concatenated rows ({how})")
 
     # 3. The plan, the optimizer and the schedule.
     steps = plan_steps(items, config, world)
@@ -730,15 +759,17 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
         planned = steps[step_index]
         step = step_index + 1
         started = time.perf_counter()
-        micro_batches = rank_micro_batches(planned, items, world, rank, config.batch_size)
+        micro_batches = rank_micro_batches(planned, items, world, rank, config.batch_size, config.max_forward_tokens,
+                                           shared)
         n_step = len(planned.positions)
         sums = MetricSums()
         for m, positions in enumerate(micro_batches):
             syncing = m == len(micro_batches) - 1
             context = accelerator.no_sync(model) if not syncing else contextlib.nullcontext()
             with context:
-                loss, metrics, counts, tokens = _run_micro_batch(model, unwrapped, reference, "train", items,
-                                                                 positions, pad_id, loss_cfg, accelerator)
+                loss, metrics, counts, tokens = _run_micro_batch(model, unwrapped, reference, "train",
+                                                                 [items[p] for p in positions], pad_id, loss_cfg,
+                                                                 accelerator, shared)
                 # The mean over this micro-batch, weighted by its share of the step's pairs; DDP averages over
                 # processes, hence the factor world.
                 accelerator.backward(loss * (len(positions) * world / n_step))
@@ -781,7 +812,7 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
             run_dir.update_status(step=step, last_metrics=record)
         if eval_items and config.eval_every and step % config.eval_every == 0 and step != total_steps:
             _log_eval(model, reference, eval_items, pad_id, config, loss_cfg, accelerator, keys, run_dir, step,
-                      planned.epoch_progress, log)
+                      planned.epoch_progress, log, shared)
         stop_now = _agree_flag(accelerator, stop.requested)
         if stop_now or (config.save_every and step % config.save_every == 0 and step != total_steps):
             _checkpoint(run_dir, accelerator, unwrapped, optimizer, scheduler, step, config, planned)
@@ -796,7 +827,7 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
     summary: dict[str, Any] = {f"train_{k}": v for k, v in last.items() if k in keys}
     if eval_items:
         summary.update(_log_eval(model, reference, eval_items, pad_id, config, loss_cfg, accelerator, keys, run_dir,
-                                 step, steps[-1].epoch_progress if steps else 0.0, log))
+                                 step, steps[-1].epoch_progress if steps else 0.0, log, shared))
     if accelerator.is_main_process:
         _save_final(run_dir, unwrapped, tokenizer, config, resolved)
         log.info("model saved in %s", run_dir.final_dir)
@@ -815,6 +846,25 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
     return RunResult("finished", run_dir.path, step, total_steps, metrics=summary)
 
 
+def release_freed_memory() -> None:
+    """Let glibc give freed tensor memory back to the system (Linux; a no-op elsewhere).
+
+    glibc raises its mmap threshold after large blocks are freed, so later activations of a few MB come from the
+    heap and stay in the process when freed: peak RSS creeps up step after step. A fixed 1 MiB threshold keeps
+    every tensor above it in its own mapping, returned on free.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return
+
+
 def _agree_flag(accelerator: Any, flag: bool) -> bool:
     """True on every process when any process has it (so all stop at the same step)."""
     if accelerator.num_processes == 1:
@@ -825,10 +875,10 @@ def _agree_flag(accelerator: Any, flag: bool) -> bool:
 
 def _log_eval(model: Any, reference: Reference, eval_items: list[TokenizedPair], pad_id: int, config: TrainConfig,
               loss_cfg: LossConfig, accelerator: Any, keys: list[str], run_dir: RunDir, step: int, epoch: float,
-              log: logging.Logger) -> dict[str, float]:
+              log: logging.Logger, shared: bool) -> dict[str, float]:
     started = time.perf_counter()
     metrics = evaluate(model, reference, eval_items, pad_id, config.resolved_eval_batch_size(), loss_cfg,
-                       accelerator, keys)
+                       accelerator, keys, shared)
     record = {**metrics, "step": step, "epoch": round(epoch, 4)}
     run_dir.append_metrics(record)
     if accelerator.log_with:
