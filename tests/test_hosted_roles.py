@@ -72,6 +72,9 @@ def test_admin_actions_are_refused_and_change_nothing(app: RunningApp, user: str
     for api_name, args in ADMIN_CALLS.items():
         message = call(client, api_name, args)
         assert f"needs the admin role; {user} is {role}" in message, (api_name, message)
+    if user == "annot1":  # an annotator chats, but only with the models served: another one is an admin's choice
+        args = {"text": "hi", "sft_spec": "someone/any-model", "dpo_spec": "embedded"}
+        assert "only admins choose other models" in call(client, "/chat_send", args)
     if user == "viewer1":
         for api_name, args in ANNOTATOR_CALLS.items():
             message = call(client, api_name, args)

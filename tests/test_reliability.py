@@ -103,6 +103,7 @@ def test_kill_9_while_labelling_keeps_every_acknowledged_label(tmp_path: Path) -
         with sqlite3.connect(app.data_dir / "studio.sqlite") as db:
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         stored = set(stored_labels(app.data_dir))
+        print(f"\nkill -9 mid-labelling: {sum(map(len, acks))} labels acknowledged, {len(stored)} stored after restart")
         for index, pairs in enumerate(acks):
             missing = {(f"ann{index}", pair) for pair in pairs} - stored
             assert not missing, missing
