@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -15,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pytest
@@ -136,27 +137,27 @@ def small_model_and_optimizer() -> tuple[torch.nn.Module, torch.optim.Optimizer]
 
 
 @contextmanager
-def size_limited_folder(path: Path, size_bytes: int) -> Iterator[Path]:
-    """A tmpfs of ``size_bytes`` at ``path`` (root only); elsewhere a per-file size limit (RLIMIT_FSIZE) stands in,
-    which fails writes the same way, with EFBIG instead of ENOSPC."""
+def tmpfs(path: Path, size_bytes: int) -> Iterator[bool]:
+    """Mount a tmpfs of ``size_bytes`` at ``path`` when this process may (root); yields whether it did."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = (
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)], capture_output=True
-        ).returncode
-        == 0
-    )
-    if mounted:
-        try:
-            yield path
-        finally:
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(path)]
+    mounted = os.geteuid() == 0 and shutil.which("mount") is not None
+    mounted = mounted and subprocess.run(mount, capture_output=True).returncode == 0
+    try:
+        yield mounted
+    finally:
+        if mounted:
             subprocess.run(["umount", "-l", str(path)], check=True)
-        return
+
+
+@contextmanager
+def file_size_limit(size_bytes: int) -> Iterator[None]:
+    """Without root, RLIMIT_FSIZE stands in for a full disk: writes past it fail with EFBIG instead of ENOSPC."""
     old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size_bytes // 2, old_limit[1]))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size_bytes, old_limit[1]))
     try:
-        yield path
+        yield
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
         signal.signal(signal.SIGXFSZ, old_handler)
@@ -168,13 +169,14 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path: Pa
     model, optimizer = small_model_and_optimizer()
     probe = save_checkpoint(tmp_path / "probe", model, optimizer, None, 1)
     size = sum(f.stat().st_size for f in probe.rglob("*") if f.is_file())
-    with size_limited_folder(tmp_path / "small", int(size * 1.5)) as folder:
+    folder = tmp_path / "small"
+    with tmpfs(folder, int(size * 1.5)) as mounted:  # room for one checkpoint, not two
         first = save_checkpoint(folder / "checkpoint-1", model, optimizer, None, 1)
         saved = {name: value.clone() for name, value in model.state_dict().items()}
         with torch.no_grad():
             for parameter in model.parameters():
                 parameter.add_(1.0)
-        with pytest.raises(UserError) as caught:
+        with pytest.raises(UserError) as caught, nullcontext() if mounted else file_size_limit(size // 4):
             save_checkpoint(folder / "checkpoint-2", model, optimizer, None, 2)
         message = str(caught.value)
         assert "checkpoint-2" in message and "space" in message.lower() and "checkpoint-1" in message, message
