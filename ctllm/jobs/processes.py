@@ -8,6 +8,8 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from ctllm.pids import pid_exists
+
 PROC = Path("/proc")
 
 
@@ -66,13 +68,7 @@ def is_running(pid: int, expected_start: int | None) -> bool:
     if pid <= 0:
         return False
     if not has_proc():  # not Linux: fall back to signal 0, without protection against pid reuse
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_exists(pid)
     stat = read_stat(pid)
     if stat is None or (expected_start is not None and stat.start_ticks != expected_start):
         return False

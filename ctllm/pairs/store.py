@@ -43,6 +43,7 @@ from ctllm.errors import UserError
 from ctllm.pairs.resolve import SHOWN_FIRST, VERDICTS, choice_of, resolve
 from ctllm.pairs.schema import Pair
 from ctllm.pairs.search import fts_query, like_pattern, search_texts
+from ctllm.pids import pid_exists
 
 try:
     import orjson
@@ -1082,15 +1083,7 @@ def _migrate_from_1(db: sqlite3.Connection) -> None:
 
 
 def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid == os.getpid() or pid_exists(pid)
 
 
 def _next_id(db: sqlite3.Connection) -> int:
