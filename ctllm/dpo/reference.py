@@ -52,6 +52,7 @@ def precompute_reference_logps(
     key: str | None,
     progress: Callable[[int, int], None] | None = None,
     batches: Sequence[Sequence[int]] | None = None,
+    forward: Callable[[Any, list[TokenizedPair]], Any] | None = None,
 ) -> dict[str, Tensor]:
     """Summed completion log-probs of every item under ``model``, indexed by ``TokenizedPair.index``.
 
@@ -65,6 +66,7 @@ def precompute_reference_logps(
     log-probs, so step 1 with policy = reference logs exactly ln 2 and accuracy 0. Other layouts differ by float
     noise (~1e-7 relative), which can flip the strict accuracy of tied pairs. Put the layout in the cache key
     (``reference_cache_key(..., batch_size=..., seed=...)``) for that guarantee to survive a cache hit.
+    ``forward(model, items)`` replaces ``concatenated_forward`` (e.g. the training loop's shared-prompt forward).
     """
     path = Path(cache_dir) / f"{key}.safetensors" if cache_dir is not None and key else None
     if path is not None and path.is_file():
@@ -90,9 +92,9 @@ def precompute_reference_logps(
             if batches is None:
                 batches = length_grouped_batches(items, batch_size, seed=0, epoch=0, shuffle=False)
             for batch_ids in batches:
-                batch = collate([items[i] for i in batch_ids], pad_id)
-                out = concatenated_forward(model, batch)
-                index = batch["index"]
+                chunk = [items[i] for i in batch_ids]
+                out = concatenated_forward(model, collate(chunk, pad_id)) if forward is None else forward(model, chunk)
+                index = torch.tensor([item.index for item in chunk], dtype=torch.long)
                 result["chosen"][index] = out.chosen_logps.float().cpu()
                 result["rejected"][index] = out.rejected_logps.float().cpu()
                 result["chosen_tokens"][index] = out.chosen_tokens.cpu()

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import json
 import logging
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -271,7 +274,7 @@ class StopSignal:
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
         if not self.defer:
-            raise TrainingStopped("cancelled", f"stopped by {signal.Signals(signum).name} before training started")
+            raise TrainingStopped("cancelled", f"stopped by {signal.Signals(signum).name}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -544,9 +547,26 @@ def _apply_lora(policy: torch.nn.Module, config: TrainConfig, log: logging.Logge
     return model
 
 
+def reference_layout(steps: list[PlannedStep], items: Sequence[TokenizedPair], config: TrainConfig, world: int,
+                     shared: bool) -> list[list[int]]:
+    """The first epoch's micro-batches of every process, then any pair they leave out (max_steps, a short last step).
+
+    Reference log-probs computed in the very batches the policy sees give bit-identical numbers at step 1, so a
+    run starts at exactly ln 2 with accuracy 0, as without precomputation.
+    """
+    batches: list[list[int]] = []
+    for step in (s for s in steps if s.epoch == 0):
+        for rank in range(world):
+            batches += rank_micro_batches(step, items, world, rank, config.batch_size, config.max_forward_tokens,
+                                          shared)
+    covered = {p for batch in batches for p in batch}
+    rest = [p for p in range(len(items)) if p not in covered]
+    return batches + [rest[i: i + config.batch_size] for i in range(0, len(rest), config.batch_size)]
+
+
 def _precompute(reference: Reference, policy: torch.nn.Module, split_items: dict[str, list[TokenizedPair]],
-                pad_id: int, config: TrainConfig, settings: Settings, info: dict[str, Any], accelerator: Any,
-                log: logging.Logger) -> None:
+                layouts: dict[str, list[list[int]]], pad_id: int, config: TrainConfig, settings: Settings,
+                info: dict[str, Any], accelerator: Any, log: logging.Logger, shared: bool) -> None:
     """One no-grad pass per split; the main process computes and caches, the others read its cache."""
     model = reference.model if reference.model is not None else policy  # LoRA not applied yet: the bare base
     model.to(accelerator.device)
@@ -555,12 +575,14 @@ def _precompute(reference: Reference, policy: torch.nn.Module, split_items: dict
         if not items:
             continue
         data_hash = info["data_hash"] if split == "train" else info["eval_data_hash"]
+        layout = hashlib.sha256(json.dumps(layouts[split]).encode()).hexdigest()[:16]
         key = reference_cache_key(reference.identity, data_hash, config.max_length,
-                                  max_prompt_length=config.max_prompt_length)
+                                  max_prompt_length=config.max_prompt_length, layout=layout, shared=shared)
         started = time.perf_counter()
         with accelerator.main_process_first(), accelerator.autocast():
-            table = precompute_reference_logps(model, items, pad_id, config.resolved_eval_batch_size(),
-                                               cache_dir, key)
+            table = precompute_reference_logps(
+                model, items, pad_id, config.batch_size, cache_dir, key, batches=layouts[split],
+                forward=lambda m, chunk: pair_forward(m, chunk, pad_id, shared))
         reference.tables[split] = {k: v.to(accelerator.device) for k, v in table.items()}
         log.info("reference log-probs for %d %s pairs ready in %.1f s (cache %s)", len(items), split,
                  time.perf_counter() - started, key)
@@ -588,12 +610,8 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_step
 
 def _save_final(run_dir: RunDir, model: torch.nn.Module, tokenizer: Any, config: TrainConfig,
                 resolved: dict[str, Any]) -> None:
-    import json
-
     final = run_dir.final_dir
     tmp = final.with_name("final.tmp")
-    import shutil
-
     shutil.rmtree(tmp, ignore_errors=True)
     base_config = getattr(model, "config", None)
     if base_config is not None and hasattr(base_config, "use_cache"):
@@ -628,6 +646,8 @@ def train(config: TrainConfig, settings: Settings, resume: bool = False, show_pr
             _check_fresh(run_dir)
     accelerator.wait_for_everyone()
     run_dir.create()
+    if not resume:  # written again with everything resolved once the data and models are loaded
+        run_dir.write_config(config.to_dict(), {"world_size": accelerator.num_processes})
     log = _setup_logger(run_dir, accelerator.is_main_process)
     stop = StopSignal().install()
     status = run_dir.update_status(
@@ -692,11 +712,20 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
     info.update(dropped_pairs=tokenized.dropped, truncated_pairs=tokenized.truncated,
                 eval_dropped_pairs=eval_tokenized.dropped if eval_tokenized else 0)
 
-    # 2. Models: dropout off, reference log-probs (optionally once, up front), LoRA.
+    # 2. Models and the plan: dropout off, the forward, the steps, reference log-probs (once, up front if asked).
     disable_dropout(policy)
+    policy.to(accelerator.device)
+    shared = False
+    if config.share_prompt and not config.gradient_checkpointing:  # checkpointing turns the model's cache off
+        shared, how = check_shared_prompt(policy, items, pad_id)
+        log.info("forward: %s", f"prompt computed once per pair, {how}" if shared else f"concatenated rows ({how})")
+    steps = plan_steps(items, config, world)
+    total_steps = len(steps)
     if config.precompute_ref:
-        _precompute(reference, policy, {"train": items, "eval": eval_items}, pad_id, config, settings, info,
-                    accelerator, log)
+        layouts = {"train": reference_layout(steps, items, config, world, shared),
+                   "eval": length_grouped_batches(eval_items, config.resolved_eval_batch_size(), 0, 0, shuffle=False)}
+        _precompute(reference, policy, {"train": items, "eval": eval_items}, layouts, pad_id, config, settings, info,
+                    accelerator, log, shared)
     policy = _apply_lora(policy, config, log)
     if reference.model is not None:
         reference.model.to(accelerator.device)
@@ -705,15 +734,8 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
     if getattr(policy, "config", None) is not None:
         policy.config.use_cache = False
     policy.train()  # dropout is already zero; train mode keeps gradient checkpointing active
-    shared = False
-    if config.share_prompt and not config.gradient_checkpointing:  # checkpointing turns the model's cache off
-        policy.to(accelerator.device)
-        shared, how = check_shared_prompt(policy, items, pad_id)
-        log.info("forward: %s", f"prompt computed once per pair, {how}" if shared else f"concatenated rows ({how})")
 
-    # 3. The plan, the optimizer and the schedule.
-    steps = plan_steps(items, config, world)
-    total_steps = len(steps)
+    # 3. The optimizer and the schedule.
     optimizer = _optimizer(policy, config)
     scheduler = _scheduler(optimizer, config, total_steps)
     model, optimizer = accelerator.prepare(policy, optimizer)
@@ -738,10 +760,11 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, unwrapped, optimizer, scheduler)
         start = int(state["step"])
-        run_dir.truncate_metrics(start)
         log.info("resumed from %s at step %d of %d", checkpoint, start, total_steps)
     elif resume:
         log.info("no checkpoint in %s: starting from step 0", run_dir.checkpoints_dir)
+    if resume:
+        run_dir.truncate_metrics(start)  # steps after the checkpoint are trained (and logged) again
     if accelerator.log_with:  # TensorBoard events in <run dir>/tensorboard
         accelerator.init_trackers("tensorboard", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
                                                          for k, v in config.to_dict().items()})
@@ -833,13 +856,17 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
         log.info("model saved in %s", run_dir.final_dir)
     accelerator.wait_for_everyone()
     stop.defer = False
-    if config.behaviour_check and accelerator.is_main_process:
+    if config.behaviour_check and accelerator.is_main_process and not stop.requested:
         from ctllm.dpo.behaviour import refusal_check
 
         unwrapped.eval()
-        summary.update(refusal_check(unwrapped, tokenizer, config.behaviour_max_new_tokens,
-                                     limit=config.behaviour_limit or None, log=log,
-                                     out_path=run_dir.path / "behaviour.jsonl"))
+        try:
+            summary.update(refusal_check(unwrapped, tokenizer, config.behaviour_max_new_tokens,
+                                         limit=config.behaviour_limit or None, log=log,
+                                         out_path=run_dir.path / "behaviour.jsonl"))
+        except TrainingStopped:  # the model is saved: the run is finished, only its behaviour check is not
+            summary["behaviour_check"] = "cancelled"
+            log.warning("behaviour check cancelled by a signal; the trained model is in %s", run_dir.final_dir)
     accelerator.wait_for_everyone()
     run_dir.update_status(state="finished", step=step, finished=now_iso(), summary=summary)
     log.info("finished: %s", _format_summary(summary))
