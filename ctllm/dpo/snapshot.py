@@ -12,19 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctllm.errors import UserError
+from ctllm.pairs.parquet_table import SCHEMA, pairs_table
 from ctllm.pairs.schema import Pair
 
 HASH_METADATA_KEY = b"ctllm.pairs_hash"
-SCHEMA = pa.schema(
-    [
-        ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-        ("chosen", pa.string()),
-        ("rejected", pa.string()),
-        ("source", pa.string()),
-        ("language", pa.string()),
-        ("meta", pa.string()),  # JSON text: sources carry arbitrary fields
-    ]
-)
+
 
 
 def pairs_hash(pairs: Iterable[Pair]) -> str:
@@ -41,15 +33,7 @@ def write_snapshot(pairs: Sequence[Pair], path: Path) -> str:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     content_hash = pairs_hash(pairs)
-    columns = {
-        "prompt": [[dict(m) for m in p.prompt] for p in pairs],
-        "chosen": [p.chosen for p in pairs],
-        "rejected": [p.rejected for p in pairs],
-        "source": [p.source for p in pairs],
-        "language": [p.language for p in pairs],
-        "meta": [json.dumps(p.meta, ensure_ascii=False, default=str) for p in pairs],
-    }
-    table = pa.table(columns, schema=SCHEMA.with_metadata({HASH_METADATA_KEY: content_hash.encode("ascii")}))
+    table = pairs_table(pairs, {HASH_METADATA_KEY: content_hash.encode("ascii")})
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)

@@ -116,32 +116,13 @@ def _write_alpaca(pairs: list[Pair], path: Path) -> None:
 
 
 def _write_parquet(pairs: list[Pair], path: Path) -> None:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    message = pa.struct([("role", pa.string()), ("content", pa.string())])
-    schema = pa.schema(
-        [
-            ("prompt", pa.list_(message)),
-            ("chosen", pa.string()),
-            ("rejected", pa.string()),
-            ("source", pa.string()),
-            ("language", pa.string()),
-            ("meta", pa.string()),
-        ]
-    )
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+    from ctllm.pairs.parquet_table import SCHEMA, pairs_table
+
+    with pq.ParquetWriter(path, SCHEMA, compression="zstd") as writer:
         for start in range(0, max(len(pairs), 1), PARQUET_BATCH):
-            batch = pairs[start : start + PARQUET_BATCH]
-            columns = {
-                "prompt": [[dict(m) for m in p.prompt] for p in batch],
-                "chosen": [p.chosen for p in batch],
-                "rejected": [p.rejected for p in batch],
-                "source": [p.source for p in batch],
-                "language": [p.language for p in batch],
-                "meta": [_dumps(p.meta) for p in batch],
-            }
-            writer.write_table(pa.table(columns, schema=schema))
+            writer.write_table(pairs_table(pairs[start : start + PARQUET_BATCH]))
 
 
 def write_pairs(pairs: Iterable[Pair], path: Path, fmt: str) -> int:
