@@ -13,7 +13,7 @@ import gradio as gr
 
 from ctllm.settings import Settings
 from ctllm.ui import chat_tab, pairs_tab, train_tab
-from ctllm.ui.auth import Role, identify, require
+from ctllm.ui.auth import Role, identify, login_button, require
 from ctllm.ui.context import AppContext
 from ctllm.ui.help import HELP
 from ctllm.ui.i18n import LANGUAGE_CHOICES, Translator, t
@@ -58,6 +58,7 @@ def build_app(settings: Settings, ctx: AppContext | None = None) -> gr.Blocks:
                     "app.language",
                 )
                 who = gr.Markdown(elem_id="ui-user")
+                login_button()  # on a Space: "Sign in with Hugging Face"; the page reloads signed in
         with gr.Tabs(elem_id="main-tabs"):
             with gr.Tab(t("tab.pairs"), id="pairs", elem_id="pairs-tab") as tab:
                 tr.bind(tab, "tab.pairs")

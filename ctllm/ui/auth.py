@@ -2,23 +2,35 @@
 
 Roles are ordered: viewer < annotator < admin.
 - On localhost with no authentication configured there is one local user with every right.
-- Otherwise the user name comes from ``launch(auth=...)`` or Hugging Face OAuth; admins are listed in
-  ``Settings.admins``; annotators in ``Settings.annotators`` (empty: every signed-in user annotates);
-  an anonymous visitor is a viewer.
+- Otherwise the user name comes from ``launch(auth=...)`` or Hugging Face OAuth (the ``gr.LoginButton`` built
+  by :func:`login_button` on a Space); admins are listed in ``Settings.admins``; annotators in
+  ``Settings.annotators`` (empty: every signed-in user annotates); an anonymous visitor is a viewer.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import os
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import gradio as gr
 
 from ctllm.settings import Settings
 
+log = logging.getLogger(__name__)
+
 LOCAL_USER = "local"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+OAUTH_SWITCH = "CTLLM_HF_OAUTH"  # 1: sign-in button off a Space too; 0: none even on a Space
+# What a Space with ``hf_oauth: true`` in its README front matter sets; Gradio refuses to start without them.
+SPACE_OAUTH_VARIABLES = ("OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_SCOPES", "OPENID_PROVIDER_URL")
+OAUTH_PACKAGES = ("authlib", "itsdangerous")  # gradio[oauth]
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
 class Role(IntEnum):
@@ -45,17 +57,64 @@ def is_local_mode(settings: Settings) -> bool:
     return not settings.auth and not os.environ.get("SPACE_ID") and settings.host in LOOPBACK_HOSTS
 
 
+def oauth_wanted(env: Mapping[str, str] | None = None) -> bool:
+    """Hugging Face sign-in is offered on a Space (``SPACE_ID``) unless the operator sets CTLLM_HF_OAUTH=0, and
+    elsewhere only when they set CTLLM_HF_OAUTH=1."""
+    env = os.environ if env is None else env
+    switch = env.get(OAUTH_SWITCH, "").strip().lower()
+    if switch in _FALSE:
+        return False
+    return switch in _TRUE or bool(env.get("SPACE_ID"))
+
+
+def oauth_unavailable(env: Mapping[str, str] | None = None) -> str | None:
+    """Why a login button would stop the app from starting (None when it can be served)."""
+    env = os.environ if env is None else env
+    missing = [name for name in OAUTH_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"the packages {', '.join(missing)} are missing: install gradio[oauth]"
+    if env.get("SYSTEM") == "spaces" and env.get("SPACE_ID"):  # Gradio's own test for "on a Space"
+        unset = [name for name in SPACE_OAUTH_VARIABLES if not env.get(name)]
+        if unset:
+            return f"{', '.join(unset)} not set: add 'hf_oauth: true' to the README front matter of the Space"
+        return None
+    # Off a Space Gradio signs everyone in as the machine's own Hugging Face account (a debugging aid).
+    from huggingface_hub import get_token
+
+    if get_token() is None:
+        return "off a Space, Gradio's mocked sign-in needs this machine logged in to Hugging Face (hf auth login)"
+    return None
+
+
+def login_button(env: Mapping[str, str] | None = None) -> gr.LoginButton | None:
+    """A "Sign in with Hugging Face" button where sign-in is wanted and possible (call inside the Blocks)."""
+    if not oauth_wanted(env):
+        return None
+    problem = oauth_unavailable(env)
+    if problem:
+        log.warning("no Hugging Face sign-in: %s (visitors stay viewers)", problem)
+        return None
+    return gr.LoginButton(size="sm", elem_id="ui-login")
+
+
+def _session(request: gr.Request) -> Mapping[str, Any]:
+    """The signed session cookie's content; empty without OAuth (no SessionMiddleware on this server)."""
+    raw = getattr(request, "request", None) or request
+    scope = getattr(raw, "scope", None)
+    if isinstance(scope, dict):
+        return scope.get("session") or {}
+    return getattr(raw, "session", None) or {}
+
+
 def _oauth_name(request: gr.Request) -> str | None:
-    raw = getattr(request, "request", None)
-    scope = getattr(raw, "scope", None) or {}
-    if "session" not in scope:  # no OAuth (no SessionMiddleware) on this server
+    """The Hugging Face user name of a signed-in visitor. Only ``preferred_username`` (the unique account name)
+    counts: the display name is free text that anyone could set to an admin's name."""
+    info = _session(request).get("oauth_info") or {}
+    expires = info.get("expires_at")
+    if isinstance(expires, (int, float)) and expires < time.time():
         return None
-    session = scope["session"]
-    if not session:
-        return None
-    info = session.get("oauth_info") or {}
-    userinfo = info.get("userinfo") or {}
-    return userinfo.get("preferred_username") or userinfo.get("name")
+    name = (info.get("userinfo") or {}).get("preferred_username")
+    return name if isinstance(name, str) and name else None
 
 
 def identify(request: gr.Request | None, settings: Settings) -> User:
