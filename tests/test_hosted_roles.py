@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 
+from ctllm.errors import UserError
+from ctllm.models.registry import PRESETS, list_models, resolve_spec
+from ctllm.settings import Settings
 from tests.e2e.conftest import RunningApp, stop_app
 from tests.hosted_app import AUTH_ENV, USERS, start_hosted_app
 
@@ -36,13 +39,26 @@ ANNOTATOR_CALLS = {
 }
 
 
+def fake_hub_cache(root: Path, repo_id: str) -> Path:
+    """A hub cache in which ``repo_id`` looks downloaded (its config.json only), so that offline the registry gets
+    past "not in the local hub cache" to the remote-code decision without any network."""
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit, encoding="utf-8")
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}", encoding="utf-8")
+    return root
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
     tmp = tmp_path_factory.mktemp("hosted")
     data_dir = tmp / "data"
     data_dir.mkdir()
     (data_dir / "incoming.jsonl").write_text(json.dumps(PAIR) + "\n", encoding="utf-8")
-    running = start_hosted_app(tmp, AUTH_ENV, data_dir=data_dir)
+    hub = fake_hub_cache(tmp / "hub", PRESETS["ct-llm-sft"]["path"])
+    running = start_hosted_app(tmp, {**AUTH_ENV, "HF_HUB_CACHE": str(hub)}, data_dir=data_dir)
     yield running
     stop_app(running)
 
@@ -91,3 +107,38 @@ def test_an_admin_import_goes_through(app: RunningApp) -> None:
     after = snapshot(app.data_dir)
     assert after["counts"]["pairs"] == before["counts"]["pairs"] + 1
     assert after["counts"]["collections"] == before["counts"]["collections"] + 1
+
+
+# --- trust_remote_code: the operator's switch only -------------------------------------------------------------------
+
+
+def test_presets_that_need_remote_code_are_refused_unless_the_operator_allows_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    online = settings.with_(offline=False)  # resolving never downloads: no network is touched either way
+    for name in ("ct-llm-sft", "ct-llm-sft-dpo"):
+        with pytest.raises(UserError) as refused:
+            resolve_spec(name, online)
+        assert "CTLLM_TRUST_REMOTE_CODE=1" in str(refused.value) and PRESETS[name]["path"] in str(refused.value)
+        assert resolve_spec(name, online.with_(trust_remote_code=True)).trust_remote_code
+    # Still offered in the pickers (choosing one explains), and no preset carries the permission by itself.
+    offered = {spec.ref: spec for spec in list_models(online)}
+    assert {"ct-llm-sft", "ct-llm-sft-dpo"} <= offered.keys()
+    assert not any(spec.trust_remote_code for spec in offered.values())
+
+
+def test_no_endpoint_lets_a_user_turn_remote_code_on(app: RunningApp) -> None:
+    """Even an admin: no API parameter names it, and a chat with a preset that needs it is refused by the server
+    with the operator's variable named (the app runs without CTLLM_TRUST_REMOTE_CODE)."""
+    client = Client(app.url, auth=("admin1", USERS["admin1"]), verbose=False)
+    api = client.view_api(all_endpoints=True, print_info=False, return_format="dict")
+    for group in ("named_endpoints", "unnamed_endpoints"):
+        for name, endpoint in api[group].items():
+            for parameter in endpoint["parameters"]:
+                described = json.dumps(parameter).lower()
+                assert "remote" not in described and "trust" not in described, (name, parameter)
+    client.predict(text="hi", sft_spec="ct-llm-sft", dpo_spec="embedded", max_new_tokens=4, api_name="/chat_send")
+    _chat, reward_line = client.predict(api_name="/stream")  # the left side: the SFT model, here ct-llm-sft
+    shown = str(reward_line).replace("\\", "")
+    assert "needs trust_remote_code" in shown and "CTLLM_TRUST_REMOTE_CODE=1" in shown, shown

@@ -121,9 +121,10 @@ def test_embedded_spec_points_at_the_models_dir_and_warns_about_chinese(settings
 def test_presets_resolve_to_hub_ids_with_their_fallback_template(settings: Settings, monkeypatch) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     online = settings.with_(offline=False)
-    sft, dpo = resolve_spec("ct-llm-sft", online), resolve_spec("ct-llm-sft-dpo", online)
+    trusted = online.with_(trust_remote_code=True)  # they need remote code: the operator's CTLLM_TRUST_REMOTE_CODE=1
+    sft, dpo = resolve_spec("ct-llm-sft", trusted), resolve_spec("ct-llm-sft-dpo", trusted)
     assert (sft.kind, sft.path, dpo.path) == ("hub", "m-a-p/CT-LLM-SFT", "m-a-p/CT-LLM-SFT-DPO")
-    assert sft.trust_remote_code and dpo.trust_remote_code  # vetted presets may run the repo's tokenizer code
+    assert sft.trust_remote_code and dpo.trust_remote_code
     assert sft.chat_template == FALLBACK_TEMPLATE and not sft.force_template
     other = resolve_spec("someone/some-model", online)
     assert other.kind == "hub" and not other.trust_remote_code and other.chat_template is None

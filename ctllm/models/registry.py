@@ -25,6 +25,7 @@ from ctllm.models.templates import FALLBACK_TEMPLATE, template_text
 from ctllm.paths import safe_resolve
 from ctllm.settings import Settings
 
+REMOTE_CODE_SWITCH = "CTLLM_TRUST_REMOTE_CODE"
 EMBEDDED = "embedded"
 LATEST_RUN = "latest-run"
 RUN_PREFIX = "run:"
@@ -46,7 +47,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "note": EMBEDDED_NOTE,
         "languages": ("en",),
     },
-    # The card loads CT-LLM's tokenizer with trust_remote_code=True; these two vetted ids may use it.
+    # The card loads CT-LLM's tokenizer with trust_remote_code=True. Declaring it here only says so: loading runs
+    # the repository's Python code, which the operator alone allows (CTLLM_TRUST_REMOTE_CODE=1).
     "ct-llm-sft": {
         "kind": "hub",
         "path": "m-a-p/CT-LLM-SFT",
@@ -89,6 +91,7 @@ class ModelSpec:
     label: str  # display name
     note: str = ""  # shown next to the model in the UI and the chat CLI
     force_template: bool = False  # the user chose chat_template explicitly: it replaces the tokenizer's
+    needs_remote_code: bool = False  # a preset whose hub repository's own code must run to load it
 
     @property
     def is_adapter(self) -> bool:
@@ -116,6 +119,17 @@ def check_hub_available(spec: ModelSpec, settings: Settings) -> None:
     )
 
 
+def check_remote_code(spec: ModelSpec, settings: Settings) -> None:
+    """Running a model repository's own code is the operator's decision: never a preset's, a user's or a form's."""
+    if not spec.needs_remote_code or settings.trust_remote_code:
+        return
+    raise UserError(
+        f"model {spec.ref!r} ({spec.path}) needs trust_remote_code: loading it runs Python code from its hub "
+        f"repository, which only the operator can allow: start the app (or command) with {REMOTE_CODE_SWITCH}=1. "
+        "Until then use 'embedded', a finished run or a local model folder."
+    )
+
+
 def _preset_spec(name: str, settings: Settings, ref: str) -> ModelSpec:
     preset = PRESETS[name]
     if preset["kind"] == "embedded":
@@ -126,10 +140,11 @@ def _preset_spec(name: str, settings: Settings, ref: str) -> ModelSpec:
         ref=ref,
         path=preset["path"],
         base=None,
-        trust_remote_code=bool(preset.get("trust_remote_code")) or settings.trust_remote_code,
+        trust_remote_code=settings.trust_remote_code,
         chat_template=preset.get("chat_template"),
         label=preset["label"],
         note=preset.get("note", ""),
+        needs_remote_code=bool(preset.get("trust_remote_code")),
     )
 
 
@@ -218,8 +233,8 @@ def _folder_spec(
     _check_full_model(folder)
     origin = None
     if fallback_base:  # a fully fine-tuned run keeps its SFT model's template and remote-code permission
-        try:
-            origin = resolve_spec(fallback_base, settings)
+        try:  # only for its template: the run's own weights are loaded, never the origin's code
+            origin = _resolve(fallback_base, settings, None, remote_code_check=False)
         except UserError:
             origin = None
     return ModelSpec(
@@ -227,7 +242,7 @@ def _folder_spec(
         ref=ref,
         path=str(folder),
         base=None,
-        trust_remote_code=settings.trust_remote_code or bool(origin and origin.trust_remote_code),
+        trust_remote_code=settings.trust_remote_code,
         chat_template=origin.chat_template if origin else None,
         label=label,
         note=origin.note if origin and origin.kind == "embedded" else "",
@@ -293,13 +308,15 @@ def resolve_spec(
     return resolved
 
 
-def _resolve(spec: str, settings: Settings, base: str | None) -> ModelSpec:
+def _resolve(spec: str, settings: Settings, base: str | None, remote_code_check: bool = True) -> ModelSpec:
     text = (spec or "").strip()
     if not text:
         raise UserError("no model given: pass a model spec such as 'embedded'")
     if text.lower() in PRESETS:
         resolved = _preset_spec(text.lower(), settings, text)
         check_hub_available(resolved, settings)
+        if remote_code_check:
+            check_remote_code(resolved, settings)
         return resolved
     if text == LATEST_RUN:
         names = run_names(settings)
