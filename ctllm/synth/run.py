@@ -169,8 +169,11 @@ def synthesize(
         torch.set_num_threads(options.threads)
     status_dir = RunDir(Path(run_dir)).create() if run_dir is not None else None
     if status_dir is not None:
+        # A resumed job's folder still holds the previous process's figures: clear them.
         status_dir.update_status(state="running", kind="synth", started=now_iso(), finished=None, error=None,
-                                 step=0, total_steps=None, collection=options.collection, options=asdict(options))
+                                 step=0, total_steps=None, collection=options.collection, options=asdict(options),
+                                 phase="reading prompts", added=0, duplicates=0, filtered=None, eta_s=None,
+                                 pairs_per_minute=None, summary=None)
     try:
         summary = _synthesize(options, settings, status_dir, show_progress, progress, stop, models or {})
     except BaseException as error:
@@ -224,6 +227,9 @@ def _synthesize(
         state.update(prompts=Path(options.prompts).name, weak=options.weak, strong=options.strong,
                      params=_params(options), seed=summary.seed)
         store.update_collection_meta(options.collection, **{META_KEY: _merged(collection.meta, options.key, state)})
+        if status_dir is not None:
+            status_dir.update_status(step=summary.already_done, total_steps=summary.already_done + len(todo),
+                                     phase="loading models" if todo else "done")
         if todo:
             _generate_all(todo, options, settings, store, summary, state, status_dir, show_progress, progress, stop,
                           models, started)
@@ -259,6 +265,8 @@ def _generate_all(
     weak = model(options.weak)
     strong = model(options.strong) if options.strong and any(i.answer is None for i in todo) else None
     total = summary.already_done + len(todo)
+    if status_dir is not None:
+        status_dir.update_status(phase="generating")
     bar = tqdm(total=total, initial=summary.already_done, desc="synth", unit="prompt", file=sys.stderr,
                disable=not show_progress, mininterval=1.0, dynamic_ncols=True)
     loop_started = time.perf_counter()

@@ -95,6 +95,41 @@ STRINGS: dict[str, tuple[str, str]] = {
     "pairs.export_format": ("Export format", "导出格式"),
     "pairs.export_run": ("Export collection", "导出数据集"),
     "pairs.export_file": ("Download", "下载"),
+    # Synthesize panel (Pairs tab, admin only).
+    "synth.panel": ("Synthesize pairs (admin)", "合成偏好对（管理员）"),
+    "synth.explain": (
+        "Chosen = the file's own answer (or the strong model's when a prompt has none); rejected = the weak model's "
+        "answer. Runs as a background job; pairs appear in the collection as they are made, ready for review. "
+        "Empty, cut-off, wrong-language and near-identical pairs are dropped and counted.",
+        "chosen = 文件自带的回答（没有时用强模型的回答）；rejected = 弱模型的回答。作为后台任务运行；"
+        "生成的偏好对随即出现在数据集中，可供审阅。空回答、被截断、语言不符和几乎相同的对会被丢弃并计数。",
+    ),
+    "synth.file": (
+        "Prompts file (alpaca, sharegpt, JSON/JSONL, CSV, Parquet, or .txt one prompt a line)",
+        "提示文件（alpaca、sharegpt、JSON/JSONL、CSV、Parquet，或每行一个提示的 .txt）",
+    ),
+    "synth.path": ("…or a path on the server", "……或服务器上的路径"),
+    "synth.collection": ("Collection (empty: synth-<file name>)", "数据集（留空：synth-<文件名>）"),
+    "synth.weak": ("Weak model (writes the rejected answers)", "弱模型（生成 rejected 回答）"),
+    "synth.strong": (
+        "Strong model (writes chosen answers for prompts without one)",
+        "强模型（为没有回答的提示生成 chosen 回答）",
+    ),
+    "synth.max_new_tokens": ("Max new tokens", "最大生成长度"),
+    "synth.batch_size": ("Batch size (prompts per forward)", "批大小（每次前向的提示数）"),
+    "synth.limit": ("Limit (0: all prompts)", "数量上限（0：全部）"),
+    "synth.temperature": ("Temperature (0: greedy)", "温度（0：贪心）"),
+    "synth.top_p": ("Top-p", "Top-p"),
+    "synth.seed": ("Seed (empty: the earlier run's, or new)", "随机种子（留空：沿用上次或新抽取）"),
+    "synth.near": ("Near-identical below (edit distance)", "几乎相同阈值（编辑距离）"),
+    "synth.split": ("Split of the new pairs", "新偏好对的划分"),
+    "synth.threads": ("CPU threads (0: default)", "CPU 线程数（0：默认）"),
+    "synth.devices": ("Devices (cpu, or GPU ids such as 0)", "设备（cpu，或 GPU 编号如 0）"),
+    "synth.start": ("Start synthesis", "开始合成"),
+    "synth.cancel": ("Cancel", "取消"),
+    "synth.resume": ("Resume", "继续"),
+    "synth.job": ("Synthesis job shown", "显示的合成任务"),
+    "synth.log": ("Log (last lines)", "日志（最后几行）"),
     # Train tab.
     "train.model": ("SFT model (policy starts here)", "SFT 模型（策略模型的起点）"),
     "train.ref_model": ("Reference model (empty: same as the SFT model)", "参考模型（留空：与 SFT 模型相同）"),

@@ -21,6 +21,7 @@ from ctllm.ui.context import HAND_WRITTEN_COLLECTION, SAMPLES_COLLECTION, AppCon
 from ctllm.ui.handlers import bind
 from ctllm.ui.i18n import Translator, t
 from ctllm.ui.render import code_block, inert_inline, inert_markdown, last_user_markdown, prompt_context_markdown
+from ctllm.ui.synth_panel import build as build_synth_panel
 
 PAGE_SIZE = 20
 ALL = "all"
@@ -823,6 +824,8 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         )
         import_run = tr.bind(gr.Button(t("pairs.import_run"), elem_id="pairs-import-run"), "pairs.import_run", "value")
         import_report = gr.Markdown(elem_id="pairs-import-report")
+
+    build_synth_panel(ctx, tr, collection)
 
     with gr.Accordion(t("pairs.export"), open=False) as export_box:
         tr.bind(export_box, "pairs.export")

@@ -1,0 +1,436 @@
+"""Synthesize panel (admin only), inside the Pairs tab: a prompts file becomes a collection of synthetic pairs.
+
+The synthesis runs as a background job through the JobManager, like a training run (``python -m ctllm synth ...``
+in its own process group, in ``<data_dir>/synth-jobs/<name>/``); the page reads the job's status.json every 2 s
+while it runs (prompts done / total, ETA, pairs added, filter counts) and refreshes the Pairs tab's collection
+picker, so the new collection can be reviewed as soon as its first pairs are stored. Every handler checks the
+admin role on the server; the panel is shown to admins only.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ctllm.errors import UserError
+from ctllm.ui.auth import Forbidden, Role, require
+from ctllm.ui.context import AppContext
+from ctllm.ui.i18n import Translator, t
+from ctllm.ui.render import code_block, inert_inline
+
+KIND = "synth"
+ACTIVE = ("queued", "running", "cancelling")
+FILTER_NAMES = {
+    "empty": "empty",
+    "cut_off": "cut off",
+    "wrong_language": "wrong language",
+    "near_identical": "near-identical",
+    "too_long": "too long for the context",
+}
+PROMPT_FILE_TYPES = [".txt", ".json", ".jsonl", ".csv", ".tsv", ".parquet"]
+NO_JOB = "No synthesis job yet."
+
+
+def argv_value(argv: tuple[str, ...] | list[str], flag: str) -> str | None:
+    """The value after ``flag`` in a job's command, if any."""
+    argv = list(argv)
+    return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def remaining_seconds(status: dict[str, Any], now: float) -> float | None:
+    """The run's ETA (written after each batch) less the time since it was written."""
+    eta = _number(status.get("eta_s"))
+    if eta is None:
+        return None
+    try:
+        written = datetime.fromisoformat(str(status.get("updated"))).timestamp()
+    except ValueError:
+        return eta
+    return max(0.0, eta - max(0.0, now - written))
+
+
+def filter_counts(filtered: Any) -> str:
+    """'dropped 3: empty 0, cut off 2, ...' from a {filter: count} dict."""
+    if not isinstance(filtered, dict):
+        return "dropped 0"
+    counts = {name: int(count) for name, count in filtered.items() if _number(count) is not None}
+    shown = ", ".join(f"{FILTER_NAMES.get(name, name)} {count}" for name, count in counts.items())
+    return f"dropped {sum(counts.values())}" + (f" ({shown})" if shown else "")
+
+
+def progress_markdown(job: Any, status: dict[str, Any] | None, now: float) -> str:
+    """State, prompts done / total, ETA, speed, pairs added and filter counts of one synthesis job."""
+    from ctllm.ui.train_tab import format_duration
+
+    status = status or {}
+    collection = status.get("collection") or argv_value(job.argv, "--collection") or "?"
+    parts = [f"**Synthesis job {job.id}** · collection {inert_inline(str(collection))} · **{job.state}**"]
+    step, total = _number(status.get("step")) or 0, _number(status.get("total_steps"))
+    running = job.state in ("running", "cancelling")
+    if total:
+        parts.append(f"prompts {int(step)} / {int(total)} ({min(1.0, step / total):.0%})")
+    if job.state == "queued":
+        parts.append("waiting for its devices (another job holds them)")
+    elif running:
+        eta = remaining_seconds(status, now)
+        if eta is not None and status.get("phase") == "generating":
+            parts.append(f"ETA {format_duration(eta)}")
+        else:
+            parts.append(f"{status.get('phase') or 'starting'}…")
+    rate = _number(status.get("pairs_per_minute"))
+    if rate:
+        parts.append(f"{rate:.1f} prompts/min")
+    parts.append(f"elapsed {format_duration(job.duration(now))}")
+    lines = [" · ".join(parts)]
+    summary = status.get("summary") if isinstance(status.get("summary"), dict) else None
+    source = summary or status
+    if "added" in source or summary:
+        lines.append(
+            f"pairs added: **{int(source.get('added') or 0)}** · already in the collection: "
+            f"{int(source.get('duplicates') or 0)} · {filter_counts(source.get('filtered'))}"
+        )
+    if summary and job.final:
+        lines.append(
+            f"prompts: {summary.get('prompts')} distinct in {summary.get('rows')} rows ({summary.get('bad_rows')} bad, "
+            f"{summary.get('repeated_rows')} repeated); {summary.get('already_done')} done before, "
+            f"{summary.get('processed')} now, {summary.get('remaining')} left · seed {summary.get('seed')}"
+        )
+    if job.error:
+        lines.append(f"⚠ {inert_inline(job.error)}")
+    elif job.state == "cancelled":
+        lines.append("Resume continues where it stopped, without duplicating a pair.")
+    return "\n\n".join(lines)
+
+
+def _int(value: Any, name: str, default: int | None = None) -> int | None:
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} = {value!r} is not a number") from None
+    if not number.is_integer():
+        raise UserError(f"{name} = {value!r} must be a whole number")
+    return int(number)
+
+
+def _float(value: Any, name: str, default: float) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} = {value!r} is not a number") from None
+
+
+class SynthHandlers:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    # --- helpers ---------------------------------------------------------------------------------------
+    def synth_jobs(self, limit: int = 200) -> list[Any]:
+        return [job for job in self.ctx.jobs.list_jobs(limit=limit) if job.kind == KIND]
+
+    def job_choices(self) -> list[tuple[str, int]]:
+        return [
+            (f"{job.id} · {argv_value(job.argv, '--collection') or job.name} · {job.state}", job.id)
+            for job in self.synth_jobs(50)
+        ]
+
+    def current_job(self) -> int | None:
+        """The job to show on opening the page: the newest unfinished one, else the newest."""
+        jobs = self.synth_jobs(50)
+        for job in jobs:
+            if job.state in ACTIVE:
+                return job.id
+        return jobs[0].id if jobs else None
+
+    def _synth_job(self, job_id: Any) -> Any:
+        if not job_id:
+            raise gr.Error("No synthesis job selected.")
+        try:
+            job = self.ctx.jobs.get(int(job_id))
+        except UserError as error:
+            raise gr.Error(str(error)) from None
+        if job.kind != KIND:
+            raise gr.Error(f"Job {job.id} is a {job.kind} job, not a synthesis job.")
+        return job
+
+    def _prompts_source(self, upload: str | None, typed: str | None) -> tuple[Path, bool]:
+        """(the prompts file, whether it is an upload) — a typed path only inside the operator's allowed folders."""
+        from ctllm.paths import safe_resolve
+
+        if upload:
+            return Path(upload), True
+        typed = (typed or "").strip()
+        if not typed:
+            raise UserError("Upload a prompts file or type a path on the server.")
+        roots = self.ctx.settings.path_roots
+        base = None if Path(typed).expanduser().is_absolute() else Path(roots[0])
+        return safe_resolve(typed, roots, base=base), False
+
+    # --- actions (admin) -------------------------------------------------------------------------------
+    def start(
+        self,
+        upload: str | None,
+        path: str,
+        collection: str,
+        weak: str,
+        strong: str,
+        max_new_tokens: float,
+        batch_size: float,
+        limit: float | None,
+        temperature: float,
+        top_p: float,
+        seed: float | None,
+        near_threshold: float,
+        split: str,
+        threads: float,
+        devices: str,
+        request: gr.Request | None = None,
+    ) -> tuple[Any, ...]:
+        """Check the form, the models and the prompts file, then start the job. Returns (job id, message, timer,
+        job picker); on a bad input nothing starts and the message says which field or file is at fault."""
+        user = require(request, Role.ADMIN, self.ctx.settings)
+        from ctllm.jobs.devices import parse_devices
+        from ctllm.synth import SynthOptions, preflight, start_synth_job
+        from ctllm.synth.filters import NEAR_IDENTICAL_THRESHOLD
+        from ctllm.ui.train_tab import shown_command
+
+        settings = self.ctx.settings
+        try:
+            prompts, uploaded = self._prompts_source(upload, path)
+            limit_value = _int(limit, "limit")
+            options = SynthOptions(
+                prompts=str(prompts),
+                collection=(collection or "").strip() or f"synth-{prompts.stem}",
+                weak=(weak or "").strip() or "embedded",
+                strong=(strong or "").strip() or None,
+                batch_size=_int(batch_size, "batch size", 8),
+                max_new_tokens=_int(max_new_tokens, "max new tokens", 256),
+                temperature=_float(temperature, "temperature", 0.7),
+                top_p=_float(top_p, "top-p", 0.9),
+                seed=_int(seed, "seed"),
+                limit=limit_value if limit_value else None,
+                near_threshold=_float(near_threshold, "near-identical threshold", NEAR_IDENTICAL_THRESHOLD),
+                split=(split or "").strip() or "train",
+                threads=_int(threads, "threads", 0),
+            )
+            device_set = parse_devices((devices or "").strip() or "cpu")
+            checked = preflight(options, settings, max_bytes=settings.max_upload_mb << 20)
+            job = start_synth_job(
+                self.ctx.jobs, options, settings, devices=device_set, owner=user.name, copy_prompts=uploaded
+            )
+        except UserError as error:
+            return gr.skip(), f"⚠ Nothing started: {inert_inline(str(error))}", gr.skip(), gr.skip()
+        message = (
+            f"Started synthesis job {job.id} ({job.state}) into collection {inert_inline(options.collection)}: "
+            f"{inert_inline(checked.describe())}.\n\n" + code_block(shown_command(list(job.argv), device_set))
+        )
+        return job.id, message, gr.update(active=True), gr.update(choices=self.job_choices(), value=job.id)
+
+    def cancel(self, job_id: int | None, request: gr.Request | None = None) -> str:
+        require(request, Role.ADMIN, self.ctx.settings)
+        job = self._synth_job(job_id)
+        try:
+            job = self.ctx.jobs.cancel(job.id, wait=False)
+        except UserError as error:
+            raise gr.Error(str(error)) from None
+        return f"Synthesis job {job.id}: {job.state} (it stops after the current batch; its pairs stay)."
+
+    def resume(self, job_id: int | None, request: gr.Request | None = None) -> tuple[Any, ...]:
+        user = require(request, Role.ADMIN, self.ctx.settings)
+        job = self._synth_job(job_id)
+        try:
+            new = self.ctx.jobs.resume(job.id, owner=user.name)
+        except UserError as error:
+            raise gr.Error(str(error)) from None
+        message = f"Resumed as synthesis job {new.id} ({new.state}): prompts already handled are skipped."
+        return new.id, message, gr.update(active=True), gr.update(choices=self.job_choices(), value=new.id)
+
+    # --- watching (admin) ------------------------------------------------------------------------------
+    def poll(
+        self, job_id: int | None, known: list[str] | None, request: gr.Request | None = None
+    ) -> tuple[Any, ...]:
+        """Every 2 s while a job is watched: (status, log tail, cancel button, resume button, timer, the Pairs tab's
+        collection picker, the collection names last sent). The timer stops once the job is over."""
+        require(request, Role.ADMIN, self.ctx.settings)
+        names = [c.name for c in self.ctx.store.list_collections()]
+        picker = gr.update(choices=names) if names != known else gr.skip()
+        if not job_id:
+            off = gr.update(interactive=False)
+            return NO_JOB, "", off, off, gr.update(active=False), picker, names
+        try:
+            view = self.ctx.jobs.watch(int(job_id), lines=20)
+        except UserError as error:
+            return f"⚠ {inert_inline(str(error))}", "", gr.skip(), gr.skip(), gr.update(active=False), picker, names
+        job = view.job
+        return (
+            progress_markdown(job, view.status, time.time()),
+            view.log_tail,
+            gr.update(interactive=job.state in ("running", "queued")),
+            gr.update(interactive=job.state in ("failed", "cancelled")),
+            gr.update(active=job.state in ACTIVE),
+            picker,
+            names,
+        )
+
+    def select_job(self, job_id: int | None, request: gr.Request | None = None) -> tuple[Any, Any]:
+        require(request, Role.ADMIN, self.ctx.settings)
+        return job_id, gr.update(active=True)  # one poll at least; it stops the timer again for a finished job
+
+    def load(self, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """Page load: the panel for admins (model choices, the job to watch); hidden for everyone else."""
+        try:
+            require(request, Role.ADMIN, self.ctx.settings)
+        except Forbidden:
+            return gr.update(visible=False), gr.skip(), gr.skip(), gr.skip(), None, gr.update(active=False)
+        from ctllm.models.registry import list_models
+
+        self.ctx.wait_until_ready()
+        self.ctx.jobs.poll()
+        models = [(spec.label, spec.ref) for spec in list_models(self.ctx.settings)]
+        job_id = self.current_job()
+        return (
+            gr.update(visible=True),
+            gr.update(choices=models),
+            gr.update(choices=[("none (the file's answers only)", ""), *models]),
+            gr.update(choices=self.job_choices(), value=job_id),
+            job_id,
+            gr.update(active=job_id is not None),
+        )
+
+
+def build(ctx: AppContext, tr: Translator, collection_picker: Any) -> SynthHandlers:
+    """The panel (inside the Pairs tab's layout); ``collection_picker`` is the tab's collection dropdown, whose
+    choices the panel refreshes while a job adds a collection."""
+    h = SynthHandlers(ctx)
+    job_id = gr.State(None)
+    known = gr.State(None)
+
+    def bound(component: Any, key: str, attr: str = "label") -> Any:
+        return tr.bind(component, key, attr)
+
+    with gr.Accordion(t("synth.panel"), open=False, visible=False, elem_id="synth-panel") as panel:
+        tr.bind(panel, "synth.panel")
+        bound(gr.Markdown(t("synth.explain"), elem_classes=["explain-box"]), "synth.explain", "value")
+        with gr.Row():
+            upload = bound(
+                gr.File(label=t("synth.file"), type="filepath", file_types=PROMPT_FILE_TYPES, elem_id="synth-file"),
+                "synth.file",
+            )
+            with gr.Column():
+                path = bound(gr.Textbox(label=t("synth.path"), elem_id="synth-path"), "synth.path")
+                collection = bound(
+                    gr.Textbox(label=t("synth.collection"), elem_id="synth-collection"), "synth.collection"
+                )
+        with gr.Row():
+            weak = bound(
+                gr.Dropdown(
+                    [("embedded", "embedded")],
+                    value="embedded",
+                    allow_custom_value=True,
+                    label=t("synth.weak"),
+                    elem_id="synth-weak",
+                ),
+                "synth.weak",
+            )
+            strong = bound(
+                gr.Dropdown(
+                    [("none (the file's answers only)", "")],
+                    value="",
+                    allow_custom_value=True,
+                    label=t("synth.strong"),
+                    elem_id="synth-strong",
+                ),
+                "synth.strong",
+            )
+        with gr.Row():
+            max_new_tokens = bound(
+                gr.Number(value=256, precision=0, minimum=1, label=t("synth.max_new_tokens"), elem_id="synth-max-new"),
+                "synth.max_new_tokens",
+            )
+            batch_size = bound(
+                gr.Number(value=8, precision=0, minimum=1, label=t("synth.batch_size"), elem_id="synth-batch-size"),
+                "synth.batch_size",
+            )
+            limit = bound(
+                gr.Number(value=0, precision=0, minimum=0, label=t("synth.limit"), elem_id="synth-limit"),
+                "synth.limit",
+            )
+            temperature = bound(
+                gr.Number(value=0.7, minimum=0, label=t("synth.temperature"), elem_id="synth-temperature"),
+                "synth.temperature",
+            )
+            top_p = bound(
+                gr.Number(value=0.9, minimum=0, maximum=1, label=t("synth.top_p"), elem_id="synth-top-p"),
+                "synth.top_p",
+            )
+            seed = bound(gr.Number(value=None, precision=0, label=t("synth.seed"), elem_id="synth-seed"), "synth.seed")
+        with gr.Row():
+            near_threshold = bound(
+                gr.Number(value=0.1, minimum=0, maximum=1, label=t("synth.near"), elem_id="synth-near-threshold"),
+                "synth.near",
+            )
+            split = bound(gr.Textbox(value="train", label=t("synth.split"), elem_id="synth-split"), "synth.split")
+            threads = bound(
+                gr.Number(value=0, precision=0, minimum=0, label=t("synth.threads"), elem_id="synth-threads"),
+                "synth.threads",
+            )
+            devices = bound(gr.Textbox(value="cpu", label=t("synth.devices"), elem_id="synth-devices"), "synth.devices")
+        with gr.Row():
+            start = bound(gr.Button(t("synth.start"), variant="primary", elem_id="synth-start"), "synth.start", "value")
+            watch = bound(gr.Dropdown([], label=t("synth.job"), elem_id="synth-job", scale=3), "synth.job")
+            cancel = bound(
+                gr.Button(t("synth.cancel"), variant="stop", interactive=False, elem_id="synth-cancel"),
+                "synth.cancel",
+                "value",
+            )
+            resume = bound(
+                gr.Button(t("synth.resume"), interactive=False, elem_id="synth-resume"), "synth.resume", "value"
+            )
+        message = gr.Markdown(elem_id="synth-message")
+        status = gr.Markdown(NO_JOB, elem_id="synth-status")
+        log = bound(
+            gr.Textbox(label=t("synth.log"), lines=4, max_lines=8, interactive=False, elem_id="synth-log"),
+            "synth.log",
+        )
+
+    timer = gr.Timer(value=2, active=False)
+    form = [upload, path, collection, weak, strong, max_new_tokens, batch_size, limit, temperature, top_p, seed]
+    form += [near_threshold, split, threads, devices]
+    start.click(
+        h.start, inputs=form, outputs=[job_id, message, timer, watch], concurrency_limit=1, api_name="synth_start"
+    )
+    cancel.click(h.cancel, inputs=[job_id], outputs=[message], api_name="synth_cancel")
+    resume.click(h.resume, inputs=[job_id], outputs=[job_id, message, timer, watch], api_name="synth_resume")
+    watch.input(
+        h.select_job, inputs=[watch], outputs=[job_id, timer], api_name="synth_select", api_visibility="undocumented"
+    )
+    timer.tick(
+        h.poll,
+        inputs=[job_id, known],
+        outputs=[status, log, cancel, resume, timer, collection_picker, known],
+        show_progress="hidden",
+        concurrency_limit=None,
+        api_name="synth_poll",
+        api_visibility="undocumented",
+    )
+    gr.on(
+        None,
+        h.load,
+        inputs=[],
+        outputs=[panel, weak, strong, watch, job_id, timer],
+        show_progress="hidden",
+        api_name="synth_load",
+        api_visibility="undocumented",
+    )
+    return h
