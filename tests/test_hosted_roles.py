@@ -142,3 +142,22 @@ def test_no_endpoint_lets_a_user_turn_remote_code_on(app: RunningApp) -> None:
     _chat, reward_line = client.predict(api_name="/stream")  # the left side: the SFT model, here ct-llm-sft
     shown = str(reward_line).replace("\\", "")
     assert "needs trust_remote_code" in shown and "CTLLM_TRUST_REMOTE_CODE=1" in shown, shown
+
+
+@pytest.mark.parametrize("user", ["viewer1", "annot1", "admin1"])
+def test_synthesis_endpoints_are_for_admins_only(app: RunningApp, user: str) -> None:
+    """Viewer and annotator are refused at /synth_start, /synth_cancel and /synth_resume with no job, folder or
+    collection made; the admin's same start passes the role check and is stopped by the model check instead."""
+    client = Client(app.url, auth=(user, USERS[user]), verbose=False)
+    start = {"upload": None, "path": "incoming.jsonl", "collection": "intruder-synth", "weak": "no-such-model"}
+    start["seed"] = None  # a Number without a default value is a required argument
+    before = snapshot(app.data_dir)
+    if user == "admin1":
+        result = client.predict(api_name="/synth_start", **start)
+        assert "Nothing started: weak model: unknown model 'no-such-model'" in str(result), result
+    else:
+        role = "viewer" if user == "viewer1" else "annotator"
+        for api_name, args in (("/synth_start", start), ("/synth_cancel", {}), ("/synth_resume", {})):
+            message = call(client, api_name, args)
+            assert f"needs the admin role; {user} is {role}" in message, (api_name, message)
+    assert snapshot(app.data_dir) == before and not (app.data_dir / "synth-jobs").exists()
