@@ -150,7 +150,6 @@ def test_synthesis_endpoints_are_for_admins_only(app: RunningApp, user: str) -> 
     collection made; the admin's same start passes the role check and is stopped by the model check instead."""
     client = Client(app.url, auth=(user, USERS[user]), verbose=False)
     start = {"upload": None, "path": "incoming.jsonl", "collection": "intruder-synth", "weak": "no-such-model"}
-    start["seed"] = None  # a Number without a default value is a required argument
     before = snapshot(app.data_dir)
     if user == "admin1":
         result = client.predict(api_name="/synth_start", **start)

@@ -69,6 +69,7 @@ def test_job_folders_are_named_for_the_collection_outside_the_training_runs(env:
     first = new_job_dir(env, "my pairs/../x")
     assert first.parent == jobs_dir(env) == env.data_dir / "synth-jobs"
     assert first.name.startswith("synth-my-pairs-x-20")
+    assert new_job_dir(env, "synth-web").name.startswith("synth-web-20")
     first.mkdir(parents=True)
     assert new_job_dir(env, "my pairs/../x") != first
 

@@ -137,7 +137,7 @@ def test_cancel_stops_the_job_and_resume_finishes_it_without_duplicates(
     h = SynthHandlers(ctx)
     rows = [{"instruction": f"Question {i}?", "output": f"A full answer to question {i}."} for i in range(4)]
     prompts_file(ctx.settings.data_dir / "incoming", rows)
-    values = form(None, "cancelled-run", weak_model, path="data/incoming/questions.jsonl", batch_size=1)
+    values = form(None, "cancelled-run", weak_model, path="data/incoming/questions.jsonl", batch_size=1, seed=-1)
     job_id, message, *_ = h.start(*values.values(), request=ADMIN)
     assert isinstance(job_id, int), message
     assert "cancelling" in h.cancel(job_id, request=ADMIN)  # while it still loads: it stops at the latest after
@@ -159,6 +159,7 @@ def test_cancel_stops_the_job_and_resume_finishes_it_without_duplicates(
     with Store(ctx.settings.db_path) as store:
         stored = list(store.iter_pairs("cancelled-run"))
     assert len(stored) == 4 and len({s.pair.content_hash() for s in stored}) == 4
+    assert len({s.pair.meta["seed"] for s in stored}) == 1 and stored[0].pair.meta["seed"] >= 0  # -1: drawn once
 
 
 @pytest.mark.parametrize("request_, role", [(VIEWER, "viewer"), (ANNOTATOR, "annotator")])

@@ -30,7 +30,7 @@ def jobs_dir(settings: Settings) -> Path:
 
 def new_job_dir(settings: Settings, collection: str) -> Path:
     """A fresh folder name: ``synth-<collection>-<timestamp>`` (the collection made file-name safe)."""
-    slug = _UNSAFE.sub("-", collection).strip("-")[:40] or "pairs"
+    slug = _UNSAFE.sub("-", collection).strip("-").removeprefix("synth-")[:40] or "pairs"
     base = f"synth-{slug}-{datetime.now():%Y%m%d-%H%M%S}"
     root = jobs_dir(settings)
     name, n = base, 1

@@ -120,7 +120,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "synth.limit": ("Limit (0: all prompts)", "数量上限（0：全部）"),
     "synth.temperature": ("Temperature (0: greedy)", "温度（0：贪心）"),
     "synth.top_p": ("Top-p", "Top-p"),
-    "synth.seed": ("Seed (empty: the earlier run's, or new)", "随机种子（留空：沿用上次或新抽取）"),
+    "synth.seed": ("Seed (-1: the earlier run's, or new)", "随机种子（-1：沿用上次或新抽取）"),
     "synth.near": ("Near-identical below (edit distance)", "几乎相同阈值（编辑距离）"),
     "synth.split": ("Split of the new pairs", "新偏好对的划分"),
     "synth.threads": ("CPU threads (0: default)", "CPU 线程数（0：默认）"),

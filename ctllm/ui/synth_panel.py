@@ -209,6 +209,7 @@ class SynthHandlers:
         try:
             prompts, uploaded = self._prompts_source(upload, path)
             limit_value = _int(limit, "limit")
+            seed_value = _int(seed, "seed")
             options = SynthOptions(
                 prompts=str(prompts),
                 collection=(collection or "").strip() or f"synth-{prompts.stem}",
@@ -218,7 +219,7 @@ class SynthHandlers:
                 max_new_tokens=_int(max_new_tokens, "max new tokens", 256),
                 temperature=_float(temperature, "temperature", 0.7),
                 top_p=_float(top_p, "top-p", 0.9),
-                seed=_int(seed, "seed"),
+                seed=seed_value if seed_value is not None and seed_value >= 0 else None,
                 limit=limit_value if limit_value else None,
                 near_threshold=_float(near_threshold, "near-identical threshold", NEAR_IDENTICAL_THRESHOLD),
                 split=(split or "").strip() or "train",
@@ -374,7 +375,9 @@ def build(ctx: AppContext, tr: Translator, collection_picker: Any) -> SynthHandl
                 gr.Number(value=0.9, minimum=0, maximum=1, label=t("synth.top_p"), elem_id="synth-top-p"),
                 "synth.top_p",
             )
-            seed = bound(gr.Number(value=None, precision=0, label=t("synth.seed"), elem_id="synth-seed"), "synth.seed")
+            seed = bound(
+                gr.Number(value=-1, precision=0, minimum=-1, label=t("synth.seed"), elem_id="synth-seed"), "synth.seed"
+            )
         with gr.Row():
             near_threshold = bound(
                 gr.Number(value=0.1, minimum=0, maximum=1, label=t("synth.near"), elem_id="synth-near-threshold"),
