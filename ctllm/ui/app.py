@@ -46,7 +46,7 @@ def build_app(settings: Settings, ctx: AppContext | None = None) -> gr.Blocks:
     """The Blocks app. ``ctx`` is created from ``settings`` when not given (tests pass their own)."""
     ctx = ctx or AppContext(settings)
     tr = Translator()
-    loads: list[dict[str, Any]] = []
+    loads: list[tuple[str, dict[str, Any]]] = []  # (API name of the tab's page-load handler, what build returned)
     with gr.Blocks(title=t("app.title")) as demo:
         with gr.Row(equal_height=True):
             with gr.Column(scale=4):
@@ -63,16 +63,16 @@ def build_app(settings: Settings, ctx: AppContext | None = None) -> gr.Blocks:
             with gr.Tab(t("tab.pairs"), id="pairs", elem_id="pairs-tab") as tab:
                 tr.bind(tab, "tab.pairs")
                 pairs = pairs_tab.build(ctx, tr)
-                loads.append(pairs)
+                loads.append(("load", pairs))
             fn, inputs, outputs = pairs["select"]
             tab.select(fn, inputs=inputs, outputs=outputs, show_progress="hidden")
             with gr.Tab(t("tab.train"), id="train", elem_id="train-tab") as tab:
                 tr.bind(tab, "tab.train")
-                loads.append(train_tab.build(ctx, tr))
+                loads.append(("train_load", train_tab.build(ctx, tr)))
             with gr.Tab(t("tab.chat"), id="chat", elem_id="chat-tab") as tab:
                 tr.bind(tab, "tab.chat")
                 chat = chat_tab.build(ctx, tr)
-                loads.append(chat)
+                loads.append(("chat_load", chat))
             fn, inputs, outputs = chat["select"]
             tab.select(fn, inputs=inputs, outputs=outputs, show_progress="hidden")
             with gr.Tab(t("tab.help"), id="help", elem_id="help-tab") as tab:
@@ -89,8 +89,8 @@ def build_app(settings: Settings, ctx: AppContext | None = None) -> gr.Blocks:
 
         lang.change(switch_language, inputs=[lang], outputs=[*tr.components, help_text], show_progress="hidden")
         demo.load(whoami, outputs=[who], show_progress="hidden")
-        for entry in loads:
+        for api_name, entry in loads:
             fn, inputs, outputs = entry["load"]
-            demo.load(fn, inputs=inputs, outputs=outputs, show_progress="hidden")
+            demo.load(fn, inputs=inputs, outputs=outputs, show_progress="hidden", api_name=api_name)
     demo.ctllm_context = ctx  # type: ignore[attr-defined]  # for tests and app.py
     return demo
