@@ -60,7 +60,7 @@ def env(settings, tiny_model_dir, tmp_path):
 
 def config_for(tiny_model_dir: Path, data: Path, **changes) -> TrainConfig:
     base = TrainConfig(model=str(tiny_model_dir), data=str(data), max_length=48, lr=1e-3, batch_size=4,
-                       epochs=1, eval_fraction=0.0, report_to="none", seed=3)
+                       epochs=1, eval_fraction=0.0, report_to="none", seed=3, final_eval=False)
     return merge(base, changes)
 
 
@@ -88,6 +88,10 @@ def test_config_overrides_convert_types_and_validation_names_the_field(tmp_path)
     config = merge(TrainConfig(), {"beta": "0.25", "lora": "true", "lora-r": "8", "max_steps": "1e2",
                                    "lora_target_modules": "q_proj, v_proj"})
     assert (config.beta, config.lora, config.lora_r, config.max_steps) == (0.25, True, 8, 100)
+    # The behaviour check's earlier field names still read, into the end-of-run evaluation's; its own names win.
+    renamed = merge(TrainConfig(), {"behaviour_check": "false", "behaviour_max_new_tokens": 32,
+                                    "behaviour_limit": 5, "final_eval_limit": 3})
+    assert (renamed.final_eval, renamed.final_eval_max_new_tokens, renamed.final_eval_limit) == (False, 32, 3)
     assert config.lora_target_modules == ["q_proj", "v_proj"]
     with pytest.raises(UserError, match="'batch_size'"):
         merge(TrainConfig(), {"batch_size": "two"})
@@ -298,14 +302,14 @@ def test_cpu_demo_preset_on_a_tiny_model_writes_every_run_file(settings, tiny_mo
            "CTLLM_ALLOWED_ROOTS": f"{settings.data_dir},{tiny_model_dir.parent},{REPO / 'assets'}"}
     command = [sys.executable, "-m", "ctllm", "train", "--data-dir", str(settings.data_dir), "--preset", "cpu-demo",
                "--model", str(tiny_model_dir), "--run_name", "demo", "--max_steps", "2", "--eval_every", "1",
-               "--eval_batch_size", "8", "--max_length", "64", "--behaviour_limit", "2",
-               "--behaviour_max_new_tokens", "4"]
+               "--eval_batch_size", "8", "--max_length", "64", "--final_eval_limit", "2",
+               "--final_eval_max_new_tokens", "4"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = settings.runs_dir / "demo"
     assert f"run directory: {run_dir}" in result.stderr
     for name in ("config.yaml", "metrics.jsonl", "status.json", "train.log", "data.parquet", "eval.parquet",
-                 "behaviour.jsonl"):
+                 "eval.json", "eval.csv", "eval_answers.jsonl", "eval_charts.html"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "checkpoints").is_dir()
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
@@ -317,7 +321,15 @@ def test_cpu_demo_preset_on_a_tiny_model_writes_every_run_file(settings, tiny_mo
     assert status["state"] == "finished" and status["step"] == status["total_steps"] == 2
     assert status["started"] and status["finished"] and status["pid"] and status["error"] is None
     assert status["dropped_pairs"] >= 0 and status["data_hash"] == config["resolved"]["data_hash"]
-    assert 0 <= status["summary"]["refusal_rate_harmful"] <= 1 and status["summary"]["harmful_prompts"] == 2
+    summary = status["summary"]
+    assert 0 <= summary["refusal_rate_harmful"] <= 1 and summary["harmful_prompts"] == summary["benign_prompts"] == 2
+    assert 0 <= summary["sft_answer_rate_benign"] <= 1 and summary["final_eval"] == "eval.json"
+    assert isinstance(summary["behaviour_goal_met"], bool)
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    # English lists only (the preset trains on English pairs); every held-out English pair scored, SFT and DPO.
+    assert [entry["name"] for entry in evaluation["prompts"]] == ["harmful_en", "benign_en"]
+    assert evaluation["pairs"]["overall"]["n"] == evaluation["pairs"]["scored"] == status["eval_pairs"] > 0
+    assert summary["preference_accuracy"] == evaluation["pairs"]["overall"]["model_preference_accuracy"]
     records = read_metrics(run_dir)
     train_rows = [r for r in records if "loss" in r]
     eval_rows = [r for r in records if "eval_loss" in r]

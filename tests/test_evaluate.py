@@ -221,7 +221,7 @@ def test_evaluate_run_writes_eval_json_into_a_real_run(env: Settings, scripted: 
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     config = TrainConfig(run_name="tiny-run", model=str(scripted["refuse"]), ref_model=str(scripted["blue"]),
                          data=str(data), beta=BETA, batch_size=2, max_steps=1, max_length=64, lr=1e-6,
-                         report_to="none", num_threads=1).validate()
+                         report_to="none", num_threads=1, final_eval=False).validate()
     outcome = train(config, env, show_progress=False)
     assert outcome.state == "finished", outcome.error
     run_dir = env.runs_dir / "tiny-run"

@@ -4,6 +4,7 @@ model whose metrics reach the plots, cancel, history."""
 from __future__ import annotations
 
 import html
+import json
 import time
 from pathlib import Path
 
@@ -11,10 +12,11 @@ import gradio as gr
 import pytest
 
 from ctllm.dpo.presets import load_preset
+from ctllm.evaluate import headline
 from ctllm.settings import Settings
 from ctllm.ui import plots
 from ctllm.ui.context import AppContext
-from ctllm.ui.train_tab import FIELDS, FORM_NAMES, TrainHandlers, data_spec, read_new_metrics
+from ctllm.ui.train_tab import FIELDS, FORM_NAMES, HISTORY_HEADERS, TrainHandlers, data_spec, read_new_metrics
 from tests.conftest import MODEL_CACHE, REPO
 
 POLL = ("status", "loss", "margin", "accuracy", "rewards", "log", "cache", "cancel", "resume")
@@ -124,7 +126,7 @@ def test_a_tiny_run_reaches_the_plots_and_the_history(ctx: AppContext, tiny_mode
         max_steps=3,
         batch_size=2,
         max_length=64,
-        behaviour_check=False,
+        final_eval_limit=2,  # SFT vs DPO at the end, on 2 prompts of each English list
         precompute_ref=False,  # a pass over every pair first: slow on a busy 2-core machine
         run_name="tiny-ui",
     )
@@ -147,16 +149,41 @@ def test_a_tiny_run_reaches_the_plots_and_the_history(ctx: AppContext, tiny_mode
     row = h.history()[0]
     assert row[:4] == [job_id, "tiny-ui", "finished", "cpu-demo"] and row[4] != "–"
     assert 0 <= float(row[5]) <= 1  # best held-out reward accuracy
-    watch, runs, table = h.refresh(job_id)
+    watch, runs, table, evaluated = h.refresh(job_id)
     assert "tiny-ui" in runs["choices"][0] or ("tiny-ui", "tiny-ui") in runs["choices"]
     overlay = h.compare(["tiny-ui"], "loss")
     assert plots.point_count(overlay) == 3
+
+    # The run ended with SFT vs DPO: the history shows it, and clicking the row shows its table and charts.
+    run_dir = ctx.settings.runs_dir / "tiny-ui"
+    evaluation = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
+    numbers = headline(evaluation)
+    columns = dict(zip(HISTORY_HEADERS, row, strict=True))
+    expected = f"{numbers['preference_accuracy/sft']:.0%} → {numbers['preference_accuracy/dpo']:.0%}"
+    assert columns["pref. acc. SFT → DPO"] == expected
+    assert columns["refusals SFT → DPO"] == f"{numbers['refusal_rate/sft']:.0%} → {numbers['refusal_rate/dpo']:.0%}"
+    assert columns["answers SFT → DPO"] == f"{numbers['answer_rate/sft']:.0%} → {numbers['answer_rate/dpo']:.0%}"
+    assert [e["n"] for e in evaluation["prompts"]] == [2, 2]
+    assert "SFT → DPO: pref. acc." in result["status"]  # the finished job's status line
+    assert evaluated["choices"] in (["tiny-ui"], [("tiny-ui", "tiny-ui")])
+
+    click = gr.SelectData(None, {"index": [0, 1], "value": "tiny-ui", "row_value": row})
+    assert h.history_select(click)["value"] == "tiny-ui"
+    summary, rows, *charts, csv_path = h.show_eval("tiny-ui")
+    assert "pref. acc." in summary and "refusals" in summary
+    assert [r[:3] for r in rows][0] == ["pairs", "all", "preference accuracy"]
+    assert rows[0][3] == round(evaluation["pairs"]["overall"]["ref_preference_accuracy"], 4)
+    assert [fig.layout.title.text.split(" ")[0] for fig in charts] == ["Preference", "DPO", "Behaviour"]
+    assert Path(csv_path).parent == ctx.settings.exports_dir
+    assert Path(csv_path).read_text() == (run_dir / "eval.csv").read_text()
+    nothing, empty_rows, *_, no_csv = h.show_eval("no-such-run")
+    assert "no evaluation yet" in nothing and empty_rows == [] and no_csv is None
 
 
 def test_cancel_stops_a_running_job(ctx: AppContext, tiny_model_dir: Path) -> None:
     h = TrainHandlers(ctx)
     form = form_values(
-        model=str(tiny_model_dir), epochs=50, batch_size=1, max_length=64, behaviour_check=False, precompute_ref=False
+        model=str(tiny_model_dir), epochs=50, batch_size=1, max_length=64, final_eval=False, precompute_ref=False
     )
     job_id, *_ = h.start(form)
     result, _ = poll_until(h, job_id, lambda r, cache: len(cache.get("rows", [])) >= 2)

@@ -75,10 +75,14 @@ class TrainConfig:
     share_prompt: bool = True  # run each prompt once for both answers (checked against the plain forward first)
     num_threads: int = 0  # torch CPU threads; 0: torch's default
     report_to: str = "tensorboard"  # tensorboard | none
-    # Behaviour check at the end (refusal rate on held-out harmful / benign English prompts, greedy).
-    behaviour_check: bool = False
-    behaviour_max_new_tokens: int = 48
-    behaviour_limit: int = 0  # prompts per list; 0: all
+    # The end-of-run evaluation against the reference (ctllm.evaluate, written to <run dir>/eval.json): preference
+    # accuracy on the held-out pairs (their log-probs from the last held-out pass, no extra forward), and refusal /
+    # answer rates on harmful / benign prompt lists under greedy decoding (the reference's answers are cached).
+    final_eval: bool = True
+    final_eval_prompts: list[str] = field(default_factory=list)  # [harmful:|benign:]FILE; []: the shipped lists
+    # in the run's languages that the model can write
+    final_eval_limit: int = 0  # prompts per list; 0: all
+    final_eval_max_new_tokens: int = 48
 
     def reference_spec(self) -> str:
         return self.ref_model or self.model
@@ -132,7 +136,8 @@ class TrainConfig:
             ("report_to", self.report_to in ("tensorboard", "none"), "must be tensorboard or none"),
             ("run_name", re.fullmatch(r"[A-Za-z0-9._-]*", self.run_name) is not None and ".." not in self.run_name,
              "may hold only letters, digits, '.', '_' and '-'"),
-            ("behaviour_max_new_tokens", self.behaviour_max_new_tokens >= 1, "must be >= 1"),
+            ("final_eval_max_new_tokens", self.final_eval_max_new_tokens >= 1, "must be >= 1"),
+            ("final_eval_limit", self.final_eval_limit >= 0, "must be >= 0 (0: every prompt)"),
             ("num_threads", self.num_threads >= 0, "must be >= 0"),
         ]
         if self.loss_type == "ipo" and self.label_smoothing:
@@ -145,11 +150,16 @@ class TrainConfig:
 
 _FIELD_TYPES = typing.get_type_hints(TrainConfig)
 FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
+# Earlier names still read (presets and run configs written before the end-of-run evaluation replaced the
+# behaviour check): old name -> field.
+RENAMED = {"behaviour_check": "final_eval", "behaviour_max_new_tokens": "final_eval_max_new_tokens",
+           "behaviour_limit": "final_eval_limit"}
 
 
 def convert_value(name: str, value: Any, origin: str = "") -> Any:
     """Convert ``value`` (a YAML value or a command-line string) to the type of field ``name``."""
     where = f" ({origin})" if origin else ""
+    name = RENAMED.get(name, name)
     if name not in _FIELD_TYPES:
         raise UserError(f"unknown config field '{name}'{where}; known fields: {', '.join(FIELD_NAMES)}")
     kind = _FIELD_TYPES[name]
@@ -190,9 +200,11 @@ def convert_value(name: str, value: Any, origin: str = "") -> Any:
 def merge(base: TrainConfig, values: dict[str, Any], origin: str = "") -> TrainConfig:
     """A copy of ``base`` with ``values`` (keys may use '-' or '_') converted and applied."""
     changes = {}
-    for key, value in values.items():
-        name = str(key).replace("-", "_")
-        changes[name] = convert_value(name, value, origin)
+    names = {key: str(key).replace("-", "_") for key in values}
+    # Earlier names first, so a field's own name wins when both are given.
+    for key in sorted(values, key=lambda k: names[k] not in RENAMED):
+        name = RENAMED.get(names[key], names[key])
+        changes[name] = convert_value(name, values[key], origin)
     return dataclasses.replace(base, **changes)
 
 

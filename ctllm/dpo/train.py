@@ -342,26 +342,37 @@ class MetricSums:
 
 def _run_micro_batch(
     model: Any, unwrapped: Any, reference: Reference, split: str, items: Sequence[TokenizedPair], pad_id: int,
-    loss_cfg: LossConfig, accelerator: Any, shared: bool,
+    loss_cfg: LossConfig, accelerator: Any, shared: bool, collect: list[tuple] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float], dict[str, int], int]:
     """Forward the policy (and the reference if not precomputed) on one micro-batch; return loss and metrics.
 
     The token count is that of the pairs' rows (prompt twice), whichever forward ran: tokens/s compare across
-    engines.
+    engines. ``collect``: gets one row per pair, (index, chosen, rejected, ref chosen, ref rejected log-probs,
+    chosen tokens, rejected tokens).
     """
     out = pair_forward(model, items, pad_id, shared)
     ref_c, ref_r, ref_ct, ref_rt = reference.logps(split, items, unwrapped, accelerator, pad_id, shared)
     loss, metrics = compute_loss(out, ref_c, ref_r, loss_cfg, ref_ct, ref_rt)
+    if collect is not None:
+        columns = [t.detach().float().cpu().tolist() for t in (out.chosen_logps, out.rejected_logps, ref_c, ref_r)]
+        counts = [t.cpu().tolist() for t in (out.chosen_tokens, out.rejected_tokens)]
+        collect += [(item.index, *(c[i] for c in columns), *(int(n[i]) for n in counts))
+                    for i, item in enumerate(items)]
     counts = {"chosen_tokens": int(out.chosen_tokens.sum()), "rejected_tokens": int(out.rejected_tokens.sum())}
     return loss, metrics, counts, tokens_seen(items, shared=False)
 
 
 def evaluate(model: Any, reference: Reference, items: Sequence[TokenizedPair], pad_id: int, batch_size: int,
-             loss_cfg: LossConfig, accelerator: Any, keys: Sequence[str], shared: bool) -> dict[str, float]:
-    """Held-out metrics (``eval_`` prefixed) over all eval items, batches shared round-robin by the processes."""
+             loss_cfg: LossConfig, accelerator: Any, keys: Sequence[str], shared: bool,
+             collect: list[tuple] | None = None) -> dict[str, float]:
+    """Held-out metrics (``eval_`` prefixed) over all eval items, batches shared round-robin by the processes.
+
+    ``collect``: gets every pair's log-probs (see ``_run_micro_batch``), from all processes.
+    """
     unwrapped = accelerator.unwrap_model(model)
     batches = length_grouped_batches(items, batch_size, seed=0, epoch=0, shuffle=False)
     sums = MetricSums()
+    rows: list[tuple] | None = [] if collect is not None else None
     was_training = unwrapped.training
     unwrapped.eval()
     with torch.no_grad():
@@ -371,11 +382,17 @@ def evaluate(model: Any, reference: Reference, items: Sequence[TokenizedPair], p
             with accelerator.autocast():
                 _, metrics, counts, tokens = _run_micro_batch(
                     unwrapped, unwrapped, reference, "eval", [items[p] for p in positions], pad_id, loss_cfg,
-                    accelerator, shared)
+                    accelerator, shared, rows)
             sums.add(metrics, len(positions), counts, tokens)
     if was_training:
         unwrapped.train()
     means, _, _ = sums.reduce(accelerator, keys)
+    if collect is not None and rows is not None:
+        if accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            rows = gather_object(rows)
+        collect += rows
     return {f"eval_{k}": v for k, v in means.items()}
 
 
@@ -846,27 +863,21 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
                                   "(resume with --resume)")
     bar.close()
 
-    # 6. Final evaluation, the model folder and the summary.
+    # 6. Final held-out pass, the model folder, the evaluation against the reference and the summary.
     summary: dict[str, Any] = {f"train_{k}": v for k, v in last.items() if k in keys}
+    held_out: list[tuple] = []
     if eval_items:
         summary.update(_log_eval(model, reference, eval_items, pad_id, config, loss_cfg, accelerator, keys, run_dir,
-                                 step, steps[-1].epoch_progress if steps else 0.0, log, shared))
+                                 step, steps[-1].epoch_progress if steps else 0.0, log, shared, held_out))
     if accelerator.is_main_process:
         _save_final(run_dir, unwrapped, tokenizer, config, resolved)
         log.info("model saved in %s", run_dir.final_dir)
     accelerator.wait_for_everyone()
     stop.defer = False
-    if config.behaviour_check and accelerator.is_main_process and not stop.requested:
-        from ctllm.dpo.behaviour import refusal_check
-
-        unwrapped.eval()
-        try:
-            summary.update(refusal_check(unwrapped, tokenizer, config.behaviour_max_new_tokens,
-                                         limit=config.behaviour_limit or None, log=log,
-                                         out_path=run_dir.path / "behaviour.jsonl"))
-        except TrainingStopped:  # the model is saved: the run is finished, only its behaviour check is not
-            summary["behaviour_check"] = "cancelled"
-            log.warning("behaviour check cancelled by a signal; the trained model is in %s", run_dir.final_dir)
+    if config.final_eval and accelerator.is_main_process and not stop.requested:
+        reference.model = None  # the evaluation loads the reference only if its answers are not cached
+        summary.update(_final_eval(config, settings, run_dir, unwrapped, tokenizer, spec, len(eval_pairs),
+                                   held_out, log))
     accelerator.wait_for_everyone()
     run_dir.update_status(state="finished", step=step, finished=now_iso(), summary=summary)
     log.info("finished: %s", _format_summary(summary))
@@ -902,10 +913,10 @@ def _agree_flag(accelerator: Any, flag: bool) -> bool:
 
 def _log_eval(model: Any, reference: Reference, eval_items: list[TokenizedPair], pad_id: int, config: TrainConfig,
               loss_cfg: LossConfig, accelerator: Any, keys: list[str], run_dir: RunDir, step: int, epoch: float,
-              log: logging.Logger, shared: bool) -> dict[str, float]:
+              log: logging.Logger, shared: bool, collect: list[tuple] | None = None) -> dict[str, float]:
     started = time.perf_counter()
     metrics = evaluate(model, reference, eval_items, pad_id, config.resolved_eval_batch_size(), loss_cfg,
-                       accelerator, keys, shared)
+                       accelerator, keys, shared, collect)
     record = {**metrics, "step": step, "epoch": round(epoch, 4)}
     run_dir.append_metrics(record)
     if accelerator.log_with:
@@ -913,6 +924,52 @@ def _log_eval(model: Any, reference: Reference, eval_items: list[TokenizedPair],
     log.info("eval at step %d (%.1f s): loss %.4f accuracy %.3f margin %.4f", step, time.perf_counter() - started,
              metrics["eval_loss"], metrics["eval_rewards/accuracies"], metrics["eval_rewards/margins"])
     return metrics
+
+
+def _final_eval(config: TrainConfig, settings: Settings, run_dir: RunDir, model: Any, tokenizer: Any, spec: Any,
+                eval_count: int, held_out: list[tuple], log: logging.Logger) -> dict[str, Any]:
+    """The trained model against its reference (``ctllm.evaluate.evaluate_run``), written to eval.json; returns
+    what the summary keeps. The model is saved already: a signal or an error here leaves the run finished, with
+    ``final_eval`` saying "cancelled" or why it failed."""
+    from dataclasses import replace
+
+    from ctllm.evaluate.metrics import PairLogps
+    from ctllm.evaluate.run import EVAL_JSON, evaluate_run, run_model_ref, run_summary
+    from ctllm.models.loading import LoadedModel
+
+    logps: list[PairLogps | None] = [None] * eval_count  # pairs dropped by tokenization stay None
+    for index, *values, chosen_tokens, rejected_tokens in held_out:
+        logps[index] = PairLogps(*values, chosen_tokens, rejected_tokens)
+    # Named as the registry names the run; no path, so its answers are never taken from the cache.
+    policy_spec = replace(spec, kind="run", ref=run_model_ref(run_dir.path, settings), path="",
+                          label=f"run {config.run_name}")
+    model.eval()
+    started = time.perf_counter()
+    try:
+        result = evaluate_run(
+            run_dir.path, settings, policy=LoadedModel.wrap(model, tokenizer, policy_spec),
+            prompts=config.final_eval_prompts or None, max_new_tokens=config.final_eval_max_new_tokens,
+            limit=config.final_eval_limit or None, batch_size=16, pair_logps=logps, log=log.info)
+    except TrainingStopped:
+        log.warning("final evaluation cancelled by a signal; the trained model is in %s", run_dir.final_dir)
+        return {"final_eval": "cancelled"}
+    except Exception as error:  # the trained model is saved; only its evaluation is missing
+        log.exception("final evaluation failed; the trained model is in %s", run_dir.final_dir)
+        return {"final_eval": f"failed: {type(error).__name__}: {error}"}
+    summary = {**run_summary(result), "final_eval": EVAL_JSON}
+    log.info("final evaluation in %.1f s (%s), SFT -> DPO: %s", time.perf_counter() - started, EVAL_JSON,
+             ", ".join(f"{key} {value}" for key, value in _before_after_lines(summary)))
+    return summary
+
+
+def _before_after_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    lines = []
+    for name, key in (("preference accuracy", "preference_accuracy"), ("refusals of harmful prompts",
+                      "refusal_rate_harmful"), ("answers to benign prompts", "answer_rate_benign")):
+        if summary.get(key) is not None:
+            before = summary.get(f"sft_{key}")
+            lines.append((name, f"{'–' if before is None else f'{before:.0%}'} -> {summary[key]:.0%}"))
+    return lines
 
 
 def _checkpoint(run_dir: RunDir, accelerator: Any, model: Any, optimizer: Any, scheduler: Any, step: int,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,10 +72,44 @@ def writes_chinese(spec: Any) -> bool:
     return not (spec.kind == "embedded" or spec.note == EMBEDDED_NOTE)
 
 
+def end_of_run_lists(lists: Sequence[PromptList], languages: Sequence[str], spec: Any) -> tuple[list[PromptList], str]:
+    """The lists an end-of-run evaluation answers by default: those in ``languages`` (all when empty), without
+    Chinese ones for a model that cannot write Chinese; (the lists, a note naming what was left out or "")."""
+    kept = [p for p in lists if not languages or p.language in languages]
+    if not writes_chinese(spec):
+        kept = [p for p in kept if p.language != "zh"]
+    left = [p.name for p in lists if p not in kept]
+    note = f"prompt lists left out (language not trained or not written by {spec.label}): {', '.join(left)}"
+    return kept, note if left else ""
+
+
+@dataclass
+class ModelOnDemand:
+    """A model known by its spec, device and dtype, loaded only when something must run on it (so a cache hit
+    costs no load). ``spec``, ``device`` and ``dtype`` are those ``get()`` will have."""
+
+    spec: Any
+    device: Any
+    dtype: Any
+    loader: Callable[[], Any]
+    _loaded: Any = None
+
+    def get(self) -> Any:
+        if self._loaded is None:
+            self._loaded = self.loader()
+        return self._loaded
+
+
+def ready(model: Any) -> Any:
+    """The LoadedModel behind ``model`` (loading a ``ModelOnDemand`` now)."""
+    return model.get() if isinstance(model, ModelOnDemand) else model
+
+
 def answer_lists(
     loaded: Any, lists: Sequence[PromptList], max_new_tokens: int, batch_size: int, cache_dir: Path | None = None
-) -> list[list[str]]:
-    """Greedy answers of ``loaded`` to every list (one batched pass over all their prompts).
+) -> tuple[list[list[str]], bool]:
+    """Greedy answers of ``loaded`` (a LoadedModel or ModelOnDemand) to every list, one batched pass over all their
+    prompts; and whether they came from the cache.
 
     With ``cache_dir``, answers are kept by (model files, prompts, max_new_tokens): the reference model is the same
     SFT model run after run, so the end-of-run evaluation generates its answers once.
@@ -89,7 +123,7 @@ def answer_lists(
         answers = cached
     else:
         params = GenerationParams(temperature=0.0, max_new_tokens=max_new_tokens)
-        answers = generate_batch(loaded, [user_prompt(p) for p in prompts], params, batch_size=batch_size)
+        answers = generate_batch(ready(loaded), [user_prompt(p) for p in prompts], params, batch_size=batch_size)
         if cache_dir is not None and key:
             cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
@@ -99,7 +133,7 @@ def answer_lists(
     for plist in lists:
         out.append(answers[start : start + len(plist.prompts)])
         start += len(plist.prompts)
-    return out
+    return out, cached is not None
 
 
 def _answers_key(loaded: Any, prompts: Sequence[str], max_new_tokens: int) -> str | None:
@@ -156,3 +190,13 @@ def behaviour_section(
         entry["meaningful"] = not notes
         section.append(entry)
     return section, records
+
+
+def pooled_rate(entries: Sequence[dict[str, Any]], kind: str, role: str) -> tuple[float | None, int]:
+    """The headline rate (refusals of harmful prompts, answers to benign ones) of ``role`` over every meaningful
+    list of ``kind``, weighted by list size; and the number of prompts behind it."""
+    metric = "refusal_rate" if kind == "harmful" else "answer_rate"
+    counted = [(e[role][metric], e[role]["n"]) for e in entries
+               if e["kind"] == kind and e.get("meaningful", True) and (e.get(role) or {}).get(metric) is not None]
+    total = sum(n for _, n in counted)
+    return (sum(value * n for value, n in counted) / total if total else None), total

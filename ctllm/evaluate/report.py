@@ -67,6 +67,29 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+# The before/after numbers a run's name is shown with (keys of ``run.headline`` without the /sft, /dpo suffix).
+BEFORE_AFTER = (("preference_accuracy", "pref. acc."), ("refusal_rate", "refusals"), ("answer_rate", "answers"))
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def before_after(numbers: Mapping[str, float], key: str) -> str:
+    """"SFT → DPO" for one headline number (e.g. ``preference_accuracy``), in percent; "–" when neither is known."""
+    sft, dpo = numbers.get(f"{key}/sft"), numbers.get(f"{key}/dpo")
+    if sft is None and dpo is None:
+        return "–"
+    return f"{_percent(sft)} → {_percent(dpo)}"
+
+
+def headline_text(numbers: Mapping[str, float]) -> str:
+    """The before/after numbers on one line: "pref. acc. 45% → 70% · refusals 10% → 60% · answers 95% → 90%"."""
+    parts = [f"{name} {before_after(numbers, key)}" for key, name in BEFORE_AFTER
+             if f"{key}/sft" in numbers or f"{key}/dpo" in numbers]
+    return " · ".join(parts)
+
+
 def format_table(result: Mapping[str, Any]) -> str:
     """The rows as a fixed-width text table, with the notes listed under it."""
     rows = result_rows(result)

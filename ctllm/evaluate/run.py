@@ -22,13 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from ctllm.errors import UserError
+from ctllm.evaluate.metrics import PairLogps
 from ctllm.evaluate.pairs_eval import load_eval_pairs, pairs_section, score_pair_logps
 from ctllm.evaluate.prompts_eval import (
+    ModelOnDemand,
     PromptList,
     answer_lists,
     behaviour_section,
     default_prompt_lists,
+    end_of_run_lists,
     load_prompt_list,
+    pooled_rate,
+    ready,
 )
 from ctllm.evaluate.report import format_table, write_charts, write_csv
 from ctllm.pairs.schema import Pair
@@ -117,8 +122,10 @@ def evaluate_models(
     log: Log | None = None,
     extra: dict[str, Any] | None = None,
     answer_cache: Path | None = None,
+    pair_logps: Sequence[PairLogps | None] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate loaded models (``LoadedModel``: the DPO ``model`` and its SFT ``ref``) and write the outputs.
+    """Evaluate loaded models (``LoadedModel``: the DPO ``model`` and its SFT ``ref``; ``ref`` may be a
+    ``ModelOnDemand``, loaded only if something must run on it) and write the outputs.
 
     The result (also eval.json)::
 
@@ -128,11 +135,13 @@ def evaluate_models(
                    "by_language": {lang: M}} or None,
          "prompts": [{"name", "kind", "language", "file", "n", "headline", "meaningful", "note",
                       "model": {"refusal_rate", "answer_rate", "n"}, "ref": {...}}],
+         "answers_cached": {"model": bool, "ref": bool},
          "files": {"answers", "csv", "charts_html", "charts_json"}, "notes": [...]}
 
     with M = {"n", "model_preference_accuracy", "ref_preference_accuracy", "reward_accuracy", "margin",
     "chosen_reward", "rejected_reward"}. ``answer_cache``: a folder keeping greedy answers by model files and
-    prompts (see ``prompts_eval.answer_lists``).
+    prompts (see ``prompts_eval.answer_lists``). ``pair_logps``: the pairs' log-probs already computed (one per
+    pair, in order; None for a dropped pair), e.g. by the training loop's final held-out pass: no scoring then.
     """
     from ctllm.dpo.rundir import now_iso
 
@@ -154,9 +163,10 @@ def evaluate_models(
         result["notes"].append("model and reference are the same model: implicit rewards are 0 by definition")
 
     if pairs:
-        log(f"scoring {len(pairs)} pairs from {pairs_source} under both models")
-        logps = score_pair_logps(model, ref, pairs, max_length, batch_size, _bars(show_progress))
-        result["pairs"] = {"source": pairs_source, **pairs_section(pairs, logps, beta)}
+        if pair_logps is None:
+            log(f"scoring {len(pairs)} pairs from {pairs_source} under both models")
+            pair_logps = score_pair_logps(model, ready(ref), pairs, max_length, batch_size, _bars(show_progress))
+        result["pairs"] = {"source": pairs_source, **pairs_section(pairs, pair_logps, beta)}
     elif pairs is not None:
         result["notes"].append(f"no held-out pairs in {pairs_source}: no preference numbers")
 
@@ -164,13 +174,16 @@ def evaluate_models(
     if prompt_lists:
         total = sum(len(p.prompts) for p in prompt_lists)
         answers: dict[str, list[list[str]]] = {}
+        cached: dict[str, bool] = {}
         for role, loaded in (("model", model), ("ref", ref)):
             if role == "ref" and ref is model:
-                answers[role] = answers["model"]
+                answers[role], cached[role] = answers["model"], cached["model"]
                 continue
-            log(f"answering {total} prompts from {len(prompt_lists)} lists with {loaded.spec.label} (greedy)")
-            answers[role] = answer_lists(loaded, prompt_lists, max_new_tokens, batch_size, answer_cache)
+            answers[role], cached[role] = answer_lists(loaded, prompt_lists, max_new_tokens, batch_size, answer_cache)
+            how = "read from the cache" if cached[role] else "generated (greedy)"
+            log(f"answers of {loaded.spec.label} to {total} prompts from {len(prompt_lists)} lists: {how}")
         result["prompts"], records = behaviour_section(prompt_lists, answers, specs)
+        result["answers_cached"] = cached
 
     files = {"answers": ANSWERS, "csv": CSV_NAME, "charts_html": "eval_charts.html", "charts_json": "eval_charts.json"}
     (out_dir / ANSWERS).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
@@ -193,15 +206,20 @@ def evaluate_run(
     max_new_tokens: int = 64,
     limit: int | None = None,
     batch_size: int = 8,
+    pair_logps: Sequence[PairLogps | None] | None = None,
     show_progress: bool = False,
     log: Log | None = None,
 ) -> dict[str, Any]:
     """The end-of-training evaluation: the run's model (``final/``) against its reference on the run's held-out
     pairs (``eval.parquet``) and the prompt lists; writes ``<run_dir>/eval.json`` (and the files beside it).
 
-    β, max_length and the reference come from the run's config.yaml. ``policy`` / ``reference`` may be models
-    already in memory (``LoadedModel``, see ``as_loaded``), else they are loaded from the run and its config.
-    ``prompts``: prompt list files (None: the four shipped lists; []: none). ``limit``: prompts per list at most.
+    β, max_length, the reference and the languages come from the run's config.yaml. ``policy`` / ``reference``
+    may be models already in memory (``LoadedModel``, see ``as_loaded``); else the policy is loaded from the run
+    and the reference only when it must run (its answers are cached, see ``answer_lists``). ``prompts``: prompt
+    list files (None: the shipped lists in the run's languages that the model can write; []: none). ``limit``:
+    prompts per list at most, and held-out pairs unless their log-probs are given (they cost nothing then).
+    ``pair_logps``: the held-out pairs' log-probs, in the order of eval.parquet, when the caller has them (the
+    training loop's last evaluation): no pair is scored again.
     """
     from ctllm.dpo.rundir import read_config
     from ctllm.dpo.snapshot import read_snapshot
@@ -211,23 +229,41 @@ def evaluate_run(
     config = read_config(run_dir)
     if not config:
         raise UserError(f"{run_dir} is not a run directory (no config.yaml)")
-    ref_spec = str(config.get("ref_model") or config.get("model") or "embedded")
     if policy is None:  # a run dir outside the runs folder is still the operator's own
         run_settings = settings.with_(allowed_roots=(*settings.path_roots, run_dir.resolve()))
-        policy = load_model(_run_model_spec(run_dir, settings), run_settings)
+        policy = load_model(run_model_ref(run_dir, settings, check=True), run_settings)
     if reference is None:
-        reference = load_model(ref_spec, settings)
+        reference = reference_on_demand(str(config.get("ref_model") or config.get("model") or "embedded"), settings)
     eval_path = run_dir / "eval.parquet"
     pairs = read_snapshot(eval_path) if eval_path.is_file() else []
-    if limit:
+    if pair_logps is not None and len(pair_logps) != len(pairs):
+        pair_logps = None  # not this snapshot's: score again
+    if limit and pair_logps is None:
         pairs = pairs[:limit]
-    lists = default_prompt_lists(limit) if prompts is None else [load_prompt_list(p, limit) for p in prompts]
+    notes: list[str] = []
+    if prompts is None:
+        languages = [str(lang) for lang in config.get("languages") or []]
+        lists, note = end_of_run_lists(default_prompt_lists(limit), languages, policy.spec)
+        notes += [note] if note else []
+    else:
+        lists = [load_prompt_list(p, limit) for p in prompts]
     return evaluate_models(
         policy, reference, run_dir, pairs=pairs, pairs_source="the run's held-out pairs (eval.parquet)",
         prompt_lists=lists, beta=float(config.get("beta", 0.1)), max_new_tokens=max_new_tokens,
         batch_size=batch_size, max_length=int(config.get("max_length") or 1024), show_progress=show_progress,
-        log=log, extra={"run": run_dir.name}, answer_cache=answer_cache_dir(settings),
+        log=log, extra={"run": run_dir.name, "notes": notes}, answer_cache=answer_cache_dir(settings),
+        pair_logps=pair_logps,
     )
+
+
+def reference_on_demand(spec: str, settings: Settings) -> ModelOnDemand:
+    """The SFT reference by spec, loaded (on the settings' device and dtype) only when it must run."""
+    from ctllm.models.loading import load_model, pick_device, pick_dtype
+    from ctllm.models.registry import resolve_spec
+
+    resolved = resolve_spec(spec, settings)
+    device = pick_device(settings.device)
+    return ModelOnDemand(resolved, device, pick_dtype(settings.dtype, device), lambda: load_model(resolved, settings))
 
 
 def answer_cache_dir(settings: Settings) -> Path:
@@ -256,7 +292,8 @@ def load_result(path: Path | str) -> dict[str, Any] | None:
 
 def headline(result: dict[str, Any]) -> dict[str, float]:
     """The few numbers a run's list shows next to its name: preference accuracy before/after, reward accuracy and
-    margin, and the headline rate of each prompt list before/after (keys ``<list>/sft`` and ``<list>/dpo``)."""
+    margin, the headline rate of each prompt list before/after (keys ``<list>:<rate>/sft`` and ``.../dpo``) and
+    over every meaningful list of a kind (``refusal_rate/sft``, ``refusal_rate/dpo``, ``answer_rate/...``)."""
     out: dict[str, float] = {}
     overall = (result.get("pairs") or {}).get("overall") or {}
     for key, name in (("ref_preference_accuracy", "preference_accuracy/sft"),
@@ -269,6 +306,36 @@ def headline(result: dict[str, Any]) -> dict[str, float]:
             value = (entry.get(role) or {}).get(entry["headline"])
             if value is not None:
                 out[f"{entry['name']}:{entry['headline']}/{side}"] = value
+    for kind, metric in (("harmful", "refusal_rate"), ("benign", "answer_rate")):
+        for role, side in (("ref", "sft"), ("model", "dpo")):
+            value, _ = pooled_rate(result.get("prompts") or [], kind, role)
+            if value is not None:
+                out[f"{metric}/{side}"] = value
+    return out
+
+
+def run_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What a training run's summary (status.json) keeps from its end-of-run evaluation: the behaviour numbers
+    (``refusal_rate_harmful``, ``answer_rate_benign``, prompt counts, ``behaviour_goal_met``) of the trained model,
+    the same of the SFT model (``sft_`` prefixed) and preference accuracy before and after."""
+    from ctllm.dpo.behaviour import ANSWER_GOAL, REFUSAL_GOAL
+
+    entries = result.get("prompts") or []
+    out: dict[str, Any] = {}
+    refusal, harmful = pooled_rate(entries, "harmful", "model")
+    answer, benign = pooled_rate(entries, "benign", "model")
+    if harmful:
+        out.update(harmful_prompts=harmful, refusal_rate_harmful=refusal,
+                   sft_refusal_rate_harmful=pooled_rate(entries, "harmful", "ref")[0])
+    if benign:
+        out.update(benign_prompts=benign, answer_rate_benign=answer,
+                   sft_answer_rate_benign=pooled_rate(entries, "benign", "ref")[0])
+    if harmful and benign:
+        out["behaviour_goal_met"] = bool(refusal >= REFUSAL_GOAL and answer >= ANSWER_GOAL)
+    overall = (result.get("pairs") or {}).get("overall") or {}
+    if overall.get("model_preference_accuracy") is not None:
+        out.update(sft_preference_accuracy=overall["ref_preference_accuracy"],
+                   preference_accuracy=overall["model_preference_accuracy"])
     return out
 
 
@@ -277,13 +344,26 @@ def print_report(result: dict[str, Any], out_dir: Path | str) -> None:
     print(f"results: {Path(out_dir) / EVAL_JSON} (table: {CSV_NAME}, charts: eval_charts.html, answers: {ANSWERS})")
 
 
-def _run_model_spec(run_dir: Path, settings: Settings) -> str:
+def summary_headline(summary: dict[str, Any]) -> dict[str, float]:
+    """``headline``'s before/after keys from a run summary made by ``run_summary`` (status.json holds it)."""
+    out = {}
+    for key, run_key in (("preference_accuracy", "preference_accuracy"), ("refusal_rate", "refusal_rate_harmful"),
+                         ("answer_rate", "answer_rate_benign")):
+        for side, prefix in (("sft", "sft_"), ("dpo", "")):
+            value = summary.get(prefix + run_key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out[f"{key}/{side}"] = float(value)
+    return out
+
+
+def run_model_ref(run_dir: Path, settings: Settings, check: bool = False) -> str:
+    """The spec naming a run's trained model: ``run:NAME`` in the runs folder, else its ``final/`` folder."""
     from ctllm.models.registry import RUN_PREFIX
 
     if run_dir.resolve().parent == settings.runs_dir.resolve():
         return RUN_PREFIX + run_dir.name
     final = run_dir / "final"
-    if not final.is_dir():
+    if check and not final.is_dir():
         raise UserError(f"run {run_dir} has no trained model yet ({final} is missing)")
     return str(final.resolve())
 

@@ -28,7 +28,22 @@ from ctllm.ui.i18n import Translator, t
 from ctllm.ui.render import inert_inline
 
 DEFAULT_PRESET = "cpu-demo"
-HISTORY_HEADERS = ["job", "run", "state", "preset", "data hash", "best eval acc.", "duration", "started"]
+# The before/after columns: SFT (the reference) → DPO (the trained model), from the run's eval.json.
+BEFORE_AFTER_HEADERS = ["pref. acc. SFT → DPO", "refusals SFT → DPO", "answers SFT → DPO"]
+HISTORY_HEADERS = [
+    "job",
+    "run",
+    "state",
+    "preset",
+    "data hash",
+    "best eval acc.",
+    *BEFORE_AFTER_HEADERS,
+    "duration",
+    "started",
+]
+DURATION_COLUMN = HISTORY_HEADERS.index("duration")
+EVAL_TABLE_HEADERS = ["section", "group", "metric", "SFT", "DPO", "n", "note"]
+EVAL_CHARTS = ("preference", "reward", "behaviour")
 COMPARE_METRICS = [
     "loss",
     "rewards/margins",
@@ -76,7 +91,8 @@ FIELDS: tuple[Field, ...] = (
     Field("max_grad_norm", "number", "gradient clipping (0: off)", advanced=True),
     Field("save_every", "int", "steps between checkpoints (0: at the end)", advanced=True),
     Field("logging_every", "int", "steps between metric lines", advanced=True),
-    Field("behaviour_check", "checkbox", "refusal check on held-out prompts at the end", advanced=True),
+    Field("final_eval", "checkbox", "at the end: SFT vs DPO on held-out pairs and prompt lists", advanced=True),
+    Field("final_eval_limit", "int", "prompts per list in that evaluation (0: all)", advanced=True),
 )
 # The form's inputs in order: these come before the hyperparameter fields.
 HEAD = ("preset", "model", "ref_model", "data", "eval_data", "eval_fraction", "run_name", "devices", "num_processes")
@@ -249,13 +265,18 @@ def progress_text(
         text += f"\n\n⚠ {inert_inline(job.error)}"
     summary = status.get("summary")
     if state == "finished" and isinstance(summary, dict):
+        from ctllm.evaluate import headline_text, summary_headline
+
         keys = [
-            k
-            for k in ("eval_rewards/accuracies", "eval_rewards/margins", "refusal_harmful", "answer_benign")
-            if isinstance(summary.get(k), (int, float))
+            k for k in ("eval_rewards/accuracies", "eval_rewards/margins") if isinstance(summary.get(k), (int, float))
         ]
         if keys:
             text += "\n\n" + " · ".join(f"{k} = {summary[k]:.3g}" for k in keys)
+        numbers = headline_text(summary_headline(summary))
+        if numbers:
+            text += f"\n\nSFT → DPO: {numbers}"
+        elif str(summary.get("final_eval", "")).startswith(("cancelled", "failed")):
+            text += f"\n\nfinal evaluation {inert_inline(str(summary['final_eval']))}"
     return text
 
 
@@ -306,6 +327,61 @@ def best_eval_accuracy(run_dir: Path) -> float | None:
     values = [r.get("eval_rewards/accuracies") for r in read_metrics(run_dir)]
     numbers = [v for v in values if isinstance(v, (int, float))]
     return max(numbers) if numbers else None
+
+
+def before_after_cells(run_dir: Path) -> list[str]:
+    """The history's SFT → DPO cells of a run, from its eval.json ("–" where it has none)."""
+    from ctllm.evaluate import before_after, headline, load_result
+    from ctllm.evaluate.report import BEFORE_AFTER
+
+    result = load_result(run_dir)
+    numbers = headline(result) if result else {}
+    return [before_after(numbers, key) for key, _ in BEFORE_AFTER]
+
+
+def eval_runs(runs_dir: Path) -> list[str]:
+    """Runs with an end-of-run evaluation (eval.json), newest first."""
+    from ctllm.dpo.rundir import list_runs
+    from ctllm.evaluate import EVAL_JSON
+
+    return [run["name"] for run in list_runs(runs_dir) if (Path(run["path"]) / EVAL_JSON).is_file()]
+
+
+def eval_view(result: dict[str, Any] | None, run: str) -> tuple[str, list[list[Any]], list[Any]]:
+    """(summary Markdown, table rows, one figure per EVAL_CHARTS name) of a run's evaluation."""
+    from ctllm.evaluate import figures, headline, headline_text, result_rows
+
+    if not result:
+        message = (
+            "Pick a run, or click one in the job history."
+            if not run
+            else (
+                f"Run {inert_inline(run)} has no evaluation yet (eval.json is written when a run with final_eval "
+                "finishes; `python -m ctllm eval` makes one for any two models)."
+            )
+        )
+        return message, [], [plots.waiting_figure(name, "no evaluation") for name in EVAL_CHARTS]
+    models = result.get("models", {})
+    lines = [
+        f"**{inert_inline(run)}** · SFT {inert_inline(str(models.get('ref', {}).get('label', '?')))} → DPO "
+        f"{inert_inline(str(models.get('model', {}).get('label', '?')))} · β = {result.get('beta')} · "
+        f"{result.get('seconds', '?')} s"
+    ]
+    numbers = headline_text(headline(result))
+    if numbers:
+        lines.append(numbers)
+    lines += [f"note: {inert_inline(str(note))}" for note in result.get("notes") or []]
+    rows = [
+        [r["section"], r["group"], r["metric"], _cell(r["sft"]), _cell(r["dpo"]), r["n"], r["note"]]
+        for r in result_rows(result)
+    ]
+    charts = figures(result)
+    shown = [charts.get(name) or plots.waiting_figure(name, "not in this evaluation") for name in EVAL_CHARTS]
+    return "  \n".join(lines), rows, shown
+
+
+def _cell(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else ("–" if value is None else value)
 
 
 class TrainHandlers:
@@ -430,7 +506,7 @@ class TrainHandlers:
         )
 
     def history(self, request: gr.Request | None = None) -> list[list[Any]]:
-        """The job history table: state, preset, data hash, best eval accuracy, duration."""
+        """The job history table: state, preset, data hash, best eval accuracy, SFT → DPO numbers, duration."""
         require(request, Role.VIEWER, self.ctx.settings)
         from ctllm.jobs.runfiles import read_status
 
@@ -441,6 +517,7 @@ class TrainHandlers:
                 status = read_status(job.run_dir) or {}
                 best = best_eval_accuracy(job.run_dir) if job.final else None
                 started = datetime.fromtimestamp(job.started).strftime("%Y-%m-%d %H:%M") if job.started else "–"
+                before_after = before_after_cells(job.run_dir) if job.final else ["–"] * len(BEFORE_AFTER_HEADERS)
                 self._history_cache[key] = [
                     job.id,
                     job.name,
@@ -448,12 +525,13 @@ class TrainHandlers:
                     job_preset(job) or "–",
                     str(status.get("data_hash") or "–")[:12],
                     f"{best:.3f}" if best is not None else "–",
+                    *before_after,
                     format_duration(job.duration()),
                     started,
                 ]
             row = list(self._history_cache[key])
             if job.active:
-                row[6] = format_duration(job.duration())
+                row[DURATION_COLUMN] = format_duration(job.duration())
             rows.append(row)
         return rows
 
@@ -463,6 +541,35 @@ class TrainHandlers:
 
         chosen = {name: read_metrics(self.ctx.settings.runs_dir / name) for name in runs or []}
         return plots.overlay_figure(chosen, metric or "loss")
+
+    # --- a run's evaluation ----------------------------------------------------------------------------
+    def show_eval(self, run: str | None, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """(summary, table, *charts, CSV file) of ``run``'s eval.json; the CSV is exported for download."""
+        require(request, Role.VIEWER, self.ctx.settings)
+        from ctllm.evaluate import EVAL_JSON, export_csv, load_result
+
+        run = (run or "").strip()
+        result = None
+        if run:
+            if not re.fullmatch(r"[A-Za-z0-9._-]+", run) or ".." in run:
+                raise gr.Error(f"not a run name: {run!r}")
+            result = load_result(self.ctx.settings.runs_dir / run)
+        summary, rows, charts = eval_view(result, run)
+        csv_path = None
+        if result:
+            csv_path = str(
+                export_csv(
+                    self.ctx.settings.runs_dir / run / EVAL_JSON, self.ctx.settings.exports_dir / f"eval-{run}.csv"
+                )
+            )
+        return summary, rows, *charts, csv_path
+
+    def history_select(self, evt: gr.SelectData, request: gr.Request | None = None) -> Any:
+        """Clicking a row of the job history shows that run's evaluation."""
+        require(request, Role.VIEWER, self.ctx.settings)
+        row = evt.row_value or []
+        run = str(row[HISTORY_HEADERS.index("run")]) if len(row) > 1 else ""
+        return gr.update(value=run) if run else gr.skip()
 
     def load(self, request: gr.Request | None = None) -> tuple[Any, ...]:
         """On page load: pickers (models, collections, runs) and the job to watch (a running one re-attaches)."""
@@ -485,15 +592,22 @@ class TrainHandlers:
             gr.update(choices=self.job_choices(), value=job_id),
             gr.update(choices=runs),
             self.history(request),
+            gr.update(choices=eval_runs(self.ctx.settings.runs_dir)),
             job_id,
         )
 
     def refresh(self, job_id: int | None, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """(job picker, compare runs, history, evaluated runs) again."""
         require(request, Role.VIEWER, self.ctx.settings)
         from ctllm.dpo.rundir import list_runs
 
         runs = [run["name"] for run in list_runs(self.ctx.settings.runs_dir)]
-        return gr.update(choices=self.job_choices(), value=job_id), gr.update(choices=runs), self.history(request)
+        return (
+            gr.update(choices=self.job_choices(), value=job_id),
+            gr.update(choices=runs),
+            self.history(request),
+            gr.update(choices=eval_runs(self.ctx.settings.runs_dir)),
+        )
 
 
 def _devices(form: dict[str, Any]) -> tuple[str, int]:
@@ -645,6 +759,15 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         tr.bind(history_box, "train.history")
         refresh = tr.bind(gr.Button(t("train.refresh"), size="sm", elem_id="train-refresh"), "train.refresh", "value")
         history = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False, elem_id="train-history", wrap=True)
+    # English only for now: the interface strings (i18n.STRINGS) have no keys for this panel yet.
+    with gr.Accordion("Evaluation: SFT vs DPO (click a run in the history)", open=False, elem_id="train-eval-box"):
+        with gr.Row():
+            eval_run = gr.Dropdown([], label="Run", allow_custom_value=True, elem_id="train-eval-run", scale=2)
+            eval_csv = gr.File(label="Table as CSV", interactive=False, elem_id="train-eval-csv", scale=1)
+        eval_summary = gr.Markdown("Pick a run, or click one in the job history.", elem_id="train-eval-summary")
+        eval_table = gr.Dataframe(headers=EVAL_TABLE_HEADERS, interactive=False, elem_id="train-eval-table", wrap=True)
+        with gr.Row():
+            eval_plots = [gr.Plot(show_label=False, elem_id=f"train-eval-{name}") for name in EVAL_CHARTS]
     with gr.Accordion(t("train.compare"), open=False) as compare_box:
         tr.bind(compare_box, "train.compare")
         with gr.Row():
@@ -678,15 +801,19 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         outputs=[job_id, command, message, *form_inputs],
         concurrency_limit=1,
         api_name="train_start",
-    ).then(h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history])
+    ).then(h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history, eval_run])
     watch.input(lambda value: (value, {}), inputs=[watch], outputs=[job_id, cache])
     cancel.click(h.cancel, inputs=[job_id], outputs=[message], api_name="train_cancel").then(
-        h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history]
+        h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history, eval_run]
     )
     resume.click(h.resume, inputs=[job_id], outputs=[job_id, message], api_name="train_resume").then(
         lambda: {}, outputs=[cache]
-    ).then(h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history])
-    refresh.click(h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history])
+    ).then(h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history, eval_run])
+    refresh.click(h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history, eval_run])
+    history.select(h.history_select, outputs=[eval_run])
+    eval_run.change(
+        h.show_eval, inputs=[eval_run], outputs=[eval_summary, eval_table, *eval_plots, eval_csv], api_name="train_eval"
+    )
     gr.on(
         [compare_runs.change, compare_metric.change],
         h.compare,
@@ -707,6 +834,6 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         "load": (
             h.load,
             [],
-            [widgets["model"], widgets["data"], widgets["eval_data"], watch, compare_runs, history, job_id],
+            [widgets["model"], widgets["data"], widgets["eval_data"], watch, compare_runs, history, eval_run, job_id],
         )
     }
