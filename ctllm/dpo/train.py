@@ -874,10 +874,13 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
         log.info("model saved in %s", run_dir.final_dir)
     accelerator.wait_for_everyone()
     stop.defer = False
-    if config.final_eval and accelerator.is_main_process and not stop.requested:
-        reference.model = None  # the evaluation loads the reference only if its answers are not cached
-        summary.update(_final_eval(config, settings, run_dir, unwrapped, tokenizer, spec, len(eval_pairs),
-                                   held_out, log))
+    if config.final_eval and accelerator.is_main_process:
+        if stop.requested:  # a signal while the model was saved
+            summary["final_eval"] = "cancelled"
+        else:
+            reference.model = None  # the evaluation loads the reference only if its answers are not cached
+            summary.update(_final_eval(config, settings, run_dir, unwrapped, tokenizer, spec, len(eval_pairs),
+                                       held_out, log))
     accelerator.wait_for_everyone()
     run_dir.update_status(state="finished", step=step, finished=now_iso(), summary=summary)
     log.info("finished: %s", _format_summary(summary))

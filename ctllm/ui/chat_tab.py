@@ -117,14 +117,29 @@ def run_beta(ctx: AppContext, spec: str) -> float:
     return float(beta) if isinstance(beta, (int, float)) and beta > 0 else DEFAULT_BETA
 
 
+def run_numbers(ctx: AppContext, name: str) -> str:
+    """A run's before/after numbers from its end-of-run evaluation ("SFT → DPO pref. acc. 45% → 70% · ..."),
+    or "" when it has none."""
+    from ctllm.evaluate import headline, headline_text, load_result
+
+    result = load_result(ctx.settings.runs_dir / name)
+    numbers = headline_text(headline(result)) if result else ""
+    return f"SFT → DPO {numbers}" if numbers else ""
+
+
 def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    from ctllm.models.registry import LATEST_RUN, list_models, run_names
+    """(label, spec) of every model to offer; a run's label carries its before/after numbers."""
+    from ctllm.models.registry import LATEST_RUN, RUN_PREFIX, list_models, run_names
 
     choices = []
-    if run_names(ctx.settings):
-        choices.append(("latest finished run", LATEST_RUN))
+    names = run_names(ctx.settings)
+    numbers = {name: run_numbers(ctx, name) for name in names}
+    if names:
+        latest = f"latest finished run ({names[0]})"
+        choices.append((f"{latest} · {numbers[names[0]]}" if numbers[names[0]] else latest, LATEST_RUN))
     for spec in list_models(ctx.settings):
-        choices.append((spec.label, spec.ref))
+        shown = numbers.get(spec.ref[len(RUN_PREFIX) :], "") if spec.ref.startswith(RUN_PREFIX) else ""
+        choices.append((f"{spec.label} · {shown}" if shown else spec.label, spec.ref))
     return choices
 
 
