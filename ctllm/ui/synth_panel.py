@@ -258,9 +258,7 @@ class SynthHandlers:
         return new.id, message, gr.update(active=True), gr.update(choices=self.job_choices(), value=new.id)
 
     # --- watching (admin) ------------------------------------------------------------------------------
-    def poll(
-        self, job_id: int | None, known: list[str] | None, request: gr.Request | None = None
-    ) -> tuple[Any, ...]:
+    def poll(self, job_id: int | None, known: list[str] | None, request: gr.Request | None = None) -> tuple[Any, ...]:
         """Every 2 s while a job is watched: (status, log tail, cancel button, resume button, timer, the Pairs tab's
         collection picker, the collection names last sent). The timer stops once the job is over."""
         require(request, Role.ADMIN, self.ctx.settings)
@@ -317,24 +315,21 @@ def build(ctx: AppContext, tr: Translator, collection_picker: Any) -> SynthHandl
     job_id = gr.State(None)
     known = gr.State(None)
 
-    def bound(component: Any, key: str, attr: str = "label") -> Any:
-        return tr.bind(component, key, attr)
-
     with gr.Accordion(t("synth.panel"), open=False, visible=False, elem_id="synth-panel") as panel:
         tr.bind(panel, "synth.panel")
-        bound(gr.Markdown(t("synth.explain"), elem_classes=["explain-box"]), "synth.explain", "value")
+        tr.bind(gr.Markdown(t("synth.explain"), elem_classes=["explain-box"]), "synth.explain", "value")
         with gr.Row():
-            upload = bound(
+            upload = tr.bind(
                 gr.File(label=t("synth.file"), type="filepath", file_types=PROMPT_FILE_TYPES, elem_id="synth-file"),
                 "synth.file",
             )
             with gr.Column():
-                path = bound(gr.Textbox(label=t("synth.path"), elem_id="synth-path"), "synth.path")
-                collection = bound(
+                path = tr.bind(gr.Textbox(label=t("synth.path"), elem_id="synth-path"), "synth.path")
+                collection = tr.bind(
                     gr.Textbox(label=t("synth.collection"), elem_id="synth-collection"), "synth.collection"
                 )
         with gr.Row():
-            weak = bound(
+            weak = tr.bind(
                 gr.Dropdown(
                     [("embedded", "embedded")],
                     value="embedded",
@@ -344,7 +339,7 @@ def build(ctx: AppContext, tr: Translator, collection_picker: Any) -> SynthHandl
                 ),
                 "synth.weak",
             )
-            strong = bound(
+            strong = tr.bind(
                 gr.Dropdown(
                     [("none (the file's answers only)", "")],
                     value="",
@@ -355,54 +350,58 @@ def build(ctx: AppContext, tr: Translator, collection_picker: Any) -> SynthHandl
                 "synth.strong",
             )
         with gr.Row():
-            max_new_tokens = bound(
+            max_new_tokens = tr.bind(
                 gr.Number(value=256, precision=0, minimum=1, label=t("synth.max_new_tokens"), elem_id="synth-max-new"),
                 "synth.max_new_tokens",
             )
-            batch_size = bound(
+            batch_size = tr.bind(
                 gr.Number(value=8, precision=0, minimum=1, label=t("synth.batch_size"), elem_id="synth-batch-size"),
                 "synth.batch_size",
             )
-            limit = bound(
+            limit = tr.bind(
                 gr.Number(value=0, precision=0, minimum=0, label=t("synth.limit"), elem_id="synth-limit"),
                 "synth.limit",
             )
-            temperature = bound(
+            temperature = tr.bind(
                 gr.Number(value=0.7, minimum=0, label=t("synth.temperature"), elem_id="synth-temperature"),
                 "synth.temperature",
             )
-            top_p = bound(
+            top_p = tr.bind(
                 gr.Number(value=0.9, minimum=0, maximum=1, label=t("synth.top_p"), elem_id="synth-top-p"),
                 "synth.top_p",
             )
-            seed = bound(
+            seed = tr.bind(
                 gr.Number(value=-1, precision=0, minimum=-1, label=t("synth.seed"), elem_id="synth-seed"), "synth.seed"
             )
         with gr.Row():
-            near_threshold = bound(
+            near_threshold = tr.bind(
                 gr.Number(value=0.1, minimum=0, maximum=1, label=t("synth.near"), elem_id="synth-near-threshold"),
                 "synth.near",
             )
-            split = bound(gr.Textbox(value="train", label=t("synth.split"), elem_id="synth-split"), "synth.split")
-            threads = bound(
+            split = tr.bind(gr.Textbox(value="train", label=t("synth.split"), elem_id="synth-split"), "synth.split")
+            threads = tr.bind(
                 gr.Number(value=0, precision=0, minimum=0, label=t("synth.threads"), elem_id="synth-threads"),
                 "synth.threads",
             )
-            devices = bound(gr.Textbox(value="cpu", label=t("synth.devices"), elem_id="synth-devices"), "synth.devices")
+            devices = tr.bind(
+                gr.Textbox(value="cpu", label=t("synth.devices"), elem_id="synth-devices"), "synth.devices"
+            )
         with gr.Row():
-            start = bound(gr.Button(t("synth.start"), variant="primary", elem_id="synth-start"), "synth.start", "value")
-            watch = bound(gr.Dropdown([], label=t("synth.job"), elem_id="synth-job", scale=3), "synth.job")
-            cancel = bound(
+            start = tr.bind(
+                gr.Button(t("synth.start"), variant="primary", elem_id="synth-start"), "synth.start", "value"
+            )
+            watch = tr.bind(gr.Dropdown([], label=t("synth.job"), elem_id="synth-job", scale=3), "synth.job")
+            cancel = tr.bind(
                 gr.Button(t("synth.cancel"), variant="stop", interactive=False, elem_id="synth-cancel"),
                 "synth.cancel",
                 "value",
             )
-            resume = bound(
+            resume = tr.bind(
                 gr.Button(t("synth.resume"), interactive=False, elem_id="synth-resume"), "synth.resume", "value"
             )
         message = gr.Markdown(elem_id="synth-message")
         status = gr.Markdown(NO_JOB, elem_id="synth-status")
-        log = bound(
+        log = tr.bind(
             gr.Textbox(label=t("synth.log"), lines=4, max_lines=8, interactive=False, elem_id="synth-log"),
             "synth.log",
         )
