@@ -24,7 +24,7 @@ body { font-family: system-ui, sans-serif; display: flex; align-items: center; j
 <script>
 (function poll() {
   fetch("gradio_api/info", {cache: "no-store"}).then(function (r) {
-    if (r.ok) { location.reload(); } else { setTimeout(poll, 500); }
+    if (r.status !== 503) { location.reload(); } else { setTimeout(poll, 500); }  // 401 with auth on: up
   }).catch(function () { setTimeout(poll, 500); });
 })();
 </script></body></html>
