@@ -96,7 +96,7 @@ def write_pairs(path: Path, count: int = 24) -> Path:
 
 def train_form(model_dir: Path, data: Path, run_name: str, max_steps: int) -> dict[str, object]:
     """The Train form's inputs (``/train_start`` takes them by position), from the cpu-demo preset sized down to the
-    tiny model: a few pairs, short sequences, no precomputed reference, no behaviour check."""
+    tiny model: a few pairs, short sequences, no precomputed reference, no end-of-run evaluation."""
     config = load_preset("cpu-demo")
     values: dict[str, object] = {name: getattr(config, name, None) for name in FORM_NAMES}
     values.update(
@@ -115,7 +115,7 @@ def train_form(model_dir: Path, data: Path, run_name: str, max_steps: int) -> di
         eval_every=0,
         save_every=0,
         precompute_ref=False,
-        behaviour_check=False,
+        final_eval=False,
     )
     return {f"v{i}": values[name] for i, name in enumerate(FORM_NAMES)}
 
