@@ -490,7 +490,7 @@ def test_a_real_training_run_is_cancelled_and_resumed_through_the_manager(tiny_m
     config = tmp_path / "run.yaml"
     config.write_text(
         f"run_name: tiny\noutput_dir: {run_dir}\nmodel: {tiny_model_dir}\ndata: {pairs}\neval_fraction: 0.25\n"
-        "max_steps: 12\nbatch_size: 2\nmax_length: 64\nreport_to: none\n"
+        "max_steps: 12\nbatch_size: 2\nmax_length: 64\nreport_to: none\nfinal_eval: false\n"
     )
     job = manager.start([*train_command(config), "--no-progress"], run_dir, devices="cpu")
     wait_for(lambda: (manager.watch(job.id).metrics or {}).get("step"), timeout=300, what="the first step")
