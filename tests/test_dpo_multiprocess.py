@@ -37,7 +37,7 @@ def run_train(args: list[str], settings, tiny_model_dir: Path, tmp_path: Path,
 def test_two_processes_match_one_with_the_same_global_batch(settings, tiny_model_dir, tmp_path):
     data = write_pairs(tmp_path / "pairs.jsonl", count=20, held_out=6)
     common = ["--model", str(tiny_model_dir), "--data", str(data), "--max_length", "48", "--lr", "1e-3",
-              "--max_steps", "3", "--eval_every", "2", "--report_to", "none", "--seed", "5"]
+              "--max_steps", "3", "--eval_every", "2", "--report_to", "none", "--seed", "5", "--final_eval", "false"]
     one = run_train([*common, "--run_name", "one", "--batch_size", "4"], settings, tiny_model_dir, tmp_path, 1)
     assert one.returncode == 0, one.stderr[-3000:]
     two = run_train([*common, "--run_name", "two", "--batch_size", "2"], settings, tiny_model_dir, tmp_path, 2)
