@@ -937,7 +937,8 @@ def _final_eval(config: TrainConfig, settings: Settings, run_dir: RunDir, model:
     from dataclasses import replace
 
     from ctllm.evaluate.metrics import PairLogps
-    from ctllm.evaluate.run import EVAL_JSON, evaluate_run, run_model_ref, run_summary
+    from ctllm.evaluate.report import headline_text
+    from ctllm.evaluate.run import EVAL_JSON, evaluate_run, run_model_ref, run_summary, summary_headline
     from ctllm.models.loading import LoadedModel
 
     logps: list[PairLogps | None] = [None] * eval_count  # pairs dropped by tokenization stay None
@@ -960,19 +961,9 @@ def _final_eval(config: TrainConfig, settings: Settings, run_dir: RunDir, model:
         log.exception("final evaluation failed; the trained model is in %s", run_dir.final_dir)
         return {"final_eval": f"failed: {type(error).__name__}: {error}"}
     summary = {**run_summary(result), "final_eval": EVAL_JSON}
-    log.info("final evaluation in %.1f s (%s), SFT -> DPO: %s", time.perf_counter() - started, EVAL_JSON,
-             ", ".join(f"{key} {value}" for key, value in _before_after_lines(summary)))
+    log.info("final evaluation in %.1f s, written to %s; SFT → DPO: %s", time.perf_counter() - started,
+             run_dir.path / EVAL_JSON, headline_text(summary_headline(summary)) or "no numbers")
     return summary
-
-
-def _before_after_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    lines = []
-    for name, key in (("preference accuracy", "preference_accuracy"), ("refusals of harmful prompts",
-                      "refusal_rate_harmful"), ("answers to benign prompts", "answer_rate_benign")):
-        if summary.get(key) is not None:
-            before = summary.get(f"sft_{key}")
-            lines.append((name, f"{'–' if before is None else f'{before:.0%}'} -> {summary[key]:.0%}"))
-    return lines
 
 
 def _checkpoint(run_dir: RunDir, accelerator: Any, model: Any, optimizer: Any, scheduler: Any, step: int,
