@@ -14,8 +14,8 @@ import pytest
 
 from ctllm.errors import UserError
 from ctllm.pairs.schema import Message, Pair, user_prompt
-from ctllm.pairs.search import fts_query, search_text, search_texts
-from ctllm.pairs.store import DuplicatePair, PairQuery, Store
+from ctllm.pairs.search import fts_query, word_texts
+from ctllm.pairs.store import SCHEMA_VERSION, DuplicatePair, PairQuery, Store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -191,7 +191,8 @@ def test_a_schema_1_store_is_migrated(tmp_path: Path) -> None:
             "PRAGMA user_version = 1;"
         )
     with Store(db) as store:
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert ids(store.search("a", "careful")) == [1, 2, 3]  # the search indexes rebuilt
         assert store.add_pairs("a", [en_pair(9)]) == (1, 0)
         assert store.save_scores("run", [(1, 0.5), (2, -0.5)]) == 2
         assert ids(store.page("a", sort="score", score_name="run")) == [2, 1]
@@ -265,11 +266,10 @@ def test_paging_is_per_collection(filled: Store) -> None:
 # -- search -----------------------------------------------------------------------------------------------------
 
 
-def test_search_text_spaces_cjk_only() -> None:
-    assert search_text("abc 你好,world").split() == ["abc", "你", "好", ",world"]
-    spaced = search_texts(["安全", "", "ok", "数据data"])
-    assert [t.split() for t in spaced] == [["安", "全"], [], ["ok"], ["数", "据", "data"]]
-    assert search_texts(["plain", "ascii"]) == ["plain", "ascii"]
+def test_word_texts_leave_cjk_runs_out() -> None:
+    assert word_texts(["abc 你好,world"]) == ["abc  ,world"]
+    assert word_texts(["安全", "", "ok", "数据data", "a中b文c"]) == [" ", "", "ok", " data", "a b c"]
+    assert word_texts(["plain", "ascii"]) == ["plain", "ascii"]
     assert fts_query("？！") is None
     assert fts_query('say "hi"') == '{prompt chosen rejected} : "say ""hi"""'
     assert fts_query("passw").endswith('"passw"*')

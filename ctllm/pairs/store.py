@@ -7,16 +7,18 @@ Layout
   pair_texts   prompt (JSON messages), chosen, rejected, meta (JSON)
   labels       one verdict per (pair version chain, annotator); a new verdict replaces the annotator's old one
   scores       a run's implicit-reward margin per pair, for "lowest margin first"
-  pairs_fts    full-text index (FTS5, contentless)
+  pairs_fts    word index (FTS5, contentless) of the texts with their CJK characters left out
+  search_*     the CJK substring index (``ctllm.pairs.cjk_index``): segments of bulk-imported pairs, and
+               ``search_unindexed``, pairs added one at a time (checked by a scan until FOLD_AT of them are
+               folded into a segment)
 
 Versions: ``edit_pair`` never changes a row. It adds a new pair whose ``parent_id`` is the edited one and whose
 ``root_id`` is the chain's first pair, and marks the old row ``is_latest = 0``. Browsing, search and export see
 latest versions only; labels belong to the chain (``root_id``), so a verdict survives a typo fix.
 
-Search (see ``ctllm.pairs.search``): each CJK character is indexed as a token of its own and other text by
-words, so a Chinese query of any length matches as a substring and an English one by words (the last as a
-prefix). SQLite's trigram tokenizer would do substrings everywhere but indexes about five times slower here
-(1.5 µs a character: minutes for the seed's 229k pairs). Queries with no letter or digit use a LIKE scan.
+Search (see ``ctllm.pairs.search``): a query holding a CJK character is an exact substring search (candidates
+from the CJK index, checked on the text); other queries match words through FTS5 (the last word as a prefix);
+queries with no letter or digit use a LIKE scan.
 
 Concurrency: one connection per thread, WAL, ``BEGIN IMMEDIATE`` for every write (no read-to-write upgrade
 deadlocks), a busy timeout, short transactions. ``synchronous=NORMAL`` in WAL mode: a committed write survives
@@ -28,21 +30,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from ctllm.errors import UserError
+from ctllm.pairs import cjk_index
 from ctllm.pairs.resolve import SHOWN_FIRST, VERDICTS, choice_of, resolve
 from ctllm.pairs.schema import Pair
-from ctllm.pairs.search import fts_query, like_pattern, search_texts
+from ctllm.pairs.search import fts_query, has_cjk, like_pattern, substring_needle, text_contains, word_texts
 from ctllm.pids import pid_exists
 
 try:
@@ -57,13 +64,15 @@ except ImportError:  # pragma: no cover - depends on the environment
         return json.dumps(value, ensure_ascii=False, default=str)
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 KINDS = ("import", "manual", "votes", "synth")
 LABEL_STATES = ("unlabelled", "labelled", "mine", "not_mine", "disagreement")
 SORTS = ("id", "length_diff", "-length_diff", "score")
 PAGE_SIZE = 20
 BATCH = 2000
 FTS_HASH_BYTES = 64 << 20
+BULK_INDEX_MIN = 1000  # an add_pairs of this many pairs or more gets CJK index segments of its own
+FOLD_AT = 4000  # pairs waiting in search_unindexed that are folded into a segment
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -137,13 +146,14 @@ CREATE INDEX IF NOT EXISTS scores_by_margin ON scores(collection_id, name, margi
 CREATE VIRTUAL TABLE IF NOT EXISTS pairs_fts USING fts5(
     coll, prompt, chosen, rejected, content='', tokenize='unicode61 remove_diacritics 2'
 );
-"""
+CREATE TABLE IF NOT EXISTS search_unindexed (pair_id INTEGER PRIMARY KEY);
+""" + cjk_index.SCHEMA
 
 
 def _index_texts(triples: Sequence[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
-    """(prompt, chosen, rejected) as the index holds them, for (prompt text, chosen, rejected) triples."""
-    spaced = search_texts([t for triple in triples for t in triple])
-    return [(spaced[i], spaced[i + 1], spaced[i + 2]) for i in range(0, len(spaced), 3)]
+    """(prompt, chosen, rejected) as the word index holds them, for (prompt text, chosen, rejected) triples."""
+    words = word_texts([t for triple in triples for t in triple])
+    return [(words[i], words[i + 1], words[i + 2]) for i in range(0, len(words), 3)]
 
 
 def _prompt_hash(prompt_json: str) -> int:
@@ -243,16 +253,21 @@ class Store:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._hits: dict[str, bytes] = {}  # a running CJK search's candidates (see _cjk_filter)
         with self._write() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise UserError(f"{self.path}: store schema {version} is newer than this program ({SCHEMA_VERSION})")
             if version == 1:
                 _migrate_from_1(db)
+            if version in (1, 2):  # the index of schema 2 held every CJK character: rebuilt below
+                db.execute("DROP TABLE IF EXISTS pairs_fts")
             for statement in _split_sql(_SCHEMA):
                 db.execute(statement)
             # A 64 MB in-memory buffer before the index writes a segment: fewer merges on a big import.
             db.execute("INSERT INTO pairs_fts(pairs_fts, rank) VALUES ('hashsize', ?)", (FTS_HASH_BYTES,))
+            if version in (1, 2):
+                _reindex(db)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._remove_abandoned_imports()
 
@@ -274,6 +289,8 @@ class Store:
                 "journal_size_limit = 67108864",
             ):
                 connection.execute(f"PRAGMA {pragma}")
+            connection.create_function("ctllm_contains", 4, _contains_sql, deterministic=True)
+            connection.create_function("ctllm_hit", 2, self._hit_sql)
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)
@@ -375,6 +392,7 @@ class Store:
             ids = [row[0] for row in db.execute("SELECT id FROM pairs WHERE collection_id = ?", (cid,))]
             db.execute("DELETE FROM labels WHERE collection_id = ?", (cid,))
             _delete_pairs(db, ids)
+            cjk_index.delete_segments(db, "collection_id = ?", (cid,))
             db.execute("DELETE FROM collections WHERE id = ?", (cid,))
         return len(ids)
 
@@ -395,6 +413,10 @@ class Store:
         transaction, so annotators' label writes never wait long behind a big import. On any failure the hidden
         rows are removed (those of a process that died are removed when a store next opens the file).
         ``progress`` is called with the number of pairs handled so far.
+
+        The CJK index: a big add gets segments of its own, built in a second thread (numpy sorts release the GIL,
+        so it runs beside the SQLite writes on another core) and written, hidden like the rows, as each block of
+        65,536 ids fills; a small add goes to ``search_unindexed``.
         """
         cid = self.get_collection(collection).id
         token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
@@ -406,6 +428,13 @@ class Store:
         }
         added = duplicates = done = 0
         now = time.time()
+        builder = cjk_index.SegmentBuilder()
+        added_ids: list[int] = []
+        worker = ThreadPoolExecutor(1, thread_name_prefix="cjk-index")  # one thread: the builder is not shared
+        queued: list[Future] = []  # builder work, in order
+        segments: dict[int, Future] = {}  # id block -> its segment being built
+        pages = cjk_index.small_pages()
+        pages.__enter__()
         try:
             for batch in _batches(pairs, BATCH):
                 prepared = prepare_rows(batch)  # outside the transaction: the lock is held for SQLite work only
@@ -420,12 +449,32 @@ class Store:
                         versions.append((next_id, next_id, None, pair, row))
                         next_id += 1
                     _insert(db, cid, versions, created_by, now, pending=token)
+                ids = [v[0] for v in versions]
+                added_ids += ids
+                queued.append(worker.submit(_add_to_builder, builder, ids, [v[3] for v in versions]))
+                blocks = sorted({i >> cjk_index.SEGMENT_BITS for i in added_ids[-len(ids) - 1:]})
+                for block in blocks[:-1] if len(added_ids) >= BULK_INDEX_MIN else ():  # below the newest: complete
+                    if block not in segments:
+                        segments[block] = worker.submit(builder.take, block)
+                for block in [b for b, f in segments.items() if f.done()]:
+                    self._write_segment(segments.pop(block).result(), cid, token)
                 added += len(versions)
                 done += len(batch)
                 if progress is not None:
                     progress(done)
+            for future in queued:
+                future.result()  # raises what the builder raised
+            if added >= BULK_INDEX_MIN:
+                for block in builder.blocks():
+                    if block not in segments:
+                        segments[block] = worker.submit(builder.take, block)
+                for block in sorted(segments):
+                    self._write_segment(segments.pop(block).result(), cid, token)
             with self._write() as db:
                 db.execute("UPDATE pairs SET is_latest = 1, pending = NULL WHERE pending = ?", (token,))
+                db.execute("UPDATE search_segments SET pending = NULL WHERE pending = ?", (token,))
+                if added < BULK_INDEX_MIN:
+                    _add_unindexed(db, added_ids)
         except BaseException as error:
             with suppress(Exception):  # whatever is left is removed when a store next opens the file
                 self._remove_pending(token)
@@ -433,9 +482,18 @@ class Store:
                 raise UserError(f"another import added some of these pairs to collection {cid} meanwhile; "
                                 "nothing was imported, try again") from None
             raise
+        finally:
+            worker.shutdown(cancel_futures=True)
+            pages.__exit__(None, None, None)
         return added, duplicates
 
+    def _write_segment(self, segment: cjk_index.Segment, cid: int, token: str) -> None:
+        with self._write() as db:
+            cjk_index.write_segment(db, segment, cid, pending=token)
+
     def _remove_pending(self, token: str) -> None:
+        with self._write() as db:
+            cjk_index.delete_segments(db, "pending = ?", (token,))
         while True:
             with self._write() as db:
                 ids = [r[0] for r in db.execute("SELECT id FROM pairs WHERE pending = ? LIMIT ?", (token, BATCH))]
@@ -463,6 +521,7 @@ class Store:
                 raise DuplicatePair(target.name, row[0])
             pid = _next_id(db)
             _insert(db, target.id, [(pid, pid, None, pair, prepare_rows([pair])[0])], by, time.time())
+            _add_unindexed(db, [pid])
         return self.get_pair(pid)
 
     def edit_pair(
@@ -502,6 +561,7 @@ class Store:
             pid = _next_id(db)
             version = (pid, current.root_id, pair_id, new, prepare_rows([new])[0])
             _insert(db, current.collection_id, [version], by, time.time())
+            _add_unindexed(db, [pid])
             db.execute("UPDATE pairs SET split = ? WHERE id = ?", (current.split, pid))
             db.execute("DELETE FROM scores WHERE pair_id = ?", (pair_id,))  # scored texts that are gone
         return pid
@@ -615,10 +675,17 @@ class Store:
         descending), "score" (``score_name``'s margin, lowest first; pairs without that score are left out).
         A text query with sort "id" pages through the search index in id order.
         """
-        plan = self._plan(collection, query or PairQuery(), sort, score_name)
+        if page is not None and page < 1:
+            raise UserError(f"page numbers start at 1, not {page}")
+        with self._planned(collection, query or PairQuery(), sort, score_name) as plan:
+            if plan.candidates is not None:
+                ids, more = self._walk_candidates(plan, after, (page - 1) * size if page else 0, size)
+                next_cursor = (ids[-1],) if more else None
+                return Page(self._pairs_by_id(ids), next_cursor, page)
+            return self._page(plan, after, page, size)
+
+    def _page(self, plan: _Plan, after: tuple | None, page: int | None, size: int) -> Page:
         if page is not None:
-            if page < 1:
-                raise UserError(f"page numbers start at 1, not {page}")
             after = None
             if page > 1:
                 row = self.db.execute(
@@ -643,10 +710,12 @@ class Store:
         self, collection: str | int | Collection, query: PairQuery | None = None, *, limit: int | None = None
     ) -> int:
         """How many latest pairs match; with ``limit``, counting stops there (for "10,000+" displays)."""
-        plan = self._plan(collection, query or PairQuery(), "id", None)
-        inner = f"SELECT 1 {plan.from_where}" + (" LIMIT ?" if limit is not None else "")
-        params = [*plan.params, *([limit] if limit is not None else [])]
-        return self.db.execute(f"SELECT count(*) FROM ({inner})", params).fetchone()[0]
+        with self._planned(collection, query or PairQuery(), "id", None) as plan:
+            if plan.candidates is not None:
+                return len(self._walk_candidates(plan, None, 0, limit, count_only=True)[0])
+            inner = f"SELECT 1 {plan.from_where}" + (" LIMIT ?" if limit is not None else "")
+            params = [*plan.params, *([limit] if limit is not None else [])]
+            return self.db.execute(f"SELECT count(*) FROM ({inner})", params).fetchone()[0]
 
     def search(
         self, collection: str | int | Collection, text: str, *, after: tuple | None = None, size: int = PAGE_SIZE
@@ -654,7 +723,82 @@ class Store:
         """Full-text search (Chinese substrings of any length; English words, the last one as a prefix)."""
         return self.page(collection, PairQuery(text=text), after=after, size=size)
 
-    def _plan(self, collection: str | int | Collection, query: PairQuery, sort: str, score_name: str | None) -> _Plan:
+    @contextmanager
+    def _planned(
+        self, collection: str | int | Collection, query: PairQuery, sort: str, score_name: str | None
+    ) -> Iterator[_Plan]:
+        """A query's plan; a CJK text query's candidates are registered for ``ctllm_hit`` while it runs."""
+        token = uuid.uuid4().hex
+        try:
+            yield self._plan(collection, query, sort, score_name, token)
+        finally:
+            self._hits.pop(token, None)
+
+    def _hit_sql(self, token: str, pair_id: int) -> int:
+        """0: not a candidate; 1: holds the query; 2: may hold it (check the text)."""
+        hits = self._hits.get(token, b"")
+        return hits[pair_id] if 0 <= pair_id < len(hits) else 0
+
+    def _cjk_filter(self, cid: int, text: str, token: str) -> tuple[tuple[str, list[Any]], np.ndarray]:
+        """The condition for a substring query holding CJK characters, and its candidates in id order."""
+        found = cjk_index.lookup(self.db, text, cid)
+        waiting = np.array(
+            [r[0] for r in self.db.execute(
+                "SELECT u.pair_id FROM search_unindexed u CROSS JOIN pairs p ON p.id = u.pair_id"
+                " WHERE p.collection_id = ?", (cid,))],
+            dtype=np.int64,
+        )
+        top = int(max(found.ids.max(initial=-1), waiting.max(initial=-1)))
+        hits = np.zeros(top + 1, dtype=np.uint8)
+        hits[found.ids] = 1 if found.exact else 2
+        hits[waiting] = 2
+        self._hits[token] = hits.tobytes()
+        if _INSTR_SAFE.fullmatch(text):  # SQLite's instr on the stored texts is exact here, and faster
+            check, params = "instr(t.chosen, ?) OR instr(t.rejected, ?) OR instr(t.prompt, ?)", [text] * 3
+        else:
+            check, params = "ctllm_contains(t.prompt, t.chosen, t.rejected, ?)", [substring_needle(text)]
+        condition = (
+            "CASE ctllm_hit(?, p.id) WHEN 0 THEN 0 WHEN 1 THEN 1 ELSE EXISTS (SELECT 1 FROM pair_texts t"
+            f" WHERE t.pair_id = p.id AND ({check})) END",
+            [token, *params],
+        )
+        return condition, np.flatnonzero(hits)
+
+    def _walk_candidates(
+        self, plan: _Plan, after: tuple | None, skip: int, size: int | None, count_only: bool = False
+    ) -> tuple[list[int], bool]:
+        """Matching ids in id order from a CJK query's candidates: ``skip`` of them left out, then up to ``size``
+        (all when None); and whether more follow. Candidates are checked in growing chunks, so a first page
+        stops early."""
+        candidates = plan.candidates
+        assert candidates is not None
+        if after is not None:
+            if len(after) != 1:
+                raise UserError("this cursor belongs to another sort order; start from the first page")
+            candidates = candidates[np.searchsorted(candidates, int(after[0]), side="right"):]
+        found: list[int] = []
+        seen = 0
+        want = None if size is None else skip + size + (0 if count_only else 1)
+        start, chunk = 0, 64
+        while start < len(candidates) and (want is None or seen < want):
+            part = candidates[start : start + chunk].tolist()
+            start += len(part)
+            chunk = min(chunk * 4, 4096)
+            limit = -1 if want is None else want - seen
+            rows = self.db.execute(
+                f"SELECT p.id {plan.from_where} AND p.id IN ({_marks(part)}) ORDER BY p.id LIMIT ?",
+                [*plan.params, *part, limit],
+            ).fetchall()
+            for (pid,) in rows:
+                if seen >= skip:
+                    found.append(pid)
+                seen += 1
+        more = size is not None and not count_only and len(found) > size
+        return (found[:size] if size is not None else found), more
+
+    def _plan(
+        self, collection: str | int | Collection, query: PairQuery, sort: str, score_name: str | None, token: str = ""
+    ) -> _Plan:
         """The FROM/WHERE, sort keys and order for a query; each branch keeps its ORDER BY on an index."""
         cid = self.get_collection(collection).id
         if sort not in SORTS:
@@ -667,6 +811,11 @@ class Store:
         if query.label_state:
             filters.append(_label_clause(cid, query.label_state, query.annotator))
         text = (query.text or "").strip()
+        candidates = None
+        if text and has_cjk(text):
+            condition, candidates = self._cjk_filter(cid, text, token)
+            filters.append(condition)
+            text = ""
         match = fts_query(text) if text else None
         if text and match is None:  # no letter or digit (punctuation, emoji): a LIKE scan of this collection
             filters.append((
@@ -699,7 +848,7 @@ class Store:
             return _Plan("FROM pairs p", where, "p.id", ("p.len_diff", "p.id"), "p.len_diff, p.id", False)
         if sort == "-length_diff":
             return _Plan("FROM pairs p", where, "p.id", ("p.len_diff", "p.id"), "p.len_diff DESC, p.id DESC", True)
-        return _Plan("FROM pairs p", where, "p.id", ("p.id",), "p.id", False)
+        return _Plan("FROM pairs p", where, "p.id", ("p.id",), "p.id", False, candidates)
 
     # -- labels ------------------------------------------------------------------------------------------------
 
@@ -925,6 +1074,9 @@ class Store:
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers.
 
+# A query with no ASCII letter or digit and nothing JSON escapes: found in a prompt's JSON exactly when it is in one
+# of its messages (it cannot begin or end inside an escape such as \n or \u00e9), and no case to fold.
+_INSTR_SAFE = re.compile(r'[^A-Za-z0-9"\\/\x00-\x1f]+')
 _STORAGE_PROBLEMS = ("disk is full", "database is locked", "readonly database", "disk I/O error")
 _LABEL_COLUMNS = "id, pair_id, root_id, annotator, verdict, shown_first, choice, reason, created"
 
@@ -937,6 +1089,7 @@ class _Plan:
     keys: tuple[str, ...]  # the sort key, also the keyset cursor
     order: str
     descending: bool
+    candidates: np.ndarray | None = None  # a CJK text query's candidate ids, walked in order (sort "id" only)
 
     @property
     def from_where(self) -> str:
@@ -1012,8 +1165,8 @@ class Prepared(NamedTuple):
 
 
 def prepare_rows(pairs: Sequence[Pair]) -> list[Prepared]:
-    """Hashes, prompt JSON and index texts for a batch of pairs."""
-    spaced = search_texts([t for p in pairs for t in (p.prompt_text, p.chosen, p.rejected)])
+    """Hashes, prompt JSON and word-index texts for a batch of pairs."""
+    spaced = word_texts([t for p in pairs for t in (p.prompt_text, p.chosen, p.rejected)])
     return [
         Prepared(p.content_hash(), _dumps([dict(m) for m in p.prompt]), spaced[3 * i], spaced[3 * i + 1],
                  spaced[3 * i + 2])
@@ -1065,9 +1218,63 @@ def _delete_pairs(db: sqlite3.Connection, ids: Sequence[int]) -> None:
             "INSERT INTO pairs_fts(pairs_fts, rowid, coll, prompt, chosen, rejected) VALUES ('delete', ?, ?, ?, ?, ?)",
             [(r[0], f"c{r[1]}", *t) for r, t in zip(rows, texts, strict=True)],
         )
-        for table, column in (("scores", "pair_id"), ("labels", "pair_id"), ("pair_texts", "pair_id")):
+        for table, column in (("scores", "pair_id"), ("labels", "pair_id"), ("pair_texts", "pair_id"),
+                              ("search_unindexed", "pair_id")):
             db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", chunk)
         db.execute(f"DELETE FROM pairs WHERE id IN ({marks})", chunk)
+
+
+def _add_to_builder(builder: cjk_index.SegmentBuilder, ids: list[int], pairs: list[Pair]) -> None:
+    builder.add(ids, [t for p in pairs for t in (p.prompt_text, p.chosen, p.rejected)])
+
+
+def _pair_texts(prompt_json: str, chosen: str, rejected: str) -> tuple[str, str, str]:
+    return "\n".join(m["content"] for m in json.loads(prompt_json)), chosen, rejected
+
+
+def _add_unindexed(db: sqlite3.Connection, ids: Sequence[int]) -> None:
+    """Pairs the CJK index does not hold yet; past FOLD_AT of them, they are folded into a segment."""
+    db.executemany("INSERT OR IGNORE INTO search_unindexed(pair_id) VALUES (?)", [(i,) for i in ids])
+    if db.execute("SELECT count(*) FROM search_unindexed").fetchone()[0] >= FOLD_AT:
+        _fold_unindexed(db)
+
+
+def _fold_unindexed(db: sqlite3.Connection) -> None:
+    rows = db.execute(
+        "SELECT p.id, p.collection_id, t.prompt, t.chosen, t.rejected FROM search_unindexed u"
+        " JOIN pairs p ON p.id = u.pair_id JOIN pair_texts t ON t.pair_id = p.id ORDER BY p.id"
+    ).fetchall()
+    collections = {r[1] for r in rows}
+    owner = next(iter(collections)) if len(collections) == 1 else None
+    cjk_index.index_pairs(db, ((r[0], _pair_texts(*r[2:])) for r in rows), owner)
+    db.execute("DELETE FROM search_unindexed")
+
+
+def _reindex(db: sqlite3.Connection) -> None:
+    """Both search indexes rebuilt from the stored texts (a store of an older schema), one collection at a time."""
+    cjk_index.delete_segments(db, "1", ())
+    db.execute("DELETE FROM search_unindexed")
+    for (cid,) in db.execute("SELECT id FROM collections").fetchall():
+        rows = db.execute(
+            "SELECT p.id, t.prompt, t.chosen, t.rejected FROM pairs p JOIN pair_texts t ON t.pair_id = p.id"
+            " WHERE p.collection_id = ? ORDER BY p.id",
+            (cid,),
+        )
+        builder = cjk_index.SegmentBuilder()
+        while chunk := rows.fetchmany(BATCH):
+            texts = [_pair_texts(*r[1:]) for r in chunk]
+            words = _index_texts(texts)
+            db.executemany(
+                "INSERT INTO pairs_fts(rowid, coll, prompt, chosen, rejected) VALUES (?, ?, ?, ?, ?)",
+                [(r[0], f"c{cid}", *w) for r, w in zip(chunk, words, strict=True)],
+            )
+            builder.add([r[0] for r in chunk], [t for triple in texts for t in triple])
+        for segment in cjk_index.segments_for(builder):
+            cjk_index.write_segment(db, segment, cid)
+
+
+def _contains_sql(prompt_json: str, chosen: str, rejected: str, needle: str) -> int:
+    return int(text_contains(prompt_json, chosen, rejected, needle))
 
 
 def _migrate_from_1(db: sqlite3.Connection) -> None:
