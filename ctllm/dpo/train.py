@@ -873,14 +873,10 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
         _save_final(run_dir, unwrapped, tokenizer, config, resolved)
         log.info("model saved in %s", run_dir.final_dir)
     accelerator.wait_for_everyone()
-    stop.defer = False
     if config.final_eval and accelerator.is_main_process:
-        if stop.requested:  # a signal while the model was saved
-            summary["final_eval"] = "cancelled"
-        else:
-            reference.model = None  # the evaluation loads the reference only if its answers are not cached
-            summary.update(_final_eval(config, settings, run_dir, unwrapped, tokenizer, spec, len(eval_pairs),
-                                       held_out, log))
+        reference.model = None  # the evaluation loads the reference only if its answers are not cached
+        summary.update(_final_eval(config, settings, run_dir, unwrapped, tokenizer, spec, len(eval_pairs),
+                                   held_out, log, stop))
     accelerator.wait_for_everyone()
     run_dir.update_status(state="finished", step=step, finished=now_iso(), summary=summary)
     log.info("finished: %s", _format_summary(summary))
@@ -930,40 +926,45 @@ def _log_eval(model: Any, reference: Reference, eval_items: list[TokenizedPair],
 
 
 def _final_eval(config: TrainConfig, settings: Settings, run_dir: RunDir, model: Any, tokenizer: Any, spec: Any,
-                eval_count: int, held_out: list[tuple], log: logging.Logger) -> dict[str, Any]:
+                eval_count: int, held_out: list[tuple], log: logging.Logger, stop: StopSignal) -> dict[str, Any]:
     """The trained model against its reference (``ctllm.evaluate.evaluate_run``), written to eval.json; returns
-    what the summary keeps. The model is saved already: a signal or an error here leaves the run finished, with
-    ``final_eval`` saying "cancelled" or why it failed."""
-    from dataclasses import replace
-
-    from ctllm.evaluate.metrics import PairLogps
-    from ctllm.evaluate.report import headline_text
-    from ctllm.evaluate.run import EVAL_JSON, evaluate_run, run_model_ref, run_summary, summary_headline
-    from ctllm.models.loading import LoadedModel
-
-    logps: list[PairLogps | None] = [None] * eval_count  # pairs dropped by tokenization stay None
-    for index, *values, chosen_tokens, rejected_tokens in held_out:
-        logps[index] = PairLogps(*values, chosen_tokens, rejected_tokens)
-    # Named as the registry names the run; no path, so its answers are never taken from the cache.
-    policy_spec = replace(spec, kind="run", ref=run_model_ref(run_dir.path, settings), path="",
-                          label=f"run {config.run_name}")
-    model.eval()
+    what the summary keeps. The model is saved already: a signal (before or during it) or an error leaves the run
+    finished, with ``final_eval`` saying "cancelled" or why it failed."""
     started = time.perf_counter()
     try:
+        stop.defer = False  # from here a signal cancels the evaluation, not the finished run
+        if stop.requested:
+            raise TrainingStopped("cancelled", "a signal arrived while the model was saved")
+        from dataclasses import replace
+
+        from ctllm.evaluate.metrics import PairLogps
+        from ctllm.evaluate.report import headline_text
+        from ctllm.evaluate.run import EVAL_JSON, evaluate_run, run_model_ref, run_summary, summary_headline
+        from ctllm.models.loading import LoadedModel
+
+        logps: list[PairLogps | None] = [None] * eval_count  # pairs dropped by tokenization stay None
+        for index, *values, chosen_tokens, rejected_tokens in held_out:
+            logps[index] = PairLogps(*values, chosen_tokens, rejected_tokens)
+        # Named as the registry names the run; no path, so its answers are never taken from the cache.
+        policy_spec = replace(spec, kind="run", ref=run_model_ref(run_dir.path, settings), path="",
+                              label=f"run {config.run_name}")
+        model.eval()
         result = evaluate_run(
             run_dir.path, settings, policy=LoadedModel.wrap(model, tokenizer, policy_spec),
             prompts=config.final_eval_prompts or None, max_new_tokens=config.final_eval_max_new_tokens,
             limit=config.final_eval_limit or None, batch_size=16, pair_logps=logps, log=log.info)
+        summary = {**run_summary(result), "final_eval": EVAL_JSON}
+        log.info("final evaluation in %.1f s, written to %s; SFT → DPO: %s", time.perf_counter() - started,
+                 run_dir.path / EVAL_JSON, headline_text(summary_headline(summary)) or "no numbers")
+        return summary
     except TrainingStopped:
         log.warning("final evaluation cancelled by a signal; the trained model is in %s", run_dir.final_dir)
         return {"final_eval": "cancelled"}
     except Exception as error:  # the trained model is saved; only its evaluation is missing
         log.exception("final evaluation failed; the trained model is in %s", run_dir.final_dir)
         return {"final_eval": f"failed: {type(error).__name__}: {error}"}
-    summary = {**run_summary(result), "final_eval": EVAL_JSON}
-    log.info("final evaluation in %.1f s, written to %s; SFT → DPO: %s", time.perf_counter() - started,
-             run_dir.path / EVAL_JSON, headline_text(summary_headline(summary)) or "no numbers")
-    return summary
+    finally:
+        stop.defer = True  # what is left (the status) is written whatever arrives now
 
 
 def _checkpoint(run_dir: RunDir, accelerator: Any, model: Any, optimizer: Any, scheduler: Any, step: int,
