@@ -158,6 +158,9 @@ STRINGS: dict[str, tuple[str, str]] = {
     "train.compare": ("Compare runs", "比较运行"),
     "train.compare_runs": ("Runs", "运行"),
     "train.compare_metric": ("Metric", "指标"),
+    "train.eval_box": ("Evaluation: SFT vs DPO (click a run in the history)", "评估：SFT 对比 DPO（点击历史中的运行）"),
+    "train.eval_run": ("Run", "运行"),
+    "train.eval_csv": ("Table as CSV", "表格（CSV）"),
     "train.explain": (
         "**How to read the plots.** The loss starts at ln 2 ≈ 0.693 and the margin (chosen reward minus rejected "
         "reward) should grow while accuracy rises towards 1. Both rewards often fall below zero while the margin "

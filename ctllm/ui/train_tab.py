@@ -759,11 +759,17 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         tr.bind(history_box, "train.history")
         refresh = tr.bind(gr.Button(t("train.refresh"), size="sm", elem_id="train-refresh"), "train.refresh", "value")
         history = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False, elem_id="train-history", wrap=True)
-    # English only for now: the interface strings (i18n.STRINGS) have no keys for this panel yet.
-    with gr.Accordion("Evaluation: SFT vs DPO (click a run in the history)", open=False, elem_id="train-eval-box"):
+    with gr.Accordion(t("train.eval_box"), open=False, elem_id="train-eval-box") as eval_box:
+        tr.bind(eval_box, "train.eval_box")
         with gr.Row():
-            eval_run = gr.Dropdown([], label="Run", allow_custom_value=True, elem_id="train-eval-run", scale=2)
-            eval_csv = gr.File(label="Table as CSV", interactive=False, elem_id="train-eval-csv", scale=1)
+            eval_run = tr.bind(
+                gr.Dropdown([], label=t("train.eval_run"), allow_custom_value=True, elem_id="train-eval-run", scale=2),
+                "train.eval_run",
+            )
+            eval_csv = tr.bind(
+                gr.File(label=t("train.eval_csv"), interactive=False, elem_id="train-eval-csv", scale=1),
+                "train.eval_csv",
+            )
         eval_summary = gr.Markdown("Pick a run, or click one in the job history.", elem_id="train-eval-summary")
         eval_table = gr.Dataframe(headers=EVAL_TABLE_HEADERS, interactive=False, elem_id="train-eval-table", wrap=True)
         with gr.Row():
