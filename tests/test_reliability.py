@@ -84,6 +84,83 @@ def test_sixteen_annotators_at_once_lose_and_duplicate_nothing(tmp_path: Path) -
         assert sorted(p for a, p in labels if a == f"ann{index}") == sorted(pairs)
 
 
+def test_a_long_chat_generation_does_not_hold_up_labelling(tmp_path: Path, embedded_model_dir: Path) -> None:
+    """One annotator streams a long answer while another labels: every label is acknowledged before the answer is
+    finished (an order of events, not a timing) and stored. The model served is a small random one: it never
+    stops early, so the answer is always max_new_tokens long (the embedded model stops counting at 20)."""
+    from tests.tiny_models import build_tiny_model
+
+    labels = 20
+    data_dir = tmp_path / "data"
+    model = build_tiny_model(data_dir / "models" / "chatty", embedded_model_dir, seed=0, hidden=256, layers=4)
+    app = start_hosted_app(tmp_path, {**auth_env(2), "CTLLM_SFT_MODEL": str(model)}, data_dir=data_dir)
+    try:
+        chatter = Client(app.url, auth=("ann0", "pw0"), verbose=False)
+        annotator = Client(app.url, auth=("ann1", "pw1"), verbose=False)
+        annotator.predict(api_name="/load")
+        chatter.predict(
+            text="Tell me a long story.",
+            sft_spec=str(model),
+            dpo_spec=str(model),
+            temperature=0,
+            max_new_tokens=1024,
+            seed=0,
+            api_name="/chat_send",
+        )
+        stream = chatter.submit(api_name="/stream")  # the left side's answer, as the browser starts it
+        updates: list[tuple[float, str]] = []
+        finished: list[float] = []
+
+        def follow() -> None:
+            for chat, _reward in stream:
+                updates.append((time.monotonic(), answer_text(chat)))
+            finished.append(time.monotonic())
+
+        follower = threading.Thread(target=follow)
+        follower.start()
+        deadline = time.monotonic() + 300  # loading the model on a busy machine; then the answer streams
+        while not (updates and updates[-1][1]) and time.monotonic() < deadline and follower.is_alive():
+            time.sleep(0.05)
+        assert updates and updates[-1][1], f"no answer started streaming: {updates[-1:]}"
+
+        acked: list[float] = []
+        latencies: list[float] = []
+        for n in range(labels):
+            sent = time.monotonic()
+            result = annotator.predict(reason="", api_name=f"/label_{VERDICTS[n % len(VERDICTS)]}")
+            acked.append(time.monotonic())
+            latencies.append(acked[-1] - sent)
+            assert ACK.search(str(result[-2])), result[-2]
+        follower.join(timeout=600)
+        assert finished, "the chat never finished"
+        stored = [pair for annotator_name, pair in stored_labels(data_dir) if annotator_name == "ann1"]
+    finally:
+        stop_app(app)
+    answer = updates[-1][1]
+    while_streaming = sum(ack < finished[0] for ack in acked)
+    latencies.sort()
+    streaming_since = next(when for when, text in updates if text)
+    print(
+        f"\nchat: {len(answer)} characters streamed in {finished[0] - streaming_since:.1f} s; {while_streaming} of "
+        f"{labels} labels acknowledged meanwhile, label p50 {latencies[len(latencies) // 2] * 1000:.0f} ms, "
+        f"max {latencies[-1] * 1000:.0f} ms"
+    )
+    assert acked[-1] < finished[0], "labelling waited for the chat to finish"
+    assert len(stored) == len(set(stored)) == labels
+    assert len(answer) > 1000, answer  # a long generation, not one that ended at once
+
+
+def answer_text(chat: object) -> str:
+    """The assistant's text in a Chatbot value (content is a string or a list of text blocks)."""
+    messages = [m for m in chat or [] if isinstance(m, dict) and m.get("role") == "assistant"]
+    if not messages:
+        return ""
+    content = messages[-1].get("content")
+    if isinstance(content, list):
+        return "".join(str(block.get("text", "")) for block in content if isinstance(block, dict))
+    return str(content or "")
+
+
 def test_kill_9_while_labelling_keeps_every_acknowledged_label(tmp_path: Path) -> None:
     clients = 4
     app = start_hosted_app(tmp_path, auth_env(clients))
