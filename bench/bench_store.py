@@ -250,6 +250,13 @@ def main() -> int:
         it = iter([q[:2] for q in zh_queries])
         rows.append(_row("search, zh 2-character queries", timed(lambda: store.search("bench", next(it)),
                                                                   len(zh_queries)), "search"))
+        it = iter([q[:1] for q in zh_queries])
+        rows.append(_row("search, zh 1-character queries", timed(lambda: store.search("bench", next(it)),
+                                                                  len(zh_queries)), "search"))
+        it = iter(zh_queries)
+        rows.append(_row("extra: search, zh, sorted by length difference, page 1-5",
+                         timed(lambda: store.page("bench", PairQuery(text=next(it)), sort="-length_diff",
+                                                  page=rng.randint(1, 5)), len(zh_queries)), "search"))
         store.close()
     finally:
         if args.dir is None:

@@ -24,7 +24,8 @@ are harmless (the store joins candidates with ``pairs``) and go when their segme
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -175,6 +176,50 @@ class SegmentBuilder:
         parts = self.parts.pop(block, [])
         keys = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
         return build_segment(block << SEGMENT_BITS, keys, self.counts.pop(block))
+
+
+class BackgroundBuilder:
+    """A SegmentBuilder fed from the importing thread and run in a second one: numpy's sorts and array work release
+    the GIL, so the index is built on the other core while the importing thread writes rows to SQLite.
+
+    ``add`` takes a batch (texts computed in the second thread); ``ready`` hands back the segments of id blocks
+    that are complete (a later id was added) and built; ``finish`` the rest."""
+
+    def __init__(self) -> None:
+        self._builder = SegmentBuilder()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="cjk-index")  # one thread: the builder is not shared
+        self._queued: list[Future] = []
+        self._building: dict[int, Future] = {}
+        self._newest = -1
+
+    def add(self, ids: list[int], texts: Callable[[], list[str]], complete_blocks: bool = True) -> None:
+        self._queued.append(self._pool.submit(lambda: self._builder.add(ids, texts())))
+        if ids:
+            block = ids[-1] >> SEGMENT_BITS
+            if complete_blocks:  # the blocks below this batch's last id are complete
+                for done in range(self._newest if self._newest >= 0 else ids[0] >> SEGMENT_BITS, block):
+                    self._build(done)
+            self._newest = max(self._newest, block)
+
+    def _build(self, block: int) -> None:
+        if block not in self._building:
+            self._building[block] = self._pool.submit(lambda: self._builder.take(block) if block in
+                                                      self._builder.counts else None)
+
+    def ready(self) -> list[Segment]:
+        done = [block for block, future in self._building.items() if future.done()]
+        return [s for s in (self._building.pop(block).result() for block in sorted(done)) if s is not None]
+
+    def finish(self) -> list[Segment]:
+        for future in self._queued:
+            future.result()  # raises what the builder raised
+        for block in self._builder.blocks():
+            self._build(block)
+        segments = [self._building.pop(block).result() for block in sorted(self._building)]
+        return [s for s in segments if s is not None]
+
+    def close(self) -> None:
+        self._pool.shutdown(cancel_futures=True)
 
 
 def _block_cuts(segment: Segment) -> list[tuple[int, int]]:

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -428,53 +429,39 @@ class Store:
         }
         added = duplicates = done = 0
         now = time.time()
-        builder = cjk_index.SegmentBuilder()
+        index = cjk_index.BackgroundBuilder()
+        preparer = ThreadPoolExecutor(1, thread_name_prefix="prepare-rows")
         added_ids: list[int] = []
-        worker = ThreadPoolExecutor(1, thread_name_prefix="cjk-index")  # one thread: the builder is not shared
-        queued: list[Future] = []  # builder work, in order
-        segments: dict[int, Future] = {}  # id block -> its segment being built
-        pages = cjk_index.small_pages()
-        pages.__enter__()
         try:
-            for batch in _batches(pairs, BATCH):
-                prepared = prepare_rows(batch)  # outside the transaction: the lock is held for SQLite work only
+            with cjk_index.small_pages(), self._rare_checkpoints():
+                for batch, prepared in _prepared_ahead(pairs, preparer):
+                    with self._write() as db:
+                        next_id = _next_id(db)
+                        versions = []
+                        for pair, row in zip(batch, prepared, strict=True):
+                            if row.digest in seen:
+                                duplicates += 1
+                                continue
+                            seen.add(row.digest)
+                            versions.append((next_id, next_id, None, pair, row))
+                            next_id += 1
+                        _insert(db, cid, versions, created_by, now, pending=token)
+                    ids = [v[0] for v in versions]
+                    added_ids += ids
+                    index.add(ids, partial(_texts_of, [v[3] for v in versions]), len(added_ids) >= BULK_INDEX_MIN)
+                    for segment in index.ready():
+                        self._write_segment(segment, cid, token)
+                    added += len(versions)
+                    done += len(batch)
+                    if progress is not None:
+                        progress(done)
+                for segment in index.finish() if added >= BULK_INDEX_MIN else ():
+                    self._write_segment(segment, cid, token)
                 with self._write() as db:
-                    next_id = _next_id(db)
-                    versions = []
-                    for pair, row in zip(batch, prepared, strict=True):
-                        if row.digest in seen:
-                            duplicates += 1
-                            continue
-                        seen.add(row.digest)
-                        versions.append((next_id, next_id, None, pair, row))
-                        next_id += 1
-                    _insert(db, cid, versions, created_by, now, pending=token)
-                ids = [v[0] for v in versions]
-                added_ids += ids
-                queued.append(worker.submit(_add_to_builder, builder, ids, [v[3] for v in versions]))
-                blocks = sorted({i >> cjk_index.SEGMENT_BITS for i in added_ids[-len(ids) - 1:]})
-                for block in blocks[:-1] if len(added_ids) >= BULK_INDEX_MIN else ():  # below the newest: complete
-                    if block not in segments:
-                        segments[block] = worker.submit(builder.take, block)
-                for block in [b for b, f in segments.items() if f.done()]:
-                    self._write_segment(segments.pop(block).result(), cid, token)
-                added += len(versions)
-                done += len(batch)
-                if progress is not None:
-                    progress(done)
-            for future in queued:
-                future.result()  # raises what the builder raised
-            if added >= BULK_INDEX_MIN:
-                for block in builder.blocks():
-                    if block not in segments:
-                        segments[block] = worker.submit(builder.take, block)
-                for block in sorted(segments):
-                    self._write_segment(segments.pop(block).result(), cid, token)
-            with self._write() as db:
-                db.execute("UPDATE pairs SET is_latest = 1, pending = NULL WHERE pending = ?", (token,))
-                db.execute("UPDATE search_segments SET pending = NULL WHERE pending = ?", (token,))
-                if added < BULK_INDEX_MIN:
-                    _add_unindexed(db, added_ids)
+                    db.execute("UPDATE pairs SET is_latest = 1, pending = NULL WHERE pending = ?", (token,))
+                    db.execute("UPDATE search_segments SET pending = NULL WHERE pending = ?", (token,))
+                    if added < BULK_INDEX_MIN:
+                        _add_unindexed(db, added_ids)
         except BaseException as error:
             with suppress(Exception):  # whatever is left is removed when a store next opens the file
                 self._remove_pending(token)
@@ -483,9 +470,23 @@ class Store:
                                 "nothing was imported, try again") from None
             raise
         finally:
-            worker.shutdown(cancel_futures=True)
-            pages.__exit__(None, None, None)
+            index.close()
+            preparer.shutdown(cancel_futures=True)
         return added, duplicates
+
+    @contextmanager
+    def _rare_checkpoints(self) -> Iterator[None]:
+        """During a big write, this connection copies the WAL into the database every 64 MB instead of every 4 MB
+        (fewer checkpoints and fsyncs); after it, one checkpoint. Each commit is as durable as ever (WAL,
+        synchronous=NORMAL): only when WAL pages reach the database file changes."""
+        db = self.db
+        db.execute("PRAGMA wal_autocheckpoint = 16384")
+        try:
+            yield
+        finally:
+            db.execute("PRAGMA wal_autocheckpoint = 1000")
+            with suppress(sqlite3.OperationalError):
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _write_segment(self, segment: cjk_index.Segment, cid: int, token: str) -> None:
         with self._write() as db:
@@ -1224,8 +1225,21 @@ def _delete_pairs(db: sqlite3.Connection, ids: Sequence[int]) -> None:
         db.execute(f"DELETE FROM pairs WHERE id IN ({marks})", chunk)
 
 
-def _add_to_builder(builder: cjk_index.SegmentBuilder, ids: list[int], pairs: list[Pair]) -> None:
-    builder.add(ids, [t for p in pairs for t in (p.prompt_text, p.chosen, p.rejected)])
+def _prepared_ahead(pairs: Iterable[Pair], pool: ThreadPoolExecutor) -> Iterator[tuple[list[Pair], list[Prepared]]]:
+    """Batches with their prepared rows, the next batch prepared in ``pool`` while the caller writes this one
+    (SQLite releases the GIL while it works, so hashing and JSON run beside it)."""
+    ahead: tuple[list[Pair], Future] | None = None
+    for batch in _batches(pairs, BATCH):
+        future = pool.submit(prepare_rows, batch)
+        if ahead is not None:
+            yield ahead[0], ahead[1].result()
+        ahead = (batch, future)
+    if ahead is not None:
+        yield ahead[0], ahead[1].result()
+
+
+def _texts_of(pairs: list[Pair]) -> list[str]:
+    return [t for p in pairs for t in (p.prompt_text, p.chosen, p.rejected)]
 
 
 def _pair_texts(prompt_json: str, chosen: str, rejected: str) -> tuple[str, str, str]:
