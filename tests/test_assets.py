@@ -67,7 +67,7 @@ def test_counts_language_mix_and_kinds(pairs: list[dict]) -> None:
     kinds = Counter(row["kind"] for row in pairs)
     assert len(pairs) >= 300
     assert languages["zh"] / len(pairs) >= 0.40
-    assert kinds["harmless"] / len(pairs) >= 0.6  # "most" are harmlessness pairs
+    assert kinds["harmless"] / len(pairs) > 0.5  # "most" are harmlessness pairs
     assert kinds["helpful"] / len(pairs) >= 0.2
     by_language_category = Counter((row["language"], row["category"]) for row in pairs)
     for language in ("en", "zh"):
