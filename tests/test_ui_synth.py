@@ -20,6 +20,7 @@ from ctllm.synth import jobs_dir
 from ctllm.ui.context import AppContext
 from ctllm.ui.pairs_tab import PairsHandlers
 from ctllm.ui.synth_panel import SynthHandlers, progress_markdown
+from ctllm.ui.train_tab import TrainHandlers
 from tests.scripted_model import build_scripted_model
 
 WEAK_ANSWER = "Blue sky."
@@ -113,6 +114,8 @@ def test_admin_synthesizes_a_collection_that_annotators_review(ctx: AppContext, 
     assert "synth-review" in result["picker"]["choices"]  # the Pairs tab's collection picker
     assert "choices" not in poll(h, job_id, known=result["known"])["picker"]  # an unchanged list is not resent
     assert h.load(request=ADMIN)[4] == job_id  # a page opened later shows this job
+    train = TrainHandlers(ctx)  # the Train tab lists training jobs only
+    assert train.job_choices() == [] and train.current_job() is None and train.history(request=ADMIN) == []
 
     # The annotator finds the collection in the Pairs tab and reviews its pairs.
     pairs = PairsHandlers(ctx)

@@ -113,12 +113,15 @@ class JobManager:
             log_tail=tail_lines(job.log_path, self.tail_lines if lines is None else lines),
         )
 
-    def list_jobs(self, limit: int = 100, states: Sequence[str] | None = None) -> list[Job]:
-        """History, newest first."""
-        sql, params = "SELECT * FROM jobs", []
-        if states:
-            sql += f" WHERE state IN ({', '.join('?' for _ in states)})"
-            params.extend(states)
+    def list_jobs(self, limit: int = 100, states: Sequence[str] | None = None,
+                  kinds: Sequence[str] | None = None) -> list[Job]:
+        """History, newest first; only jobs in ``states`` and of ``kinds`` when given."""
+        where, params = [], []
+        for column, values in (("state", states), ("kind", kinds)):
+            if values:
+                where.append(f"{column} IN ({', '.join('?' for _ in values)})")
+                params.extend(values)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         with closing(self.db_path) as conn:

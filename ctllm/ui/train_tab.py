@@ -28,6 +28,7 @@ from ctllm.ui.i18n import Translator, t
 from ctllm.ui.render import inert_inline
 
 DEFAULT_PRESET = "cpu-demo"
+TRAIN_KINDS = ("train",)  # synthesis jobs share the job table but have their own panel (Pairs tab)
 # The before/after columns: SFT (the reference) → DPO (the trained model), from the run's eval.json.
 BEFORE_AFTER_HEADERS = ["pref. acc. SFT → DPO", "refusals SFT → DPO", "answers SFT → DPO"]
 HISTORY_HEADERS = [
@@ -457,11 +458,12 @@ class TrainHandlers:
 
     # --- watching --------------------------------------------------------------------------------------
     def job_choices(self) -> list[tuple[str, int]]:
-        return [(f"{job.id} · {job.name} · {job.state}", job.id) for job in self.ctx.jobs.list_jobs(limit=50)]
+        jobs = self.ctx.jobs.list_jobs(limit=50, kinds=TRAIN_KINDS)
+        return [(f"{job.id} · {job.name} · {job.state}", job.id) for job in jobs]
 
     def current_job(self) -> int | None:
         """The job to show on opening the page: the newest active one, else the newest."""
-        jobs = self.ctx.jobs.list_jobs(limit=50)
+        jobs = self.ctx.jobs.list_jobs(limit=50, kinds=TRAIN_KINDS)
         for job in jobs:
             if job.state in ("running", "cancelling", "queued"):
                 return job.id
@@ -511,7 +513,7 @@ class TrainHandlers:
         from ctllm.jobs.runfiles import read_status
 
         rows = []
-        for job in self.ctx.jobs.list_jobs(limit=100):
+        for job in self.ctx.jobs.list_jobs(limit=100, kinds=TRAIN_KINDS):
             key = (job.id, job.state, job.finished)
             if key not in self._history_cache:
                 status = read_status(job.run_dir) or {}
