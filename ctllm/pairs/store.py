@@ -74,6 +74,7 @@ BATCH = 2000
 FTS_HASH_BYTES = 64 << 20
 BULK_INDEX_MIN = 1000  # an add_pairs of this many pairs or more gets CJK index segments of its own
 FOLD_AT = 4000  # pairs waiting in search_unindexed that are folded into a segment
+LISTED_CANDIDATES = 50_000  # up to this many, a CJK query sorted otherwise than by id reads its candidates only
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -815,6 +816,8 @@ class Store:
         candidates = None
         if text and has_cjk(text):
             condition, candidates = self._cjk_filter(cid, text, token)
+            if sort != "id" and len(candidates) <= LISTED_CANDIDATES:  # the id sort walks them instead
+                filters.append(("p.id IN (SELECT value FROM json_each(?))", [_dumps(candidates.tolist())]))
             filters.append(condition)
             text = ""
         match = fts_query(text) if text else None
