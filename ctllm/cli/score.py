@@ -62,15 +62,6 @@ def load_pairs(source: str, settings: Settings, split: str | None) -> tuple[list
     raise UserError(f"--pairs {source!r}: no such file, and no collection of that name in {settings.db_path}")
 
 
-def _check_same_tokenizer(policy: Any, reference: Any) -> None:
-    a, b = policy.tokenizer, reference.tokenizer
-    if len(a) != len(b) or a.eos_token_id != b.eos_token_id:
-        raise UserError(
-            f"{policy.spec.label!r} and {reference.spec.label!r} have different tokenizers "
-            f"({len(a)} vs {len(b)} tokens): the implicit reward compares log-probs of the same tokens"
-        )
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.beta <= 0:
         raise UserError(f"--beta must be > 0, got {args.beta}")
@@ -85,12 +76,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from ctllm.dpo.pair_scores import score_pairs
     from ctllm.models.loading import load_model
+    from ctllm.models.scoring import check_same_tokenizer
 
     model_spec = args.model or settings.dpo_model
     ref_spec = args.ref or settings.sft_model
     policy = load_model(model_spec, settings)
     reference = load_model(ref_spec, settings)
-    _check_same_tokenizer(policy, reference)
+    check_same_tokenizer(policy, reference)
 
     bars: dict[str, tqdm] = {}
 

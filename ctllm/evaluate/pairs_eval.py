@@ -50,21 +50,13 @@ def load_eval_pairs(source: str, settings: Settings, split: str | None) -> tuple
     raise UserError(f"--pairs {source!r}: no such file, and no collection of that name in {settings.db_path}")
 
 
-def check_same_tokenizer(model: Any, reference: Any) -> None:
-    a, b = model.tokenizer, reference.tokenizer
-    if len(a) != len(b) or a.eos_token_id != b.eos_token_id:
-        raise UserError(
-            f"{model.spec.label!r} and {reference.spec.label!r} have different tokenizers ({len(a)} vs {len(b)} "
-            "tokens): the implicit reward compares log-probs of the same tokens"
-        )
-
-
 def score_pair_logps(
     model: Any, reference: Any, pairs: Sequence[Pair], max_length: int, batch_size: int, progress: Any = None
 ) -> list[PairLogps | None]:
     """Per pair (in order): its log-probs under ``model`` and ``reference`` (LoadedModels sharing a tokenizer),
     tokenized as in training; None for a pair whose prompt alone fills ``max_length``."""
     from ctllm.dpo.pair_scores import score_pairs
+    from ctllm.models.scoring import check_same_tokenizer
 
     check_same_tokenizer(model, reference)
     scores, _ = score_pairs(model.model, reference.model, model.tokenizer, pairs, 1.0, max_length, batch_size,

@@ -10,9 +10,20 @@ from collections.abc import Sequence
 
 import torch
 
+from ctllm.errors import UserError
 from ctllm.models.loading import LoadedModel
 from ctllm.models.templates import apply_chat_template
 from ctllm.pairs.schema import Message
+
+
+def check_same_tokenizer(model: LoadedModel, reference: LoadedModel) -> None:
+    """Refuse two models whose tokenizers differ: an implicit reward compares log-probs of the same tokens."""
+    a, b = model.tokenizer, reference.tokenizer
+    if len(a) != len(b) or a.eos_token_id != b.eos_token_id:
+        raise UserError(
+            f"{model.spec.label!r} and {reference.spec.label!r} have different tokenizers ({len(a)} vs {len(b)} "
+            "tokens): the implicit reward compares log-probs of the same tokens"
+        )
 
 
 def completion_token_ids(tokenizer, messages: Sequence[Message], completion: str) -> tuple[list[int], list[int]]:
