@@ -37,6 +37,7 @@ for _lo, _hi in CJK_RANGES:
     IS_CJK[_lo:_hi] = True
 DENSE = np.zeros(0x10001, dtype=np.uint64)  # code point -> 1..K for CJK, 0 for anything else
 DENSE[IS_CJK] = np.arange(1, int(IS_CJK.sum()) + 1, dtype=np.uint64)
+_DENSE16 = DENSE.astype(np.uint16)  # K < 65536
 TERMS_PER_BLOCK = 1024
 DOCS_PER_BLOCK = 16384
 SEGMENT_BITS = 16
@@ -90,23 +91,23 @@ def _codes(text: str) -> np.ndarray:
 
 def occurrence_keys(ids: Sequence[int], texts: Sequence[str]) -> np.ndarray:
     """``term << 32 | pair id`` for every CJK character of the pairs' texts (``len(texts) // len(ids)`` texts a
-    pair), duplicates included, as uint64."""
+    pair), duplicates included, as uint64 (assembled from 16-bit lanes: half the time of shifts and ors)."""
     if not ids:
         return np.zeros(0, dtype=np.uint64)
     per = len(texts) // len(ids)
     joined = "\x00".join(texts) + "\x00"  # a non-CJK separator: no term spans two texts
     if joined.isascii():
         return np.zeros(0, dtype=np.uint64)
-    dense = _codes(joined)
+    codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    dense = _DENSE16[np.minimum(codes, 0x10000)]
     pos = np.flatnonzero(dense[:-1])
-    if not len(pos):
-        return np.zeros(0, dtype=np.uint64)
     lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + 1
-    pair_of_char = np.repeat(np.repeat(np.asarray(ids, dtype=np.uint64), per), lengths)
-    keys = dense[pos] << np.uint64(48)
-    keys |= dense[pos + 1] << np.uint64(32)
-    keys |= pair_of_char[pos]
-    return keys
+    pair_of_char = np.repeat(np.repeat(np.asarray(ids, dtype=np.uint32), per), lengths)
+    lanes = np.empty((len(pos), 4), dtype=np.uint16)  # a little-endian uint64: pair id (2 lanes), next, this
+    lanes[:, 0:2] = pair_of_char[pos].view(np.uint16).reshape(-1, 2)
+    lanes[:, 2] = dense[pos + 1]
+    lanes[:, 3] = dense[pos]
+    return lanes.view(np.uint64).ravel()
 
 
 @dataclass

@@ -1163,19 +1163,26 @@ class Prepared(NamedTuple):
 
     digest: str  # Pair.content_hash()
     prompt_json: str
+    prompt_hash: int
+    prompt_chars: int
+    split: str
+    meta_json: str
     fts_prompt: str
     fts_chosen: str
     fts_rejected: str
 
 
 def prepare_rows(pairs: Sequence[Pair]) -> list[Prepared]:
-    """Hashes, prompt JSON and word-index texts for a batch of pairs."""
-    spaced = word_texts([t for p in pairs for t in (p.prompt_text, p.chosen, p.rejected)])
-    return [
-        Prepared(p.content_hash(), _dumps([dict(m) for m in p.prompt]), spaced[3 * i], spaced[3 * i + 1],
-                 spaced[3 * i + 2])
-        for i, p in enumerate(pairs)
-    ]
+    """Hashes, JSON and word-index texts for a batch of pairs (all the per-pair Python work of a write)."""
+    words = word_texts([t for p in pairs for t in (p.prompt_text, p.chosen, p.rejected)])
+    out = []
+    for i, p in enumerate(pairs):
+        prompt_json = _dumps([dict(m) for m in p.prompt])
+        out.append(Prepared(
+            p.content_hash(), prompt_json, _prompt_hash(prompt_json), sum(len(m["content"]) for m in p.prompt),
+            str(p.meta.get("split") or "train"), _dumps(p.meta), words[3 * i], words[3 * i + 1], words[3 * i + 2],
+        ))
+    return out
 
 
 _Version = tuple[int, int, "int | None", Pair, Prepared]  # (id, root id, parent id, pair, prepared rows)
@@ -1190,11 +1197,11 @@ def _insert(
     for pid, root, parent, pair, row in versions:
         chosen_chars, rejected_chars = len(pair.chosen), len(pair.rejected)
         meta_rows.append((
-            pid, cid, root, parent, pair.language, pair.source, str(pair.meta.get("split") or "train"),
-            sum(len(m["content"]) for m in pair.prompt), chosen_chars, rejected_chars, chosen_chars - rejected_chars,
-            _prompt_hash(row.prompt_json), row.digest, by, now, pending, int(pending is None),
+            pid, cid, root, parent, pair.language, pair.source, row.split, row.prompt_chars, chosen_chars,
+            rejected_chars, chosen_chars - rejected_chars, row.prompt_hash, row.digest, by, now, pending,
+            int(pending is None),
         ))
-        text_rows.append((pid, row.prompt_json, pair.chosen, pair.rejected, _dumps(pair.meta)))
+        text_rows.append((pid, row.prompt_json, pair.chosen, pair.rejected, row.meta_json))
         fts_rows.append((pid, tag, row.fts_prompt, row.fts_chosen, row.fts_rejected))
     db.executemany(
         "INSERT INTO pairs(id, collection_id, root_id, parent_id, language, source, split, prompt_chars,"
