@@ -53,6 +53,7 @@ class Settings:
     auth: tuple[str, ...] = ()  # "user:password" pairs for launch(auth=...) off a Space
     # Folders inside which user-typed paths (model folders, data files) may resolve.
     allowed_roots: tuple[Path, ...] = ()
+    hf_oauth: str = "auto"  # "Sign in with Hugging Face": auto (on a Space only), on, off
 
     @property
     def db_path(self) -> Path:

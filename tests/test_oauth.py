@@ -52,7 +52,7 @@ def login_buttons(demo: gr.Blocks) -> list[gr.LoginButton]:
 
 
 def test_the_login_button_is_built_only_on_a_space(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [*SPACE_ENV, "CTLLM_HF_OAUTH"]:
+    for name in SPACE_ENV:
         monkeypatch.delenv(name, raising=False)
     local = build_app(settings)
     assert not login_buttons(local) and not local.expects_oauth
@@ -64,8 +64,8 @@ def test_the_login_button_is_built_only_on_a_space(settings: Settings, monkeypat
     assert len(login_buttons(space)) == 1 and space.expects_oauth  # Gradio adds its /login routes for it
     assert identify(None, settings).role == Role.VIEWER  # on a Space, nobody is the all-powerful local user
 
-    monkeypatch.setenv("CTLLM_HF_OAUTH", "0")  # the operator's switch overrides
-    assert not login_buttons(build_app(settings))
+    off = Settings.from_env({"CTLLM_HF_OAUTH": "off"}, data_dir=settings.data_dir)  # the operator's switch wins
+    assert off.hf_oauth == "off" and not login_buttons(build_app(off))
 
 
 def test_a_space_without_hf_oauth_starts_without_the_button(settings, monkeypatch: pytest.MonkeyPatch) -> None:

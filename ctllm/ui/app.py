@@ -58,7 +58,7 @@ def build_app(settings: Settings, ctx: AppContext | None = None) -> gr.Blocks:
                     "app.language",
                 )
                 who = gr.Markdown(elem_id="ui-user")
-                login_button()  # on a Space: "Sign in with Hugging Face"; the page reloads signed in
+                login_button(settings)  # on a Space: "Sign in with Hugging Face"; the page reloads signed in
         with gr.Tabs(elem_id="main-tabs"):
             with gr.Tab(t("tab.pairs"), id="pairs", elem_id="pairs-tab") as tab:
                 tr.bind(tab, "tab.pairs")

@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 LOCAL_USER = "local"
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
-OAUTH_SWITCH = "CTLLM_HF_OAUTH"  # 1: sign-in button off a Space too; 0: none even on a Space
 # What a Space with ``hf_oauth: true`` in its README front matter sets; Gradio refuses to start without them.
 SPACE_OAUTH_VARIABLES = ("OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_SCOPES", "OPENID_PROVIDER_URL")
 OAUTH_PACKAGES = ("authlib", "itsdangerous")  # gradio[oauth]
@@ -57,11 +56,11 @@ def is_local_mode(settings: Settings) -> bool:
     return not settings.auth and not os.environ.get("SPACE_ID") and settings.host in LOOPBACK_HOSTS
 
 
-def oauth_wanted(env: Mapping[str, str] | None = None) -> bool:
-    """Hugging Face sign-in is offered on a Space (``SPACE_ID``) unless the operator sets CTLLM_HF_OAUTH=0, and
-    elsewhere only when they set CTLLM_HF_OAUTH=1."""
+def oauth_wanted(settings: Settings, env: Mapping[str, str] | None = None) -> bool:
+    """Hugging Face sign-in is offered on a Space (``SPACE_ID``) unless the operator sets CTLLM_HF_OAUTH=off, and
+    elsewhere only when they set it on."""
     env = os.environ if env is None else env
-    switch = env.get(OAUTH_SWITCH, "").strip().lower()
+    switch = settings.hf_oauth.strip().lower()
     if switch in _FALSE:
         return False
     return switch in _TRUE or bool(env.get("SPACE_ID"))
@@ -86,9 +85,9 @@ def oauth_unavailable(env: Mapping[str, str] | None = None) -> str | None:
     return None
 
 
-def login_button(env: Mapping[str, str] | None = None) -> gr.LoginButton | None:
+def login_button(settings: Settings, env: Mapping[str, str] | None = None) -> gr.LoginButton | None:
     """A "Sign in with Hugging Face" button where sign-in is wanted and possible (call inside the Blocks)."""
-    if not oauth_wanted(env):
+    if not oauth_wanted(settings, env):
         return None
     problem = oauth_unavailable(env)
     if problem:
