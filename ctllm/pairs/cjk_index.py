@@ -19,6 +19,11 @@ small row and, through incremental blob I/O, only the documents it needs.
 
 Entries are never updated: a pair's texts never change (an edit is a new pair), and entries of deleted pairs
 are harmless (the store joins candidates with ``pairs``) and go when their segment goes.
+
+Weak spot (no positions): a query of 3+ characters whose bigrams are all common but which is itself rare, e.g.
+"那个？一" (one bigram, then punctuation), has many candidates to check: measured 3.5 s at 229k pairs, while
+95 % of queries take under 20 ms. The keys are packed through numpy views of uint64 as 16/32-bit lanes, which
+assumes a little-endian machine (x86, ARM).
 """
 
 from __future__ import annotations
