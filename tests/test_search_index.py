@@ -135,6 +135,16 @@ def test_lookup_is_exact_for_one_and_two_characters(tmp_path: Path) -> None:
     assert cjk_index.lookup(db, "的", 2).ids.tolist() == []  # another collection's segments are skipped
 
 
+def test_skip_terms_narrow_queries_split_by_punctuation(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "i.sqlite", isolation_level=None)
+    db.executescript(cjk_index.SCHEMA)
+    texts = {1: ["那个？一", "", ""], 2: ["那个。一", "", ""], 3: ["那个？二一", "", ""], 4: ["一那个", "a", "b"]}
+    cjk_index.index_pairs(db, texts.items(), collection_id=1)
+    assert cjk_index.lookup(db, "那个？一", 1).ids.tolist() == [1, 2]  # the middle character is not kept
+    assert cjk_index.lookup(db, "那个", 1).ids.tolist() == [1, 2, 3, 4]
+    assert cjk_index.lookup(db, "一", 1).ids.tolist() == [1, 2, 3, 4]  # skip terms are not in a character's range
+
+
 def test_text_contains_reads_the_prompt_messages_not_their_json() -> None:
     prompt = '[{"role": "user", "content": "第一行\\n中文 \\"引号\\""}]'
     assert text_contains(prompt, "x", "y", "\n中文")

@@ -6,10 +6,12 @@ bulk (a sort of the batch's keys), several times faster, and stores no positions
 
 Terms. Characters get dense ids 1..K (K < 65536, ``CJK_RANGES``). Each CJK character ``a`` in a text yields the
 term ``a << 16 | b`` where ``b`` is the id of the next character when that is CJK too (a bigram), else 0 ("a run
-ends here"). So
+ends here"); and where one other character (punctuation, a space) stands between ``a`` and a CJK ``b``, a skip
+term ``a << 16 | SKIP_BASE + b % SKIP_SLOTS``. So
   - a 2-character query is exactly one term (texts are never joined: a bigram never spans two texts);
-  - a 1-character query ``a`` is exactly the union of the terms in ``[a << 16, a << 16 | 0xFFFF]``;
-  - a longer query's pairs are among those holding all its bigrams; the store verifies them on the real text.
+  - a 1-character query ``a`` is exactly the union of the terms in ``[a << 16, a << 16 | K]``;
+  - a longer query's pairs are among those holding all its bigrams and skip terms; the store verifies them on the
+    real text.
 
 Storage (tables ``search_segments`` and ``search_blocks``). A segment indexes pairs whose ids share ``id >> 16``
 (documents are stored as 16-bit offsets from the segment's ``base``). Its sorted terms are cut into blocks of
@@ -43,6 +45,9 @@ for _lo, _hi in CJK_RANGES:
 DENSE = np.zeros(0x10001, dtype=np.uint64)  # code point -> 1..K for CJK, 0 for anything else
 DENSE[IS_CJK] = np.arange(1, int(IS_CJK.sum()) + 1, dtype=np.uint64)
 _DENSE16 = DENSE.astype(np.uint16)  # K < 65536
+K = int(IS_CJK.sum())
+SKIP_BASE = K + 1  # second ids above K: "b after one other character", b folded into the free slots
+SKIP_SLOTS = 0x10000 - SKIP_BASE
 TERMS_PER_BLOCK = 1024
 DOCS_PER_BLOCK = 16384
 SEGMENT_BITS = 16
@@ -108,10 +113,19 @@ def occurrence_keys(ids: Sequence[int], texts: Sequence[str]) -> np.ndarray:
     pos = np.flatnonzero(dense[:-1])
     lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + 1
     pair_of_char = np.repeat(np.repeat(np.asarray(ids, dtype=np.uint32), per), lengths)
-    lanes = np.empty((len(pos), 4), dtype=np.uint16)  # a little-endian uint64: pair id (2 lanes), next, this
-    lanes[:, 0:2] = pair_of_char[pos].view(np.uint16).reshape(-1, 2)
-    lanes[:, 2] = dense[pos + 1]
-    lanes[:, 3] = dense[pos]
+    following = dense[pos + 1]
+    ends = pos[following == 0]  # the last character of a run: is it followed by one other, then a CJK one?
+    ends = ends[ends + 2 < len(dense)]
+    skips = ends[(dense[ends + 2] != 0) & (codes[ends + 1] != 0)]
+    lanes = np.empty((len(pos) + len(skips), 4), dtype=np.uint16)  # little-endian uint64: pair id, next, this
+    pair_lane = lanes.view(np.uint32)[:, 0]
+    n = len(pos)
+    pair_lane[:n] = pair_of_char[pos]
+    lanes[:n, 2] = following
+    lanes[:n, 3] = dense[pos]
+    pair_lane[n:] = pair_of_char[skips]
+    lanes[n:, 2] = SKIP_BASE + dense[skips + 2] % SKIP_SLOTS
+    lanes[n:, 3] = dense[skips]
     return lanes.view(np.uint64).ravel()
 
 
@@ -285,14 +299,17 @@ class Lookup:
 def query_terms(needle: str) -> tuple[list[tuple[int, int]], bool]:
     """(term ranges to AND, exact) for a query holding at least one CJK character.
 
-    Bigrams of adjacent CJK characters are single terms; when there is none, each CJK character stands for its
-    range of terms. Exact when the query is one or two CJK characters and nothing else."""
+    Bigrams and skip terms are single terms; when there is none, each CJK character stands for its range of
+    terms. Exact when the query is one or two CJK characters and nothing else."""
     dense = _codes(needle).tolist()
-    bigrams = sorted({(a << 16 | b, a << 16 | b) for a, b in zip(dense, dense[1:], strict=False) if a and b})
+    terms = {a << 16 | b for a, b in zip(dense, dense[1:], strict=False) if a and b}
+    terms |= {a << 16 | SKIP_BASE + b % SKIP_SLOTS for a, gap, b, mid in zip(dense, dense[1:], dense[2:], needle[1:],
+                                                                          strict=False) if a and b and not gap
+              and mid != "\x00"}
     exact = 0 < len(needle) <= 2 and all(dense)
-    if bigrams:
-        return bigrams, exact
-    return sorted({(a << 16, a << 16 | 0xFFFF) for a in dense if a}), exact
+    if terms:
+        return sorted((t, t) for t in terms), exact
+    return sorted({(a << 16, a << 16 | K) for a in dense if a}), exact
 
 
 def lookup(db: sqlite3.Connection, needle: str, collection_id: int | None = None) -> Lookup:

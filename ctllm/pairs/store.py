@@ -65,7 +65,7 @@ except ImportError:  # pragma: no cover - depends on the environment
         return json.dumps(value, ensure_ascii=False, default=str)
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 KINDS = ("import", "manual", "votes", "synth")
 LABEL_STATES = ("unlabelled", "labelled", "mine", "not_mine", "disagreement")
 SORTS = ("id", "length_diff", "-length_diff", "score")
@@ -262,13 +262,13 @@ class Store:
                 raise UserError(f"{self.path}: store schema {version} is newer than this program ({SCHEMA_VERSION})")
             if version == 1:
                 _migrate_from_1(db)
-            if version in (1, 2):  # the index of schema 2 held every CJK character: rebuilt below
+            if version in (1, 2, 3):  # schema 2's index held every CJK character, 3's had no skip terms: rebuilt
                 db.execute("DROP TABLE IF EXISTS pairs_fts")
             for statement in _split_sql(_SCHEMA):
                 db.execute(statement)
             # A 64 MB in-memory buffer before the index writes a segment: fewer merges on a big import.
             db.execute("INSERT INTO pairs_fts(pairs_fts, rank) VALUES ('hashsize', ?)", (FTS_HASH_BYTES,))
-            if version in (1, 2):
+            if version in (1, 2, 3):
                 _reindex(db)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._remove_abandoned_imports()
