@@ -84,6 +84,9 @@ def test_several_processes_use_accelerate_launch(ctx: AppContext) -> None:
         ("lr", None, "needs a value"),
         ("devices", "gpu-one", "neither 'cpu' nor a GPU id"),
         ("num_processes", 0, "whole number >= 1"),
+        ("model", "/etc", "outside the allowed folders"),  # what the job would only find out inside
+        ("ref_model", "no-such-model-folder", "no-such-model-folder"),
+        ("model", "ct-llm-sft", "not in the local hub cache"),  # tests are offline (HF_HUB_OFFLINE=1)
     ],
 )
 def test_a_bad_value_is_explained_next_to_its_field_and_nothing_starts(

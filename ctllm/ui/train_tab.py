@@ -385,6 +385,20 @@ def _cell(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) else ("–" if value is None else value)
 
 
+def check_models(config: TrainConfig, settings: Settings) -> None:
+    """Refuse before start what the job would only find out inside: a missing or out-of-bounds model, a hub id
+    while offline, a model whose own code the operator has not allowed."""
+    from ctllm.models.registry import resolve_spec
+
+    for name in ("model", "ref_model"):
+        spec = getattr(config, name)
+        if spec:
+            try:
+                resolve_spec(spec, settings)
+            except UserError as error:
+                raise UserError(f"config field '{name}': {error}") from None
+
+
 class TrainHandlers:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
@@ -419,6 +433,7 @@ class TrainHandlers:
         try:
             preset, config, overrides = form_to_config(form)
             devices, processes = _devices(form)
+            check_models(config, self.ctx.settings)
             if not config.run_name:
                 overrides["run_name"] = new_run_name(self.ctx.settings.runs_dir)
             run_name = overrides.get("run_name", config.run_name)
