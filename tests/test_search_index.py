@@ -219,3 +219,19 @@ def test_a_schema_2_store_is_migrated(tmp_path: Path) -> None:
         assert store.db.execute("PRAGMA user_version").fetchone()[0] == store_module.SCHEMA_VERSION
         assert ids_for(store, "回答3号") == [4] and len(ids_for(store, "question")) == 5
         assert len(ids_for(store, "答")) == 5 and store.integrity_check() == "ok"
+
+
+def test_word_index_rows_only_for_pairs_with_words_and_deletes_match(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite") as store:
+        store.create_collection("c")
+        mixed = [make_pair((f"问题{i}", f"回答 answer{i}", "拒绝")) for i in range(3)]
+        chinese = [make_pair((f"问题{n}", f"回答{n}，好。", "拒绝！")) for n in "一二三四"]  # no digit: no word
+        store.add_pairs("c", mixed + chinese)
+
+        def fts_rows() -> int:
+            return store.db.execute("SELECT count(*) FROM pairs_fts_docsize").fetchone()[0]
+
+        assert fts_rows() == 3 and len(ids_for(store, "answer1")) == 1 and len(ids_for(store, "回答")) == 7
+        store.delete_collection("c")
+        assert fts_rows() == 0
+        store.db.execute("INSERT INTO pairs_fts(pairs_fts) VALUES ('integrity-check')")

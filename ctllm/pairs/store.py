@@ -7,7 +7,8 @@ Layout
   pair_texts   prompt (JSON messages), chosen, rejected, meta (JSON)
   labels       one verdict per (pair version chain, annotator); a new verdict replaces the annotator's old one
   scores       a run's implicit-reward margin per pair, for "lowest margin first"
-  pairs_fts    word index (FTS5, contentless) of the texts with their CJK characters left out
+  pairs_fts    word index (FTS5, contentless) of the texts with their CJK characters left out; a pair with no
+               word left (most Chinese pairs) has no row there (``_has_words``)
   search_*     the CJK substring index (``ctllm.pairs.cjk_index``): segments of bulk-imported pairs, and
                ``search_unindexed``, pairs added one at a time (checked by a scan until FOLD_AT of them are
                folded into a segment)
@@ -50,7 +51,15 @@ from ctllm.errors import UserError
 from ctllm.pairs import cjk_index
 from ctllm.pairs.resolve import SHOWN_FIRST, VERDICTS, choice_of, resolve
 from ctllm.pairs.schema import Pair
-from ctllm.pairs.search import fts_query, has_cjk, like_pattern, substring_needle, text_contains, word_texts
+from ctllm.pairs.search import (
+    fts_query,
+    has_cjk,
+    has_word,
+    like_pattern,
+    substring_needle,
+    text_contains,
+    word_texts,
+)
 from ctllm.pids import pid_exists
 
 try:
@@ -65,7 +74,7 @@ except ImportError:  # pragma: no cover - depends on the environment
         return json.dumps(value, ensure_ascii=False, default=str)
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 KINDS = ("import", "manual", "votes", "synth")
 LABEL_STATES = ("unlabelled", "labelled", "mine", "not_mine", "disagreement")
 SORTS = ("id", "length_diff", "-length_diff", "score")
@@ -262,13 +271,13 @@ class Store:
                 raise UserError(f"{self.path}: store schema {version} is newer than this program ({SCHEMA_VERSION})")
             if version == 1:
                 _migrate_from_1(db)
-            if version in (1, 2, 3):  # schema 2's index held every CJK character, 3's had no skip terms: rebuilt
+            if version in (1, 2, 3, 4):  # 2: every CJK character a token; 3: no skip terms; 4: word-less rows
                 db.execute("DROP TABLE IF EXISTS pairs_fts")
             for statement in _split_sql(_SCHEMA):
                 db.execute(statement)
             # A 64 MB in-memory buffer before the index writes a segment: fewer merges on a big import.
             db.execute("INSERT INTO pairs_fts(pairs_fts, rank) VALUES ('hashsize', ?)", (FTS_HASH_BYTES,))
-            if version in (1, 2, 3):
+            if version in (1, 2, 3, 4):
                 _reindex(db)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._remove_abandoned_imports()
@@ -1202,7 +1211,8 @@ def _insert(
             int(pending is None),
         ))
         text_rows.append((pid, row.prompt_json, pair.chosen, pair.rejected, row.meta_json))
-        fts_rows.append((pid, tag, row.fts_prompt, row.fts_chosen, row.fts_rejected))
+        if _has_words((row.fts_prompt, row.fts_chosen, row.fts_rejected)):
+            fts_rows.append((pid, tag, row.fts_prompt, row.fts_chosen, row.fts_rejected))
     db.executemany(
         "INSERT INTO pairs(id, collection_id, root_id, parent_id, language, source, split, prompt_chars,"
         " chosen_chars, rejected_chars, len_diff, prompt_hash, content_hash, created_by, created, pending, is_latest)"
@@ -1211,6 +1221,11 @@ def _insert(
     )
     db.executemany("INSERT INTO pair_texts(pair_id, prompt, chosen, rejected, meta) VALUES (?, ?, ?, ?, ?)", text_rows)
     db.executemany("INSERT INTO pairs_fts(rowid, coll, prompt, chosen, rejected) VALUES (?, ?, ?, ?, ?)", fts_rows)
+
+
+def _has_words(texts: Sequence[str]) -> bool:
+    """Whether a pair's word-index texts hold a word: those without get no FTS row (insert and delete agree)."""
+    return any(map(has_word, texts))
 
 
 def _delete_pairs(db: sqlite3.Connection, ids: Sequence[int]) -> None:
@@ -1227,7 +1242,7 @@ def _delete_pairs(db: sqlite3.Connection, ids: Sequence[int]) -> None:
         texts = _index_texts([("\n".join(m["content"] for m in json.loads(r[2])), r[3], r[4]) for r in rows])
         db.executemany(  # a contentless index forgets a row when given the very text it indexed
             "INSERT INTO pairs_fts(pairs_fts, rowid, coll, prompt, chosen, rejected) VALUES ('delete', ?, ?, ?, ?, ?)",
-            [(r[0], f"c{r[1]}", *t) for r, t in zip(rows, texts, strict=True)],
+            [(r[0], f"c{r[1]}", *t) for r, t in zip(rows, texts, strict=True) if _has_words(t)],
         )
         for table, column in (("scores", "pair_id"), ("labels", "pair_id"), ("pair_texts", "pair_id"),
                               ("search_unindexed", "pair_id")):
@@ -1290,7 +1305,7 @@ def _reindex(db: sqlite3.Connection) -> None:
             words = _index_texts(texts)
             db.executemany(
                 "INSERT INTO pairs_fts(rowid, coll, prompt, chosen, rejected) VALUES (?, ?, ?, ?, ?)",
-                [(r[0], f"c{cid}", *w) for r, w in zip(chunk, words, strict=True)],
+                [(r[0], f"c{cid}", *w) for r, w in zip(chunk, words, strict=True) if _has_words(w)],
             )
             builder.add([r[0] for r in chunk], [t for triple in texts for t in triple])
         for segment in cjk_index.segments_for(builder):
