@@ -129,7 +129,8 @@ def worker_engine(steps: int, lora: bool, forward_tokens: int = 0) -> dict:
                             allowed_roots=(Path(tmp), folder.parent)).ensure_dirs()
         config = TrainConfig(model=str(folder), data=str(data), batch_size=BATCH, max_length=MAX_LENGTH, lr=LR,
                              beta=BETA, max_steps=steps, eval_fraction=0.0, precompute_ref=True, lora=lora,
-                             report_to="none", seed=0, run_name="bench", max_forward_tokens=forward_tokens)
+                             report_to="none", seed=0, run_name="bench", max_forward_tokens=forward_tokens,
+                             final_eval=False)  # training only: the end-of-run evaluation loads the reference again
         started = time.perf_counter()
         result = train(config, settings, show_progress=False)
         total = time.perf_counter() - started
