@@ -5,6 +5,7 @@ and resume; a viewer and an annotator are refused with nothing started."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -143,8 +144,10 @@ def test_cancel_stops_the_job_and_resume_finishes_it_without_duplicates(
     values = form(None, "cancelled-run", weak_model, path="data/incoming/questions.jsonl", batch_size=1, seed=-1)
     job_id, message, *_ = h.start(*values.values(), request=ADMIN)
     assert isinstance(job_id, int), message
-    assert "cancelling" in h.cancel(job_id, request=ADMIN)  # while it still loads: it stops at the latest after
-    job = ctx.jobs.wait(job_id, timeout=120, until_group_gone=True)  # one batch
+    # While it still loads it stops at the latest after one batch; a process that was not up yet (a busy machine)
+    # ends at once and the job reads cancelled already.
+    assert re.search(r"cancelling|cancelled", h.cancel(job_id, request=ADMIN))
+    job = ctx.jobs.wait(job_id, timeout=120, until_group_gone=True)
     assert job.state == "cancelled" and not processes.is_running(job.pid, job.pid_start)
     result = poll(h, job_id)
     assert "**cancelled**" in result["status"] and "Resume continues" in result["status"]
