@@ -6,6 +6,7 @@ other than the starting page's 503 means the real server is up.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +23,17 @@ AUTH_ENV = {
     "CTLLM_ADMINS": "admin1",
     "CTLLM_ANNOTATORS": "annot1",
 }
+
+
+PAIR = {"prompt": "Say hi", "chosen": "Hi!", "rejected": "Go away."}
+
+
+def data_dir_with_a_pairs_file(tmp: Path) -> Path:
+    """``tmp/data`` holding ``incoming.jsonl`` with :data:`PAIR`, a file an admin may import."""
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    (data_dir / "incoming.jsonl").write_text(json.dumps(PAIR) + "\n", encoding="utf-8")
+    return data_dir
 
 
 def _answers(url: str) -> bool:

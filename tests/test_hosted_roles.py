@@ -15,10 +15,9 @@ from ctllm.errors import UserError
 from ctllm.models.registry import PRESETS, list_models, resolve_spec
 from ctllm.settings import Settings
 from tests.e2e.conftest import RunningApp, stop_app
-from tests.hosted_app import AUTH_ENV, USERS, start_hosted_app
+from tests.hosted_app import AUTH_ENV, USERS, data_dir_with_a_pairs_file, start_hosted_app
 
 TABLES = ("collections", "pairs", "labels", "jobs", "scores")
-PAIR = {"prompt": "Say hi", "chosen": "Hi!", "rejected": "Go away."}
 
 # endpoint -> arguments; each must be refused below the admin role.
 ADMIN_CALLS = {
@@ -54,9 +53,7 @@ def fake_hub_cache(root: Path, repo_id: str) -> Path:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
     tmp = tmp_path_factory.mktemp("hosted")
-    data_dir = tmp / "data"
-    data_dir.mkdir()
-    (data_dir / "incoming.jsonl").write_text(json.dumps(PAIR) + "\n", encoding="utf-8")
+    data_dir = data_dir_with_a_pairs_file(tmp)
     hub = fake_hub_cache(tmp / "hub", PRESETS["ct-llm-sft"]["path"])
     running = start_hosted_app(tmp, {**AUTH_ENV, "HF_HUB_CACHE": str(hub)}, data_dir=data_dir)
     yield running

@@ -21,7 +21,7 @@ from ctllm.settings import Settings
 from ctllm.ui.app import build_app
 from ctllm.ui.auth import LOCAL_USER, Role, identify
 from tests.e2e.conftest import RunningApp, stop_app
-from tests.hosted_app import start_hosted_app
+from tests.hosted_app import data_dir_with_a_pairs_file, start_hosted_app
 
 SECRET = "test-oauth-secret"
 SPACE_ENV = {
@@ -33,7 +33,6 @@ SPACE_ENV = {
     "OPENID_PROVIDER_URL": "https://huggingface.co",  # only contacted when someone clicks the button
 }
 OPERATOR_ENV = {"CTLLM_ADMINS": "alice", "CTLLM_ANNOTATORS": ""}
-PAIR = {"prompt": "Say hi", "chosen": "Hi!", "rejected": "Go away."}
 IMPORT = {"upload": None, "path": "incoming.jsonl", "mapping_text": "", "collection": "by-oauth"}
 
 
@@ -94,9 +93,7 @@ def session_cookie(userinfo: dict[str, str], secret: str = SECRET, expires_in: f
 @pytest.fixture(scope="module")
 def space_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
     tmp = tmp_path_factory.mktemp("space")
-    data_dir = tmp / "data"
-    data_dir.mkdir()
-    (data_dir / "incoming.jsonl").write_text(json.dumps(PAIR) + "\n", encoding="utf-8")
+    data_dir = data_dir_with_a_pairs_file(tmp)
     running = start_hosted_app(tmp, {**SPACE_ENV, **OPERATOR_ENV}, data_dir=data_dir)
     yield running
     stop_app(running)

@@ -11,7 +11,8 @@ from tests.e2e.conftest import RunningApp, start_app, stop_app, text_of, wait_fo
 
 pytestmark = pytest.mark.e2e
 
-SAMPLES = len((Path(__file__).resolve().parents[2] / "assets" / "pairs" / "sample_pairs.jsonl").read_text().splitlines())
+SAMPLES_FILE = Path(__file__).resolve().parents[2] / "assets" / "pairs" / "sample_pairs.jsonl"
+SAMPLES = len(SAMPLES_FILE.read_text().splitlines())
 
 
 @pytest.fixture
