@@ -200,7 +200,10 @@ def test_an_app_restarted_during_a_job_reattaches_and_the_curves_go_on(
     try:
         client = admin(app)
         model, data = studio_dir / "models" / "tiny", studio_dir / "pairs.jsonl"
-        start_job(client, train_form(model, data, "survivor", max_steps=6))
+        # Enough steps that the tiny model (about 18 steps/s on a quiet 2-core machine) is still training when held:
+        # with 6 steps it sometimes finished between the poll that saw step 1 and the SIGSTOP.
+        steps = 200
+        start_job(client, train_form(model, data, "survivor", max_steps=steps))
         training, _ = wait_for(client, "training", lambda p: p.state == "running" and p.step >= 1)
         pgid = job_group(studio_dir, training.job)
         groups.append(pgid)
@@ -218,6 +221,7 @@ def test_an_app_restarted_during_a_job_reattaches_and_the_curves_go_on(
         print(f"\napp killed at step {training.step}, started again: job shown running {back:.1f} s later")
         assert (first.job, first.state) == (training.job, "running"), first.status
         assert first.step >= training.step and first.points == first.step, (first.status, first.points)
+        assert first.step < steps, f"the job ended before it was held: {first.status}"
 
         os.killpg(pgid, signal.SIGCONT)
         later, _ = wait_for(client, "a new step", lambda p: p.step > first.step)
@@ -225,6 +229,6 @@ def test_an_app_restarted_during_a_job_reattaches_and_the_curves_go_on(
         final, seconds = wait_for(client, "finished", lambda p: p.state in FINAL, 1.0)
         print(f"curve {first.points} -> {later.points} points; the job {final.state} {seconds:.1f} s later")
         assert final.state == "finished", final.status + "\n" + final.log[-2000:]
-        assert final.step == 6
+        assert final.step == steps
     finally:
         stop_app(restarted or app)
