@@ -5,7 +5,7 @@ pairs of ``assets/pairs/sample_pairs.jsonl`` for both. Each engine runs in its o
 its own); the first step of each is a warm-up and not timed. Prints pairs/s and tokens/s of both, the ratio
 (goal >= 1.5x), step-1 ``logps/chosen`` / ``logps/rejected`` of this engine's log-prob code against TRL's on
 TRL's first batch (goal: relative difference <= 1e-4), step-1 loss (goal ln 2), and peak RSS of full
-fine-tuning (goal <= 3 GB) and LoRA (goal <= 2 GB).
+fine-tuning (goal <= 3 GB) and LoRA (goal <= 2 GB; its forwards cut at 512 tokens: ``max_forward_tokens``).
 
 TRL is needed only here, never at run time: ``pip install trl==1.16.0``.
 
@@ -34,6 +34,9 @@ BETA = 0.1
 LR = 5e-6
 THREADS = 2
 GOALS = {"ratio": 1.5, "logps_rel": 1e-4, "rss_full_gb": 3.0, "rss_lora_gb": 2.0}
+# LoRA's gradients are a few MB, so splitting a step's forwards bounds its memory at no gradient cost (same steps of
+# BATCH pairs, same gradient); full fine-tuning would keep 0.5 GB of gradients across the pieces, so it runs whole.
+LORA_FORWARD_TOKENS = 512
 
 
 def bench_pairs(count: int) -> list:
@@ -151,6 +154,7 @@ def worker_logps(steps: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ctllm.dpo.batching import collate
+    from ctllm.dpo.lean_model import make_lean
     from ctllm.dpo.logps import concatenated_forward
     from ctllm.dpo.tokenize import tokenize_pairs
 
@@ -159,6 +163,7 @@ def worker_logps(steps: int) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     items = tokenize_pairs(tokenizer, bench_pairs(BATCH), MAX_LENGTH).items
+    make_lean(model)  # the engine trains with lean activations: check the numbers of that forward
     with torch.no_grad():
         out = concatenated_forward(model, collate(items, tokenizer.pad_token_id))
     return {"logps_chosen_1": float(out.chosen_logps.mean()), "logps_rejected_1": float(out.rejected_logps.mean())}
@@ -190,7 +195,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.worker:
         workers = {"trl": lambda: worker_trl(args.steps), "engine-full": lambda: worker_engine(args.steps, False),
-                   "engine-lora": lambda: worker_engine(args.steps, True), "logps": lambda: worker_logps(args.steps)}
+                   "engine-lora": lambda: worker_engine(args.steps, True, LORA_FORWARD_TOKENS),
+                   "logps": lambda: worker_logps(args.steps)}
         print(json.dumps(workers[args.worker]()))
         return 0
 
@@ -228,7 +234,7 @@ def main() -> int:
         seconds = sum(value["step_seconds"][1:])
         timed_tokens = round(sum(value["step_tokens"][1:])) if "step_tokens" in value else trl_tokens
         label = {"trl": "TRL 1.16 DPOTrainer (full)", "engine-full": "this engine, full FT",
-                 "engine-lora": "this engine, LoRA"}[name]
+                 "engine-lora": f"this engine, LoRA (fwd {LORA_FORWARD_TOKENS})"}[name]
         measured[name] = row(label, seconds, len(timed_pairs), timed_tokens, value.get("peak_rss_gb"))
         if name != "trl":
             share = value["reference_seconds"] * len(timed_pairs) / len(pairs)

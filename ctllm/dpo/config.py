@@ -73,6 +73,8 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto: bf16 autocast on CUDA when supported, none on a CPU
     gradient_checkpointing: bool = False
     share_prompt: bool = True  # run each prompt once for both answers (checked against the plain forward first)
+    lean_activations: bool = True  # keep fewer activations for backward (ctllm.dpo.lean_model; checked first);
+    # used without mixed precision (on a CPU, or a GPU with mixed_precision no)
     num_threads: int = 0  # torch CPU threads; 0: torch's default
     report_to: str = "tensorboard"  # tensorboard | none
     # The end-of-run evaluation against the reference (ctllm.evaluate, written to <run dir>/eval.json): preference

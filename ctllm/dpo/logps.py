@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 CHUNK_ELEMENTS = 1 << 24  # logits elements handled per chunk (64 MiB in fp32)
@@ -32,6 +33,21 @@ class ForwardOutput:
     chosen_nll: Tensor  # mean token NLL of the chosen completion (RPO term), carries grad
 
 
+def _chunk_forward(chunk: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(log p[label], log-normaliser, vocab-mean logit) per position of an fp32 logits chunk."""
+    index = labels.unsqueeze(-1)
+    token_logps = torch.log_softmax(chunk, dim=-1).gather(-1, index).squeeze(-1)
+    return token_logps, chunk.gather(-1, index).squeeze(-1) - token_logps, chunk.mean(-1)
+
+
+def _chunk_backward(chunk: Tensor, log_norm: Tensor, labels: Tensor, grad_logps: Tensor,
+                    out: Tensor | None = None) -> Tensor:
+    """d loss / d logits for an fp32 logits chunk, g * (onehot(label) − softmax), written into ``out`` if given."""
+    g = grad_logps.unsqueeze(-1).to(torch.float32)
+    probs = torch.sub(chunk, log_norm.unsqueeze(-1), out=out).exp_()
+    return probs.mul_(-g).scatter_add_(-1, labels.unsqueeze(-1), g)
+
+
 class _TokenLogProbs(torch.autograd.Function):
     """log_softmax(logits)[label] per position, without keeping a vocabulary-sized log-prob tensor.
 
@@ -42,15 +58,10 @@ class _TokenLogProbs(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         n_rows, steps = labels.shape
-        token_logps = torch.empty((n_rows, steps), dtype=torch.float32, device=logits.device)
-        log_norm = torch.empty_like(token_logps)
-        mean_logits = torch.empty_like(token_logps)
+        token_logps, log_norm, mean_logits = (torch.empty((n_rows, steps), device=logits.device) for _ in range(3))
         for rows in _row_chunks(n_rows, steps * logits.size(-1)):
-            chunk = logits[rows, :steps].float()
-            index = labels[rows].unsqueeze(-1)
-            token_logps[rows] = torch.log_softmax(chunk, dim=-1).gather(-1, index).squeeze(-1)
-            log_norm[rows] = chunk.gather(-1, index).squeeze(-1) - token_logps[rows]
-            mean_logits[rows] = chunk.mean(-1)
+            token_logps[rows], log_norm[rows], mean_logits[rows] = _chunk_forward(logits[rows, :steps].float(),
+                                                                                  labels[rows])
         ctx.save_for_backward(logits, labels, log_norm)
         ctx.mark_non_differentiable(mean_logits)
         return token_logps, mean_logits
@@ -61,16 +72,67 @@ class _TokenLogProbs(torch.autograd.Function):
         steps = labels.size(1)
         grad = torch.empty_like(logits)
         grad[:, steps:] = 0  # positions past the last label predict nothing
-        in_place = logits.dtype == torch.float32
+        in_place = logits.dtype == torch.float32  # then work in the gradient's memory
         for rows in _row_chunks(labels.size(0), steps * logits.size(-1)):
-            g = grad_logps[rows].unsqueeze(-1).to(torch.float32)
-            # d logp[label] / d logits = onehot(label) − softmax(logits)
             out = grad[rows, :steps] if in_place else None
-            probs = torch.sub(logits[rows, :steps].float(), log_norm[rows].unsqueeze(-1), out=out).exp_()
-            probs.mul_(-g).scatter_add_(-1, labels[rows].unsqueeze(-1), g)
+            chunk = _chunk_backward(logits[rows, :steps].float(), log_norm[rows], labels[rows], grad_logps[rows], out)
             if not in_place:
-                grad[rows, :steps] = probs.to(grad.dtype)
+                grad[rows, :steps] = chunk.to(grad.dtype)
         return grad, None
+
+
+def _head_logits(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """fp32 logits of [n, steps, H] hidden states, computed as one 2-D matmul.
+
+    Always the same kernel: on a 3-D strided input ``F.linear`` picks a batched or a folded matmul depending on
+    whether the input requires grad, and the two round differently (the policy and a frozen reference would
+    disagree in the last bits).
+    """
+    n, steps, width = hidden.shape
+    return F.linear(hidden.reshape(n * steps, width), weight, bias).float().view(n, steps, -1)
+
+
+class _HeadTokenLogProbs(torch.autograd.Function):
+    """Like :class:`_TokenLogProbs` on ``F.linear(hidden, weight, bias)``, never holding more than a chunk of logits.
+
+    Backward computes each chunk's logits again (one more LM-head matmul over the scored positions) rather than
+    keeping them all from forward: on a 49k vocabulary the logits of a batch are several hundred MB, twice over
+    while their gradient is formed.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None,  # type: ignore[override]
+                labels: Tensor) -> tuple[Tensor, Tensor]:
+        n_rows, steps = labels.shape
+        token_logps, log_norm, mean_logits = (torch.empty((n_rows, steps), device=hidden.device) for _ in range(3))
+        for rows in _row_chunks(n_rows, steps * weight.size(0)):
+            chunk = _head_logits(hidden[rows, :steps], weight, bias)
+            token_logps[rows], log_norm[rows], mean_logits[rows] = _chunk_forward(chunk, labels[rows])
+        ctx.save_for_backward(hidden, weight, bias, labels, log_norm)
+        ctx.mark_non_differentiable(mean_logits)
+        return token_logps, mean_logits
+
+    @staticmethod
+    def backward(ctx: Any, grad_logps: Tensor, _grad_means: Tensor,  # type: ignore[override]
+                 ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        hidden, weight, bias, labels, log_norm = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        steps = labels.size(1)
+        d_hidden = torch.zeros_like(hidden) if needs[0] else None
+        d_weight = torch.zeros_like(weight) if needs[1] else None
+        d_bias = torch.zeros_like(bias) if bias is not None and needs[2] else None
+        for rows in _row_chunks(labels.size(0), steps * weight.size(0)):
+            inputs = hidden[rows, :steps]
+            chunk = _head_logits(inputs, weight, bias)
+            d_logits = _chunk_backward(chunk, log_norm[rows], labels[rows], grad_logps[rows], chunk).to(weight.dtype)
+            if d_hidden is not None:
+                d_hidden[rows, :steps] = d_logits @ weight
+            flat = d_logits.reshape(-1, d_logits.size(-1))
+            if d_weight is not None:
+                d_weight.addmm_(flat.t(), inputs.reshape(-1, inputs.size(-1)))
+            if d_bias is not None:
+                d_bias += flat.sum(0)
+        return d_hidden, d_weight, d_bias, None
 
 
 def _row_chunks(n_rows: int, elements_per_row: int) -> list[slice]:
@@ -78,13 +140,16 @@ def _row_chunks(n_rows: int, elements_per_row: int) -> list[slice]:
     return [slice(start, start + step) for start in range(0, n_rows, step)]
 
 
-def sequence_logps(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def sequence_logps(logits: Tensor, input_ids: Tensor, loss_mask: Tensor, head: Any = None,
+                   ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-row completion log-probs.
 
     Args:
-        logits: [N, T', V] raw logits for the last T' <= T positions of the rows (any float dtype).
+        logits: [N, T', V] raw logits for the last T' <= T positions of the rows (any float dtype); with ``head``,
+            the [N, T', H] hidden states the LM head turns into logits.
         input_ids: [N, T] token ids.
         loss_mask: [N, T], 1 on the completion tokens (the tokens being scored).
+        head: the model's LM head (a linear layer) when the model returns hidden states (:func:`fused_head`).
 
     Returns:
         (sum of log p(token) over masked tokens [N] fp32, number of masked tokens [N] int64,
@@ -98,16 +163,38 @@ def sequence_logps(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> tupl
         raise ValueError("logits start after the first completion token; keep more positions")
     labels = input_ids[:, offset + 1 :]
     mask = loss_mask[:, offset + 1 :].to(torch.float32)
-    token_logps, position_means = _TokenLogProbs.apply(logits, labels)
+    if head is None:
+        token_logps, position_means = _TokenLogProbs.apply(logits, labels)
+    else:
+        token_logps, position_means = _HeadTokenLogProbs.apply(logits, head.weight, head.bias, labels)
     counts = mask.sum(-1)
     mean_logits = (position_means * mask).sum(-1) / counts.clamp(min=1)
     return (token_logps * mask).sum(-1), counts.to(torch.long), mean_logits
 
 
+def unwrap(model: Any) -> Any:
+    """The transformers model inside DDP-style and peft wrappers."""
+    inner = getattr(model, "module", model)
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+
+
+HIDDEN_OUT = "_ctllm_hidden_out"  # set on an LM head whose forward passes hidden states through (ctllm.dpo.lean_model)
+
+
+def fused_head(model: Any) -> Any:
+    """The LM head if the model returns hidden states in place of logits (they go to :class:`_HeadTokenLogProbs`)."""
+    get = getattr(unwrap(model), "get_output_embeddings", None)
+    head = get() if get is not None else None
+    return head if getattr(head, HIDDEN_OUT, False) else None
+
+
+def to_logits(scores: Tensor, head: Any) -> Tensor:
+    """Logits from what the model returned: the scores themselves, or the LM head applied to hidden states."""
+    return scores if head is None else F.linear(scores, head.weight, head.bias)
+
+
 def _forward_accepts(model: Any, name: str) -> bool:
-    inner = getattr(model, "module", model)  # DDP and similar wrappers
-    if hasattr(inner, "get_base_model"):  # peft
-        inner = inner.get_base_model()
+    inner = unwrap(model)
     try:
         return name in inspect.signature(inner.forward).parameters
     except (TypeError, ValueError):
@@ -128,8 +215,8 @@ def row_logps(
     start = first_scored_position(loss_mask) - 1  # the position whose logits predict the first completion token
     if start > 0 and _forward_accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = input_ids.size(1) - start
-    logits = model(**kwargs).logits
-    return sequence_logps(logits, input_ids, loss_mask)
+    scores = model(**kwargs).logits
+    return sequence_logps(scores, input_ids, loss_mask, fused_head(model))
 
 
 def concatenated_forward(model: Any, batch: dict) -> ForwardOutput:

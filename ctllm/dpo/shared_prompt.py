@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ctllm.dpo.batching import collate
-from ctllm.dpo.logps import ForwardOutput, concatenated_forward, sequence_logps
+from ctllm.dpo.logps import ForwardOutput, concatenated_forward, fused_head, sequence_logps, to_logits
 from ctllm.dpo.tokenize import TokenizedPair
 
 CHECK_TOLERANCE = 1e-3  # max |difference| of summed log-probs (nats) for a model to use the shared forward
@@ -57,7 +57,8 @@ def shared_prompt_forward(model: Any, items: Sequence[TokenizedPair], pad_id: in
                  logits_to_keep=1)
     cache = head.past_key_values
     cache.batch_repeat_interleave(2)
-    first_logits = head.logits[:, -1].float().repeat_interleave(2, dim=0)  # predicts each completion's first token
+    lm_head = fused_head(model)
+    first_logits = to_logits(head.logits[:, -1].contiguous(), lm_head).float().repeat_interleave(2, dim=0)
     full_mask = torch.cat([prompt_mask.repeat_interleave(2, 0), completion_mask], 1)
     tail = model(input_ids=completion, attention_mask=full_mask, position_ids=completion_pos.to(device),
                  past_key_values=cache, use_cache=False)
@@ -65,7 +66,7 @@ def shared_prompt_forward(model: Any, items: Sequence[TokenizedPair], pad_id: in
     first = torch.log_softmax(first_logits, dim=-1).gather(-1, completion[:, :1]).squeeze(-1)
     rest_mask = completion_mask.clone()
     rest_mask[:, 0] = 0  # the first token was scored from the prompt's last position
-    rest, rest_counts, rest_means = sequence_logps(tail.logits, completion, rest_mask)
+    rest, rest_counts, rest_means = sequence_logps(tail.logits, completion, rest_mask, lm_head)
     logps = first + rest
     counts = rest_counts + 1
     mean_logits = (first_logits.detach().mean(-1) + rest_means * rest_counts) / counts

@@ -32,6 +32,8 @@ import torch
 from ctllm.dpo.batching import length_grouped_batches
 from ctllm.dpo.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from ctllm.dpo.config import COLLECTION_PREFIX, TrainConfig, merge
+from ctllm.dpo.heap import Heap
+from ctllm.dpo.lean_model import LeanModel, check_lean, make_lean
 from ctllm.dpo.losses import LossConfig, compute_loss
 from ctllm.dpo.reference import precompute_reference_logps, reference_cache_key
 from ctllm.dpo.rundir import RunDir, now_iso, read_config, read_status
@@ -583,7 +585,7 @@ def reference_layout(steps: list[PlannedStep], items: Sequence[TokenizedPair], c
 
 def _precompute(reference: Reference, policy: torch.nn.Module, split_items: dict[str, list[TokenizedPair]],
                 layouts: dict[str, list[list[int]]], pad_id: int, config: TrainConfig, settings: Settings,
-                info: dict[str, Any], accelerator: Any, log: logging.Logger, shared: bool) -> None:
+                info: dict[str, Any], accelerator: Any, log: logging.Logger, shared: bool, lean: bool) -> None:
     """One no-grad pass per split; the main process computes and caches, the others read its cache."""
     model = reference.model if reference.model is not None else policy  # LoRA not applied yet: the bare base
     model.to(accelerator.device)
@@ -594,7 +596,8 @@ def _precompute(reference: Reference, policy: torch.nn.Module, split_items: dict
         data_hash = info["data_hash"] if split == "train" else info["eval_data_hash"]
         layout = hashlib.sha256(json.dumps(layouts[split]).encode()).hexdigest()[:16]
         key = reference_cache_key(reference.identity, data_hash, config.max_length,
-                                  max_prompt_length=config.max_prompt_length, layout=layout, shared=shared)
+                                  max_prompt_length=config.max_prompt_length, layout=layout, shared=shared,
+                                  lean=lean)
         started = time.perf_counter()
         with accelerator.main_process_first(), accelerator.autocast():
             table = precompute_reference_logps(
@@ -608,13 +611,31 @@ def _precompute(reference: Reference, policy: torch.nn.Module, split_items: dict
     reference.description += "; its log-probs precomputed once and cached"
 
 
+def _make_lean(policy: torch.nn.Module, reference: Reference, items: Sequence[TokenizedPair], pad_id: int,
+               config: TrainConfig, accelerator: Any, log: logging.Logger) -> LeanModel:
+    """Lean activations on the policy (and a separate reference, so both give the same numbers) when they fit."""
+    if not config.lean_activations or accelerator.mixed_precision != "no":
+        reason = "off in the config" if not config.lean_activations else "not used with mixed precision"
+        log.info("activations: the model's own autograd (%s)", reason)
+        return LeanModel(policy)
+    lean, how = check_lean(policy, items, pad_id)
+    log.info("activations: %s", f"lean ({how})" if lean.active else f"the model's own autograd ({how})")
+    if lean.active and reference.model is not None:
+        make_lean(reference.model.to(accelerator.device))
+    return lean
+
+
 def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and norm weights (1-D tensors), as HF Trainer and nanoGPT do."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
+    # The fused kernel updates in place: the per-tensor loop's temporaries (two of the embedding's size) would
+    # add to the step's peak on a CPU.
+    fused = all(p.device.type == "cpu" for p in params) or None
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=(0.9, 0.999), eps=1e-8,
+                             fused=fused)
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> Any:
@@ -705,7 +726,7 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    release_freed_memory()
+    heap = Heap()
     set_seed(config.seed)
     world, rank = accelerator.num_processes, accelerator.process_index
     log.info("run %s in %s: %d process(es) on %s, mixed precision %s", config.run_name, run_dir.path, world,
@@ -732,6 +753,7 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
     # 2. Models and the plan: dropout off, the forward, the steps, reference log-probs (once, up front if asked).
     disable_dropout(policy)
     policy.to(accelerator.device)
+    lean = _make_lean(policy, reference, items, pad_id, config, accelerator, log)
     shared = False
     if config.share_prompt and not config.gradient_checkpointing:  # checkpointing turns the model's cache off
         shared, how = check_shared_prompt(policy, items, pad_id)
@@ -742,7 +764,7 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
         layouts = {"train": reference_layout(steps, items, config, world, shared),
                    "eval": length_grouped_batches(eval_items, config.resolved_eval_batch_size(), 0, 0, shuffle=False)}
         _precompute(reference, policy, {"train": items, "eval": eval_items}, layouts, pad_id, config, settings, info,
-                    accelerator, log, shared)
+                    accelerator, log, shared, lean.active)
     policy = _apply_lora(policy, config, log)
     if reference.model is not None:
         reference.model.to(accelerator.device)
@@ -751,6 +773,7 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
     if getattr(policy, "config", None) is not None:
         policy.config.use_cache = False
     policy.train()  # dropout is already zero; train mode keeps gradient checkpointing active
+    heap.trim_between_layers(policy)
 
     # 3. The optimizer and the schedule.
     optimizer = _optimizer(policy, config)
@@ -810,10 +833,12 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
                 loss, metrics, counts, tokens = _run_micro_batch(model, unwrapped, reference, "train",
                                                                  [items[p] for p in positions], pad_id, loss_cfg,
                                                                  accelerator, shared)
+                heap.trim()  # the forward's temporaries, before backward reaches the step's peak
                 # The mean over this micro-batch, weighted by its share of the step's pairs; DDP averages over
                 # processes, hence the factor world.
                 accelerator.backward(loss * (len(positions) * world / n_step))
             sums.add(metrics, len(positions), counts, tokens)
+        heap.trim()  # the activations, before the optimizer step
         means, pairs, tokens = sums.reduce(accelerator, keys)
         if not math.isfinite(means["loss"]):
             raise TrainingStopped("failed", f"loss became {means['loss']} at step {step} of {total_steps} "
@@ -828,6 +853,7 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        heap.trim()
         elapsed = time.perf_counter() - started
 
         window.append(means)
@@ -869,6 +895,8 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
     if eval_items:
         summary.update(_log_eval(model, reference, eval_items, pad_id, config, loss_cfg, accelerator, keys, run_dir,
                                  step, steps[-1].epoch_progress if steps else 0.0, log, shared, held_out))
+    lean.restore()  # the saved model and the evaluation's generation use the model's own forward
+    heap.detach()
     if accelerator.is_main_process:
         _save_final(run_dir, unwrapped, tokenizer, config, resolved)
         log.info("model saved in %s", run_dir.final_dir)
@@ -881,25 +909,6 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
     run_dir.update_status(state="finished", step=step, finished=now_iso(), summary=summary)
     log.info("finished: %s", _format_summary(summary))
     return RunResult("finished", run_dir.path, step, total_steps, metrics=summary)
-
-
-def release_freed_memory() -> None:
-    """Let glibc give freed tensor memory back to the system (Linux; a no-op elsewhere).
-
-    glibc raises its mmap threshold after large blocks are freed, so later activations of a few MB come from the
-    heap and stay in the process when freed: peak RSS creeps up step after step. A fixed 1 MiB threshold keeps
-    every tensor above it in its own mapping, returned on free.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return
 
 
 def _agree_flag(accelerator: Any, flag: bool) -> bool:
