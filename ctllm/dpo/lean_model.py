@@ -96,7 +96,8 @@ class LeanModel:
         return bool(self.modules or self.configs)
 
     def describe(self) -> str:
-        kinds = sorted({type(m).__name__ for m in self.modules})
+        kinds = sorted({"LM head in chunks" if getattr(m, HIDDEN_OUT, False) else type(m).__name__
+                        for m in self.modules})
         attention = ["grouped-query SDPA"] if self.configs else []
         return ", ".join(kinds + attention) or "nothing"
 

@@ -4,7 +4,8 @@
 ``logit[label] − logsumexp`` per position: no vocabulary-sized log-prob tensor is kept for backward (nor a second
 fp32 copy of the logits), and the backward pass writes softmax − onehot straight into the logits' gradient. The
 model is asked for logits only from the first position that predicts a completion token (``logits_to_keep``),
-which skips the LM head over the common prompt prefix.
+which skips the LM head over the common prompt prefix. A model made lean (:mod:`ctllm.dpo.lean_model`) returns
+hidden states instead, and the LM head is applied here a chunk at a time, forward and again in backward.
 """
 
 from __future__ import annotations
