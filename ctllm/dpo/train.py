@@ -33,7 +33,7 @@ from ctllm.dpo.batching import length_grouped_batches
 from ctllm.dpo.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from ctllm.dpo.config import COLLECTION_PREFIX, TrainConfig, merge
 from ctllm.dpo.heap import Heap
-from ctllm.dpo.lean_model import LeanModel, check_lean, make_lean
+from ctllm.dpo.lean_model import LeanModel, check_lean
 from ctllm.dpo.losses import LossConfig, compute_loss
 from ctllm.dpo.reference import precompute_reference_logps, reference_cache_key
 from ctllm.dpo.rundir import RunDir, now_iso, read_config, read_status
@@ -620,8 +620,9 @@ def _make_lean(policy: torch.nn.Module, reference: Reference, items: Sequence[To
         return LeanModel(policy)
     lean, how = check_lean(policy, items, pad_id)
     log.info("activations: %s", f"lean ({how})" if lean.active else f"the model's own autograd ({how})")
-    if lean.active and reference.model is not None:
-        make_lean(reference.model.to(accelerator.device))
+    if lean.active and reference.model is not None:  # another model may not fit: checked on its own
+        _, ref_how = check_lean(reference.model.to(accelerator.device), items, pad_id)
+        log.info("reference activations: %s", ref_how)
     return lean
 
 
