@@ -15,7 +15,6 @@ the plain way. :meth:`LeanModel.restore` puts everything back (before saving or 
 
 from __future__ import annotations
 
-import math
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from torch import nn
 
 from ctllm.dpo.batching import collate
 from ctllm.dpo.lean_ops import RMSNorm, SiluMul, SwiGLU
-from ctllm.dpo.logps import HIDDEN_OUT, concatenated_forward, unwrap
+from ctllm.dpo.logps import HIDDEN_OUT, concatenated_forward, logps_difference, trial_mode, unwrap
 from ctllm.dpo.tokenize import TokenizedPair
 
 ATTENTION = "ctllm_gqa_sdpa"
@@ -144,11 +143,9 @@ def _post_processes_logits(model: nn.Module) -> bool:
 def check_lean(model: nn.Module, items: Sequence[TokenizedPair], pad_id: int) -> tuple[LeanModel, str]:
     """:func:`make_lean`, kept only if a few pairs' log-probs match the plain model's; returns it and why."""
     sample = collate(list(items[:2]), pad_id)
-    was_training = model.training
-    model.eval()
     lean = LeanModel(model)
     try:
-        with torch.no_grad():
+        with trial_mode(model):
             expected = concatenated_forward(model, sample)
             lean = make_lean(model)
             if not lean.active:
@@ -157,12 +154,8 @@ def check_lean(model: nn.Module, items: Sequence[TokenizedPair], pad_id: int) ->
     except Exception as error:  # a model whose modules look alike but are called differently
         lean.restore()
         return lean, f"not supported by this model ({type(error).__name__}: {error})"
-    finally:
-        if was_training:
-            model.train()
-    diff = max(float((expected.chosen_logps - got.chosen_logps).abs().max()),
-               float((expected.rejected_logps - got.rejected_logps).abs().max()))
-    if not math.isfinite(diff) or diff > CHECK_TOLERANCE:
+    diff = logps_difference(expected, got)
+    if diff > CHECK_TOLERANCE:
         lean.restore()
         return lean, f"results differ from the plain model (max |diff| {diff:.2e} nats): not used"
     return lean, f"{lean.describe()}; checked against the plain model (max |diff| {diff:.1e} nats)"

@@ -10,7 +10,10 @@ hidden states instead, and the LM head is applied here a chunk at a time, forwar
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +35,26 @@ class ForwardOutput:
     chosen_logits_mean: Tensor  # mean raw logit (vocab mean) over completion tokens, detached
     rejected_logits_mean: Tensor
     chosen_nll: Tensor  # mean token NLL of the chosen completion (RPO term), carries grad
+
+
+def logps_difference(a: ForwardOutput, b: ForwardOutput) -> float:
+    """Largest |difference| of the summed chosen and rejected log-probs of two forwards (inf if not finite)."""
+    diff = max(float((a.chosen_logps - b.chosen_logps).abs().max()),
+               float((a.rejected_logps - b.rejected_logps).abs().max()))
+    return diff if math.isfinite(diff) else math.inf
+
+
+@contextlib.contextmanager
+def trial_mode(model: Any) -> Iterator[None]:
+    """Eval mode without gradients for a trial forward; the model's training mode comes back afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if was_training:
+            model.train()
 
 
 def _chunk_forward(chunk: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:

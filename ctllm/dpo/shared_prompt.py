@@ -11,14 +11,21 @@ detected by :func:`check_shared_prompt` before training and gets the concatenate
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ctllm.dpo.batching import collate
-from ctllm.dpo.logps import ForwardOutput, concatenated_forward, fused_head, sequence_logps, to_logits
+from ctllm.dpo.logps import (
+    ForwardOutput,
+    concatenated_forward,
+    fused_head,
+    logps_difference,
+    sequence_logps,
+    to_logits,
+    trial_mode,
+)
 from ctllm.dpo.tokenize import TokenizedPair
 
 CHECK_TOLERANCE = 1e-3  # max |difference| of summed log-probs (nats) for a model to use the shared forward
@@ -97,20 +104,14 @@ def pair_forward(model: Any, items: Sequence[TokenizedPair], pad_id: int, shared
 def check_shared_prompt(model: Any, items: Sequence[TokenizedPair], pad_id: int) -> tuple[bool, str]:
     """Whether this model gives the same log-probs through the shared-prompt forward (tried on a few pairs)."""
     sample = list(items[:2])
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with trial_mode(model):
             expected = concatenated_forward(model, collate(sample, pad_id))
             got = shared_prompt_forward(model, sample, pad_id)
     except Exception as error:  # any model whose forward lacks the cache or position ids
         return False, f"not supported by this model ({type(error).__name__}: {error})"
-    finally:
-        if was_training:
-            model.train()
-    diff = max(float((expected.chosen_logps - got.chosen_logps).abs().max()),
-               float((expected.rejected_logps - got.rejected_logps).abs().max()))
+    diff = logps_difference(expected, got)
     same_counts = torch.equal(expected.chosen_tokens.cpu(), got.chosen_tokens.cpu())
-    if not same_counts or not math.isfinite(diff) or diff > CHECK_TOLERANCE:
+    if not same_counts or diff > CHECK_TOLERANCE:
         return False, f"results differ from the concatenated forward (max |diff| {diff:.2e} nats)"
     return True, f"checked against the concatenated forward (max |diff| {diff:.1e} nats)"

@@ -585,7 +585,7 @@ def reference_layout(steps: list[PlannedStep], items: Sequence[TokenizedPair], c
 
 def _precompute(reference: Reference, policy: torch.nn.Module, split_items: dict[str, list[TokenizedPair]],
                 layouts: dict[str, list[list[int]]], pad_id: int, config: TrainConfig, settings: Settings,
-                info: dict[str, Any], accelerator: Any, log: logging.Logger, shared: bool, lean: bool) -> None:
+                info: dict[str, Any], accelerator: Any, log: logging.Logger, shared: bool) -> None:
     """One no-grad pass per split; the main process computes and caches, the others read its cache."""
     model = reference.model if reference.model is not None else policy  # LoRA not applied yet: the bare base
     model.to(accelerator.device)
@@ -596,8 +596,7 @@ def _precompute(reference: Reference, policy: torch.nn.Module, split_items: dict
         data_hash = info["data_hash"] if split == "train" else info["eval_data_hash"]
         layout = hashlib.sha256(json.dumps(layouts[split]).encode()).hexdigest()[:16]
         key = reference_cache_key(reference.identity, data_hash, config.max_length,
-                                  max_prompt_length=config.max_prompt_length, layout=layout, shared=shared,
-                                  lean=lean)
+                                  max_prompt_length=config.max_prompt_length, layout=layout, shared=shared)
         started = time.perf_counter()
         with accelerator.main_process_first(), accelerator.autocast():
             table = precompute_reference_logps(
@@ -613,16 +612,24 @@ def _precompute(reference: Reference, policy: torch.nn.Module, split_items: dict
 
 def _make_lean(policy: torch.nn.Module, reference: Reference, items: Sequence[TokenizedPair], pad_id: int,
                config: TrainConfig, accelerator: Any, log: logging.Logger) -> LeanModel:
-    """Lean activations on the policy (and a separate reference, so both give the same numbers) when they fit."""
+    """Lean activations on the policy (and a separate reference, so both give the same numbers) when they fit.
+
+    The reference's identity (its log-probs' cache key) records whether the model computing them is lean: the two
+    forwards agree only to float rounding, and a run starts at exactly ln 2 only with the same one.
+    """
     if not config.lean_activations or accelerator.mixed_precision != "no":
         reason = "off in the config" if not config.lean_activations else "not used with mixed precision"
         log.info("activations: the model's own autograd (%s)", reason)
         return LeanModel(policy)
     lean, how = check_lean(policy, items, pad_id)
     log.info("activations: %s", f"lean ({how})" if lean.active else f"the model's own autograd ({how})")
+    reference_lean = lean.active
     if lean.active and reference.model is not None:  # another model may not fit: checked on its own
-        _, ref_how = check_lean(reference.model.to(accelerator.device), items, pad_id)
+        reference_swap, ref_how = check_lean(reference.model.to(accelerator.device), items, pad_id)
+        reference_lean = reference_swap.active
         log.info("reference activations: %s", ref_how)
+    if reference_lean:
+        reference.identity += "|lean"
     return lean
 
 
@@ -765,7 +772,7 @@ def _train(config: TrainConfig, settings: Settings, resume: bool, accelerator: A
         layouts = {"train": reference_layout(steps, items, config, world, shared),
                    "eval": length_grouped_batches(eval_items, config.resolved_eval_batch_size(), 0, 0, shuffle=False)}
         _precompute(reference, policy, {"train": items, "eval": eval_items}, layouts, pad_id, config, settings, info,
-                    accelerator, log, shared, lean.active)
+                    accelerator, log, shared)
     policy = _apply_lora(policy, config, log)
     if reference.model is not None:
         reference.model.to(accelerator.device)
