@@ -118,9 +118,9 @@ def worker_engine(steps: int, lora: bool, forward_tokens: int = 0) -> dict:
     import torch
 
     from ctllm.dpo.config import TrainConfig
-    from ctllm.dpo.rundir import read_metrics
     from ctllm.dpo.snapshot import write_snapshot
     from ctllm.dpo.train import train
+    from ctllm.runs import read_metrics
     from ctllm.settings import Settings
 
     torch.set_num_threads(THREADS)

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from ctllm.errors import UserError
 
+# The checkout (or installed tree) this package runs from, and the assets shipped with it.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ASSETS_DIR = REPO_ROOT / "assets"
+
 
 def is_inside(path: Path, root: Path) -> bool:
     """Whether ``path`` is ``root`` or lies below it (both already resolved)."""

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from ctllm.pairs.schema import MAX_FIELD_CHARS
+
 ENV_PREFIX = "CTLLM_"
 
 
@@ -44,7 +46,7 @@ class Settings:
     port: int = 7860
     # Limits.
     max_upload_mb: int = 200
-    max_field_chars: int = 200_000  # a prompt or response longer than this is rejected on import
+    max_field_chars: int = MAX_FIELD_CHARS
     max_new_tokens_limit: int = 1024
     generation_rate_per_minute: int = 30
     # Roles: comma-separated user names. On localhost without auth the local user is admin.

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctllm.dpo.rundir import read_metrics, read_status
+from ctllm.runs import read_metrics, read_status
 from tests.test_dpo_train import write_pairs
 
 REPO = Path(__file__).resolve().parent.parent

@@ -21,9 +21,9 @@ from safetensors.torch import load_file
 from ctllm.dpo.checkpoint import latest_checkpoint, list_checkpoints
 from ctllm.dpo.config import TrainConfig, from_yaml, merge
 from ctllm.dpo.presets import list_presets, load_preset, resolve_config
-from ctllm.dpo.rundir import list_runs, read_metrics, read_status
 from ctllm.dpo.train import train
 from ctllm.errors import UserError
+from ctllm.runs import list_runs, read_metrics, read_status
 
 REPO = Path(__file__).resolve().parent.parent
 LN2 = math.log(2)

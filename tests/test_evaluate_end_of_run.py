@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from ctllm.dpo.config import TrainConfig
-from ctllm.dpo.rundir import read_status
 from ctllm.dpo.train import train
 from ctllm.evaluate import EVAL_JSON, headline, load_result
 from ctllm.evaluate.run import answer_cache_dir
+from ctllm.runs import read_status
 from ctllm.settings import Settings
 from tests.conftest import REPO
 from tests.scripted_model import build_scripted_model

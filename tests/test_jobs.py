@@ -20,7 +20,7 @@ import pytest
 from ctllm.errors import UserError
 from ctllm.jobs import JobManager, classify_failure, conflicts, parse_devices, train_command
 from ctllm.jobs.processes import is_running, job_processes, parse_stat, start_ticks
-from ctllm.jobs.runfiles import last_json_line, read_status, status_signature, tail_lines
+from ctllm.runs import last_json_line, read_status, status_signature, tail_lines
 from ctllm.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -197,7 +197,7 @@ def test_run_files_are_read_tolerantly(tmp_path: Path):
     (tmp_path / "status.json").write_text('{"state": "cancelled", "step": 7}')
     stale = status_signature(tmp_path)
     assert read_status(tmp_path) == {"state": "cancelled", "step": 7}
-    assert read_status(tmp_path, stale) is None  # a resumed job must not take the previous process's end as its own
+    assert read_status(tmp_path, stale) == {}  # a resumed job must not take the previous process's end as its own
     (tmp_path / "status.json.tmp").write_text('{"state": "running", "step": 8}')
     os.replace(tmp_path / "status.json.tmp", tmp_path / "status.json")
     assert read_status(tmp_path, stale) == {"state": "running", "step": 8}

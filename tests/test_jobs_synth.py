@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ctllm.dpo.rundir import list_runs
 from ctllm.errors import UserError
 from ctllm.jobs import JobManager
 from ctllm.pairs.store import Store
+from ctllm.runs import list_runs
 from ctllm.settings import Settings
 from ctllm.synth import SynthOptions, jobs_dir, preflight, start_synth_job
 from ctllm.synth.job import new_job_dir

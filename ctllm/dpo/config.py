@@ -16,7 +16,7 @@ import yaml
 
 from ctllm.errors import UserError
 
-LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")
+LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")  # the math of each: ctllm/dpo/losses.py
 SCHEDULERS = ("linear", "cosine", "constant")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 COLLECTION_PREFIX = "collection:"

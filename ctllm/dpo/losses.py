@@ -12,9 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ctllm.dpo.config import LOSS_TYPES
 from ctllm.dpo.logps import ForwardOutput
-
-LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")
 
 
 @dataclass(frozen=True)

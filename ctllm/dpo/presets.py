@@ -7,8 +7,9 @@ from typing import Any
 
 from ctllm.dpo.config import TrainConfig, load_yaml, merge
 from ctllm.errors import UserError
+from ctllm.paths import ASSETS_DIR
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "presets"
+PRESETS_DIR = ASSETS_DIR / "presets"
 
 
 def list_presets(presets_dir: Path = PRESETS_DIR) -> list[str]:

@@ -36,15 +36,15 @@ from ctllm.dpo.heap import Heap
 from ctllm.dpo.lean_model import LeanModel, check_lean
 from ctllm.dpo.losses import LossConfig, compute_loss
 from ctllm.dpo.reference import precompute_reference_logps, reference_cache_key
-from ctllm.dpo.rundir import RunDir, now_iso, read_config, read_status
 from ctllm.dpo.shared_prompt import check_shared_prompt, pair_forward, tokens_seen
 from ctllm.dpo.snapshot import read_snapshot, write_snapshot
 from ctllm.dpo.tokenize import TokenizedPair, tokenize_pairs
 from ctllm.errors import UserError
 from ctllm.pairs.schema import Pair
+from ctllm.paths import REPO_ROOT
+from ctllm.runs import RunDir, now_iso, read_config, read_status
 from ctllm.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 # Fields whose change would make a resumed run differ from the one it continues.
 RESUME_FIELDS = (
     "model", "ref_model", "data", "eval_data", "eval_split", "eval_fraction", "languages", "loss_type", "beta",

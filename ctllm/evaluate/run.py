@@ -143,7 +143,7 @@ def evaluate_models(
     prompts (see ``prompts_eval.answer_lists``). ``pair_logps``: the pairs' log-probs already computed (one per
     pair, in order; None for a dropped pair), e.g. by the training loop's final held-out pass: no scoring then.
     """
-    from ctllm.dpo.rundir import now_iso
+    from ctllm.runs import now_iso
 
     log = log or (lambda line: print(line, file=sys.stderr))
     out_dir = Path(out_dir)
@@ -221,9 +221,9 @@ def evaluate_run(
     ``pair_logps``: the held-out pairs' log-probs, in the order of eval.parquet, when the caller has them (the
     training loop's last evaluation): no pair is scored again.
     """
-    from ctllm.dpo.rundir import read_config
     from ctllm.dpo.snapshot import read_snapshot
     from ctllm.models.loading import load_model
+    from ctllm.runs import read_config
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)

@@ -31,7 +31,6 @@ from ctllm.jobs.commands import command_line, with_resume
 from ctllm.jobs.devices import conflicts, cuda_visible_devices, parse_devices
 from ctllm.jobs.failures import classify_failure, failure_hint
 from ctllm.jobs.processes import describe_exit
-from ctllm.jobs.runfiles import METRICS_NAME, last_json_line, read_status, status_signature, tail_lines
 from ctllm.jobs.table import (
     ACTIVE_STATES,
     CANCELLED,
@@ -48,11 +47,12 @@ from ctllm.jobs.table import (
     update,
     write_transaction,
 )
+from ctllm.paths import REPO_ROOT
+from ctllm.runs import METRICS_NAME, last_json_line, read_status, status_signature, tail_lines
 from ctllm.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_GRACE_S = 30.0
 DEFAULT_TAIL_LINES = 40
 TOKEN_NAME = "CTLLM_JOB_TOKEN"
@@ -69,7 +69,7 @@ class JobView:
     """What the UI shows for one job: the record, the run's own status, its last metrics line, its log tail."""
 
     job: Job
-    status: dict | None
+    status: dict  # {} until the run writes one
     metrics: dict | None
     log_tail: str
 
@@ -82,7 +82,7 @@ class JobView:
 
     @property
     def total_steps(self) -> int | None:
-        value = (self.status or {}).get("total_steps")
+        value = self.status.get("total_steps")
         return value if isinstance(value, int) else None
 
 
@@ -105,7 +105,7 @@ class JobManager:
 
     def watch(self, job_id: int, lines: int | None = None) -> JobView:
         job = self.get(job_id)
-        status = read_status(job.run_dir, job.status_baseline) if job.started is not None else None
+        status = read_status(job.run_dir, job.status_baseline) if job.started is not None else {}
         return JobView(
             job=job,
             status=status,
@@ -150,11 +150,11 @@ class JobManager:
         canonical = parse_devices(devices)
         run_dir = Path(run_dir).expanduser().resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
-        cwd = Path(cwd).resolve() if cwd is not None else PROJECT_ROOT
+        cwd = Path(cwd).resolve() if cwd is not None else REPO_ROOT
         extra_env = {**settings_env(self.settings), **{str(k): str(v) for k, v in (env or {}).items()}}
         shown_env = {"CUDA_VISIBLE_DEVICES": cuda_visible_devices(canonical), **extra_env}
-        if cwd != PROJECT_ROOT:
-            shown_env["PYTHONPATH"] = str(PROJECT_ROOT)
+        if cwd != REPO_ROOT:
+            shown_env["PYTHONPATH"] = str(REPO_ROOT)
         command = command_line(argv, cwd, shown_env, run_dir / "train.log")
         with write_transaction(self.db_path) as conn:
             clash = conn.execute(
@@ -331,7 +331,7 @@ class JobManager:
         if not job.active or self._leader_alive(job):
             return job
         job = self._load(job.id)  # with the exit code, when it was our child and was just reaped
-        status = read_status(job.run_dir, job.status_baseline) or {}
+        status = read_status(job.run_dir, job.status_baseline)
         run_state = status.get("state")
         tail = tail_lines(job.log_path, self.tail_lines)
         state, error = _final_state(job, run_state, str(status.get("error") or ""), tail)
@@ -388,7 +388,7 @@ class JobManager:
         env = {**os.environ, **job.env}
         env["CUDA_VISIBLE_DEVICES"] = cuda_visible_devices(job.devices)
         env["PYTHONUNBUFFERED"] = "1"
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
         env["CTLLM_JOB_ID"] = str(job.id)
         token = uuid.uuid4().hex
         env[TOKEN_NAME] = token  # inherited by every descendant, even one that leaves the process group

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ctllm.jobs.runfiles import LOG_NAME
+from ctllm.runs import LOG_NAME
 
 KINDS = ("train", "synth")
 QUEUED, RUNNING, CANCELLING = "queued", "running", "cancelling"

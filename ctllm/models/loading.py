@@ -243,11 +243,6 @@ def get_model(spec: str | ModelSpec, settings: Settings) -> LoadedModel:
     return loaded
 
 
-def cached_models() -> list[ModelSpec]:
-    with _cache_lock:
-        return [loaded.spec for loaded in _cache.values()]
-
-
 def clear_model_cache() -> None:
     with _cache_lock:
         _cache.clear()

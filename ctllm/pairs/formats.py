@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctllm.errors import UserError
-from ctllm.pairs.schema import LANGUAGES, Message, Pair, detect_language
+from ctllm.pairs.schema import LANGUAGES, MAX_FIELD_CHARS, Message, Pair, detect_language
 
 try:  # orjson parses JSON several times faster; the standard library is the fallback
     import orjson
@@ -42,7 +42,7 @@ class ConvertOptions:
     source: str = ""  # Pair.source when the row has no "source" column of its own
     pku_choice: str = "safer"
     all_ranked_pairs: bool = False
-    max_field_chars: int = 200_000
+    max_field_chars: int = MAX_FIELD_CHARS
     mapping: Mapping[str, str] | None = None
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ctllm.errors import UserError
 from ctllm.pairs.readers import RowError, read_pairs
+from ctllm.pairs.schema import MAX_FIELD_CHARS
 from ctllm.pairs.store import Store
 
 
@@ -49,7 +50,7 @@ def import_pairs(
     fmt: str | None = None,
     mapping: dict[str, str] | None = None,
     on_error: str = "skip",
-    max_field_chars: int = 200_000,
+    max_field_chars: int = MAX_FIELD_CHARS,
     pku_choice: str = "safer",
     all_ranked_pairs: bool = False,
     allow_hub: bool = False,

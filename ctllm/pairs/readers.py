@@ -34,7 +34,7 @@ from ctllm.pairs.formats import (
     detect_format,
     fast_json_loads,
 )
-from ctllm.pairs.schema import Pair
+from ctllm.pairs.schema import MAX_FIELD_CHARS, Pair
 
 ON_ERROR = ("skip", "abort")
 PROGRESS_EVERY = 5000
@@ -455,7 +455,7 @@ def read_pairs(
     fmt: str | None = None,
     mapping: dict[str, str] | None = None,
     on_error: str = "skip",
-    max_field_chars: int = 200_000,
+    max_field_chars: int = MAX_FIELD_CHARS,
     pku_choice: str = "safer",
     all_ranked_pairs: bool = False,
     allow_hub: bool = False,

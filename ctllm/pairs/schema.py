@@ -10,6 +10,7 @@ from typing import Any, TypedDict
 
 ROLES = ("system", "user", "assistant")
 LANGUAGES = ("zh", "en", "other")
+MAX_FIELD_CHARS = 200_000  # a prompt or response longer than this is rejected on import (Settings can change it)
 
 
 class Message(TypedDict):

@@ -160,7 +160,7 @@ def synthesize(
     cancelled; rerun to continue). ``models`` may hold already loaded models by spec (``LoadedModel``), so a caller
     that has them (a benchmark, the app) does not load them again.
     """
-    from ctllm.dpo.rundir import RunDir, now_iso
+    from ctllm.runs import RunDir, now_iso
 
     options.validate()
     if options.threads:

@@ -6,11 +6,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from ctllm.paths import ASSETS_DIR
 from ctllm.settings import Settings
 from ctllm.ui import chat_tab, pairs_tab, train_tab
 from ctllm.ui.auth import Role, identify, login_button, require
@@ -18,7 +18,7 @@ from ctllm.ui.context import AppContext
 from ctllm.ui.help import HELP
 from ctllm.ui.i18n import LANGUAGE_CHOICES, Translator, t
 
-ASSETS = Path(__file__).resolve().parent.parent.parent / "assets" / "ui"
+ASSETS = ASSETS_DIR / "ui"
 DEFAULT_CONCURRENCY = 4
 
 

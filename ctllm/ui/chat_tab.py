@@ -102,8 +102,8 @@ def tally_text(tally: dict[str, int]) -> str:
 
 def run_beta(ctx: AppContext, spec: str) -> float:
     """β of the run behind ``spec`` (run:NAME or latest-run), else the default."""
-    from ctllm.dpo.rundir import read_config
     from ctllm.models.registry import LATEST_RUN, RUN_PREFIX, run_names
+    from ctllm.runs import read_config
 
     name = ""
     if spec == LATEST_RUN:

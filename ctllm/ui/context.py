@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ctllm.paths import ASSETS_DIR
 from ctllm.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 SAMPLES_COLLECTION = "samples"
 CHAT_VOTES_COLLECTION = "chat votes"
 HAND_WRITTEN_COLLECTION = "hand-written"
-SAMPLE_PAIRS = Path(__file__).resolve().parent.parent.parent / "assets" / "pairs" / "sample_pairs.jsonl"
+SAMPLE_PAIRS = ASSETS_DIR / "pairs" / "sample_pairs.jsonl"
 
 
 def _set_event() -> threading.Event:

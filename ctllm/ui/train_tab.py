@@ -294,7 +294,7 @@ def read_new_metrics(run_dir: Path, cache: dict[str, Any]) -> tuple[dict[str, An
 
     A file that shrank or was replaced (a resumed run rewrites it) is read again from the start.
     """
-    from ctllm.dpo.rundir import read_metrics
+    from ctllm.runs import read_metrics
 
     signature = _metrics_signature(run_dir / "metrics.jsonl")
     same_file = cache.get("run_dir") == str(run_dir)
@@ -311,7 +311,7 @@ def read_new_metrics(run_dir: Path, cache: dict[str, Any]) -> tuple[dict[str, An
 
 
 def _global_batch(run_dir: Path) -> int | None:
-    from ctllm.dpo.rundir import read_config
+    from ctllm.runs import read_config
 
     value = (read_config(run_dir).get("resolved") or {}).get("global_batch")
     return value if isinstance(value, int) and value > 0 else None
@@ -323,7 +323,7 @@ def job_preset(job: Any) -> str:
 
 
 def best_eval_accuracy(run_dir: Path) -> float | None:
-    from ctllm.dpo.rundir import read_metrics
+    from ctllm.runs import read_metrics
 
     values = [r.get("eval_rewards/accuracies") for r in read_metrics(run_dir)]
     numbers = [v for v in values if isinstance(v, (int, float))]
@@ -342,8 +342,8 @@ def before_after_cells(run_dir: Path) -> list[str]:
 
 def eval_runs(runs_dir: Path) -> list[str]:
     """Runs with an end-of-run evaluation (eval.json), newest first."""
-    from ctllm.dpo.rundir import list_runs
     from ctllm.evaluate import EVAL_JSON
+    from ctllm.runs import list_runs
 
     return [run["name"] for run in list_runs(runs_dir) if (Path(run["path"]) / EVAL_JSON).is_file()]
 
@@ -525,13 +525,13 @@ class TrainHandlers:
     def history(self, request: gr.Request | None = None) -> list[list[Any]]:
         """The job history table: state, preset, data hash, best eval accuracy, SFT → DPO numbers, duration."""
         require(request, Role.VIEWER, self.ctx.settings)
-        from ctllm.jobs.runfiles import read_status
+        from ctllm.runs import read_status
 
         rows = []
         for job in self.ctx.jobs.list_jobs(limit=100, kinds=TRAIN_KINDS):
             key = (job.id, job.state, job.finished)
             if key not in self._history_cache:
-                status = read_status(job.run_dir) or {}
+                status = read_status(job.run_dir)
                 best = best_eval_accuracy(job.run_dir) if job.final else None
                 started = datetime.fromtimestamp(job.started).strftime("%Y-%m-%d %H:%M") if job.started else "–"
                 before_after = before_after_cells(job.run_dir) if job.final else ["–"] * len(BEFORE_AFTER_HEADERS)
@@ -554,7 +554,7 @@ class TrainHandlers:
 
     def compare(self, runs: list[str] | None, metric: str, request: gr.Request | None = None) -> Any:
         require(request, Role.VIEWER, self.ctx.settings)
-        from ctllm.dpo.rundir import read_metrics
+        from ctllm.runs import read_metrics
 
         chosen = {name: read_metrics(self.ctx.settings.runs_dir / name) for name in runs or []}
         return plots.overlay_figure(chosen, metric or "loss")
@@ -591,8 +591,8 @@ class TrainHandlers:
     def load(self, request: gr.Request | None = None) -> tuple[Any, ...]:
         """On page load: pickers (models, collections, runs) and the job to watch (a running one re-attaches)."""
         require(request, Role.VIEWER, self.ctx.settings)
-        from ctllm.dpo.rundir import list_runs
         from ctllm.models.registry import list_models
+        from ctllm.runs import list_runs
 
         self.ctx.jobs.poll()
         models = [(spec.label, spec.ref) for spec in list_models(self.ctx.settings)]
@@ -616,7 +616,7 @@ class TrainHandlers:
     def refresh(self, job_id: int | None, request: gr.Request | None = None) -> tuple[Any, ...]:
         """(job picker, compare runs, history, evaluated runs) again."""
         require(request, Role.VIEWER, self.ctx.settings)
-        from ctllm.dpo.rundir import list_runs
+        from ctllm.runs import list_runs
 
         runs = [run["name"] for run in list_runs(self.ctx.settings.runs_dir)]
         return (

@@ -1,4 +1,4 @@
-"""A run directory and its small readers.
+"""The run-directory contract: what a run (training or synthesis) writes, and how everyone else reads it.
 
 ```
 <runs_dir>/<name>/
@@ -12,7 +12,8 @@
   tensorboard/     TensorBoard events
 ```
 
-Only the main process writes; readers never fail on a half-written last line.
+Only the main process writes (``RunDir``); readers (the job manager, the UI, evaluation, the model registry, the CLI)
+never fail on a missing file or a half-written last line. See docs/architecture.md, "The run directory".
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ import yaml
 
 STATES = ("queued", "running", "finished", "failed", "cancelled")
 FINAL_STATES = ("finished", "failed", "cancelled")
+
+CONFIG_NAME = "config.yaml"
+STATUS_NAME = "status.json"
+METRICS_NAME = "metrics.jsonl"
+LOG_NAME = "train.log"
 
 
 def now_iso() -> str:
@@ -50,10 +56,10 @@ class RunDir:
         self.path = Path(path)
         self.writer = writer  # False on ranks other than 0: every write is a no-op
 
-    config_path = property(lambda self: self.path / "config.yaml")
-    status_path = property(lambda self: self.path / "status.json")
-    metrics_path = property(lambda self: self.path / "metrics.jsonl")
-    log_path = property(lambda self: self.path / "train.log")
+    config_path = property(lambda self: self.path / CONFIG_NAME)
+    status_path = property(lambda self: self.path / STATUS_NAME)
+    metrics_path = property(lambda self: self.path / METRICS_NAME)
+    log_path = property(lambda self: self.path / LOG_NAME)
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     final_dir = property(lambda self: self.path / "final")
     tensorboard_dir = property(lambda self: self.path / "tensorboard")
@@ -102,13 +108,17 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def read_status(run_dir: Path) -> dict[str, Any]:
-    """The run's status.json as a dict; {} when it does not exist (yet)."""
-    path = Path(run_dir) / "status.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+def read_status(run_dir: Path, stale_signature: str = "") -> dict[str, Any]:
+    """The run's status.json as a dict; {} when it is missing or unreadable (not written yet, or mid-replace), or
+    still the very file seen as ``stale_signature`` when a job started: a resumed run's folder holds the previous
+    process's final status until the new process writes its own."""
+    if stale_signature and status_signature(run_dir) == stale_signature:
         return {}
+    try:
+        record = json.loads((Path(run_dir) / STATUS_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def read_metrics(run_dir: Path, after_line: int = 0) -> list[dict[str, Any]]:
@@ -116,7 +126,7 @@ def read_metrics(run_dir: Path, after_line: int = 0) -> list[dict[str, Any]]:
 
     A last line still being written (no newline yet, or not valid JSON) is left for the next call.
     """
-    path = Path(run_dir) / "metrics.jsonl"
+    path = Path(run_dir) / METRICS_NAME
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -136,7 +146,7 @@ def read_metrics(run_dir: Path, after_line: int = 0) -> list[dict[str, Any]]:
 
 def read_config(run_dir: Path) -> dict[str, Any]:
     """The run's config.yaml as a dict, ``resolved`` block included; {} when missing."""
-    path = Path(run_dir) / "config.yaml"
+    path = Path(run_dir) / CONFIG_NAME
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, yaml.YAMLError):
@@ -151,7 +161,7 @@ def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
     if not root.is_dir():
         return runs
     for folder in root.iterdir():
-        if not folder.is_dir() or not ((folder / "status.json").exists() or (folder / "config.yaml").exists()):
+        if not folder.is_dir() or not ((folder / STATUS_NAME).exists() or (folder / CONFIG_NAME).exists()):
             continue
         status = read_status(folder)
         runs.append(
@@ -169,3 +179,62 @@ def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
         )
     runs.sort(key=lambda run: (run["started"] or "", run["name"]), reverse=True)
     return runs
+
+
+# -- cheap readers for files a live process is writing --------------------------------------------------------------
+
+_BLOCK = 8192
+
+
+def _tail_bytes(path: Path, max_lines: int, max_bytes: int) -> bytes:
+    """The end of the file holding at least ``max_lines`` newlines (or the whole file / ``max_bytes``)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            end = handle.tell()
+            position = end
+            data = b""
+            while position > 0 and data.count(b"\n") <= max_lines and len(data) < max_bytes:
+                step = min(_BLOCK, position)
+                position -= step
+                handle.seek(position)
+                data = handle.read(step) + data
+            return data[-max_bytes:]
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return b""
+
+
+def tail_lines(path: Path, n: int = 40, max_bytes: int = 256_000) -> str:
+    """The last ``n`` lines of a text file ('' when it does not exist). Progress bars that redraw with '\\r'
+    are reduced to their last state, so a tqdm line shows once, not thousands of times."""
+    if n <= 0:
+        return ""
+    data = _tail_bytes(path, n, max_bytes).decode("utf-8", errors="replace")
+    lines = [line.rstrip("\r").rsplit("\r", 1)[-1] for line in data.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    return "\n".join(lines[-n:])
+
+
+def last_json_line(path: Path) -> dict | None:
+    """The last complete JSON object of a .jsonl file; a line still being written is skipped."""
+    data = _tail_bytes(path, 4, 1_000_000)
+    for raw in reversed(data.split(b"\n")):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            return record
+    return None
+
+
+def status_signature(run_dir: Path) -> str:
+    """Identity of the status.json on disk now (inode, mtime, size); '' when there is none."""
+    try:
+        info = (Path(run_dir) / STATUS_NAME).stat()
+    except OSError:
+        return ""
+    return f"{info.st_ino}:{info.st_mtime_ns}:{info.st_size}"
