@@ -17,7 +17,7 @@ from ctllm.pairs import cjk_index
 from ctllm.pairs import store as store_module
 from ctllm.pairs.schema import Pair, user_prompt
 from ctllm.pairs.search import has_cjk, text_contains
-from ctllm.pairs.store import PairQuery, Store
+from ctllm.pairs.store import PairQuery, Store, ingest
 
 # A small alphabet so that random queries hit often: common and rare characters, kana, hangul, letters in both
 # cases, digits, punctuation, spaces and characters JSON escapes.
@@ -88,8 +88,8 @@ def test_search_equals_a_brute_force_scan(bulk: list, one_by_one: list, seed: in
     with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as patch:
         # Segments of 8 ids and a tiny bulk threshold: several segments, a fold, and pairs still waiting.
         patch.setattr(cjk_index, "SEGMENT_BITS", 3)
-        patch.setattr(store_module, "BULK_INDEX_MIN", 1)
-        patch.setattr(store_module, "FOLD_AT", 5)
+        patch.setattr(ingest, "BULK_INDEX_MIN", 1)
+        patch.setattr(ingest, "FOLD_AT", 5)
         with Store(Path(folder) / "s.sqlite") as store:
             store.create_collection("c")
             store.create_collection("other")
@@ -155,8 +155,8 @@ def test_text_contains_reads_the_prompt_messages_not_their_json() -> None:
 
 
 def test_index_follows_adds_folds_edits_and_deletes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "BULK_INDEX_MIN", 10)
-    monkeypatch.setattr(store_module, "FOLD_AT", 4)
+    monkeypatch.setattr(ingest, "BULK_INDEX_MIN", 10)
+    monkeypatch.setattr(ingest, "FOLD_AT", 4)
     with Store(tmp_path / "s.sqlite") as store:
         store.create_collection("c")
         store.add_pairs("c", [make_pair((f"问题{i}", f"回答{i}号", f"拒绝{i}")) for i in range(12)])  # bulk
@@ -185,7 +185,7 @@ def ids_for(store: Store, needle: str, collection: str = "c") -> list[int]:
 
 
 def test_an_aborted_import_leaves_no_index_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "BULK_INDEX_MIN", 10)
+    monkeypatch.setattr(ingest, "BULK_INDEX_MIN", 10)
     monkeypatch.setattr(cjk_index, "SEGMENT_BITS", 4)  # a segment is written while the import still runs
 
     def pairs():
