@@ -59,7 +59,7 @@ def peak_rss_gb() -> float:
 
 
 def real_tokens(pairs: list, folder: Path) -> int:
-    """Non-padding tokens of both rows of each pair, as both engines tokenize them (TRL's rules; docs/architecture.md)."""
+    """Non-padding tokens of both rows of each pair, as both engines tokenize them (TRL's rules)."""
     from transformers import AutoTokenizer
 
     from ctllm.dpo.tokenize import tokenize_pairs

@@ -46,6 +46,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         max_new_tokens=args.max_new_tokens, limit=args.limit, batch_size=args.batch_size, max_length=args.max_length,
     ).validate()
     if args.threads > 0:
+        # Lazy: importing torch takes seconds; start-up (the app, the CLI) does not need it.
         import torch
 
         torch.set_num_threads(args.threads)

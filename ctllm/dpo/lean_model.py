@@ -63,6 +63,7 @@ def gqa_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
 
 
 def _register_attention() -> None:
+    # Lazy: importing transformers takes seconds; start-up (the app, the CLI) does not need it.
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 

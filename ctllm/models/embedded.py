@@ -55,6 +55,7 @@ def ensure_embedded(models_dir: Path) -> Path:
         _drop_quantization_config(folder / "config.json")
         return folder
     source = gguf_path()
+    # Lazy: importing transformers takes seconds; start-up (the app, the CLI) does not need it.
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"Converting the embedded model from {source.name} (once, about 30 s)...", file=sys.stderr, flush=True)

@@ -128,6 +128,7 @@ def _from_pretrained(what: str, loader: Any, path: str, spec: ModelSpec, **kwarg
 
 
 def _load_tokenizer(spec: ModelSpec, path: str, settings: Settings) -> Any:
+    # Lazy: importing transformers takes seconds; start-up (the app, the CLI) does not need it.
     from transformers import AutoTokenizer
 
     tokenizer = _from_pretrained("tokenizer", AutoTokenizer, path, spec, **_hub_kwargs(spec, settings))
@@ -139,6 +140,7 @@ def _load_tokenizer(spec: ModelSpec, path: str, settings: Settings) -> Any:
 
 
 def _load_weights(spec: ModelSpec, path: str, settings: Settings, dtype: torch.dtype) -> Any:
+    # Lazy: importing transformers takes seconds; start-up (the app, the CLI) does not need it.
     from transformers import AutoModelForCausalLM
 
     return _from_pretrained("weights", AutoModelForCausalLM, path, spec, dtype=dtype, **_hub_kwargs(spec, settings))
@@ -171,6 +173,7 @@ def load_model(spec: str | ModelSpec, settings: Settings, *, trainable: bool = F
     device = pick_device(settings.device)
     dtype = pick_dtype(settings.dtype, device)
     if spec.is_adapter:
+        # Lazy: importing peft takes seconds; start-up (the app, the CLI) does not need it.
         from peft import PeftModel
 
         assert spec.base is not None

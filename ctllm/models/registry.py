@@ -103,6 +103,7 @@ def hub_offline(settings: Settings) -> bool:
 
 
 def _hub_cached(repo_id: str) -> bool:
+    # Lazy: importing huggingface_hub takes seconds; start-up (the app, the CLI) does not need it.
     from huggingface_hub import try_to_load_from_cache
 
     return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)

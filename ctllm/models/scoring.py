@@ -1,7 +1,7 @@
 """Log-probabilities of a completion under a model, for the Chat tab's implicit reward β·(log π_dpo − log π_sft).
 
-Tokenized the way DPO training does it (docs/architecture.md, the DPO engine): the prompt through the chat template with the generation
-prompt, the completion as the suffix of the joint tokenization, ending with EOS exactly once.
+Tokenized the way DPO training does it (docs/architecture.md, the DPO engine): the prompt through the chat template
+with the generation prompt, the completion as the suffix of the joint tokenization, ending with EOS exactly once.
 """
 
 from __future__ import annotations

@@ -304,6 +304,7 @@ def _gunzip(raw: bytes, name: str, cap: int | None) -> bytes:
 
 
 def _parquet_records(path: Path, name: str, cap: int | None) -> Iterator[_Record]:
+    # Lazy: importing pyarrow takes seconds; start-up (the app, the CLI) does not need it.
     import pyarrow.parquet as pq
 
     batches, decoded = [], 0
@@ -404,6 +405,7 @@ def _load(source: str | Path, allow_hub: bool, max_bytes: int | None = None) -> 
     if path.is_dir() or path.is_file():
         _check_size(path, max_bytes)
     if path.is_dir():
+        # Lazy: importing datasets takes seconds; start-up (the app, the CLI) does not need it.
         from datasets import load_from_disk
 
         try:
@@ -424,6 +426,7 @@ def _load(source: str | Path, allow_hub: bool, max_bytes: int | None = None) -> 
         raise UserError(f"{text}: no such file or folder")
     if not allow_hub:
         raise UserError(f"{text}: no such file or folder (a hub dataset id is read only when the hub is allowed)")
+    # Lazy: importing datasets takes seconds; start-up (the app, the CLI) does not need it.
     from datasets import load_dataset
 
     try:

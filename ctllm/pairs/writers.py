@@ -116,8 +116,10 @@ def _write_alpaca(pairs: list[Pair], path: Path) -> None:
 
 
 def _write_parquet(pairs: list[Pair], path: Path) -> None:
+    # Lazy: importing pyarrow takes seconds; start-up (the app, the CLI) does not need it.
     import pyarrow.parquet as pq
 
+    # Lazy: importing ctllm.pairs.parquet_table (torch) takes seconds; start-up (the app, the CLI) does not need it.
     from ctllm.pairs.parquet_table import SCHEMA, pairs_table
 
     with pq.ParquetWriter(path, SCHEMA, compression="zstd") as writer:
@@ -155,6 +157,7 @@ def write_pairs(pairs: Iterable[Pair], path: Path, fmt: str) -> int:
 
 def to_hf_dataset(pairs: Iterable[Pair], conversational: bool = False) -> Any:
     """A ``datasets.Dataset`` in TRL's columns (conversational when asked or when a prompt needs messages)."""
+    # Lazy: importing datasets takes seconds; start-up (the app, the CLI) does not need it.
     from datasets import Dataset
 
     items = list(pairs)

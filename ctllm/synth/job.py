@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ctllm.errors import UserError
+from ctllm.models.registry import resolve_spec
 from ctllm.settings import Settings
+from ctllm.synth.prompts import read_prompt_file
 from ctllm.synth.run import SynthOptions, synth_command
 
 JOBS_DIRNAME = "synth-jobs"
@@ -63,9 +65,6 @@ def preflight(options: SynthOptions, settings: Settings, max_bytes: int | None =
     """Check everything that can fail before the job starts: the options, the models (resolved inside the allowed
     folders, never loaded), the prompts file (size, format, at least one usable prompt) and whether chosen answers
     can be had at all. Raises UserError naming the field or file at fault."""
-    from ctllm.models.registry import resolve_spec
-    from ctllm.synth.prompts import read_prompt_file
-
     options.validate()
     if options.max_new_tokens > settings.max_new_tokens_limit:
         raise UserError(

@@ -109,6 +109,7 @@ def _rows(path: Path, suffix: str) -> Iterator[tuple[int | None, int, Any]]:
     """(line, row, value) for every row of the file."""
     name = path.name
     if suffix == ".parquet":
+        # Lazy: importing pyarrow takes seconds; start-up (the app, the CLI) does not need it.
         import pyarrow.parquet as pq
 
         try:

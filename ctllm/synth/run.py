@@ -26,8 +26,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from ctllm.errors import UserError
+from ctllm.jobs.commands import ctllm_command
+from ctllm.models.templates import apply_chat_template
 from ctllm.pairs.schema import Pair
+from ctllm.pairs.store import Store
+from ctllm.runs import RunDir, now_iso
 from ctllm.settings import Settings
 from ctllm.synth.filters import FILTERS, NEAR_IDENTICAL_THRESHOLD, Answer, pair_problem
 from ctllm.synth.prompts import PromptItem, read_prompt_file
@@ -160,10 +166,9 @@ def synthesize(
     cancelled; rerun to continue). ``models`` may hold already loaded models by spec (``LoadedModel``), so a caller
     that has them (a benchmark, the app) does not load them again.
     """
-    from ctllm.runs import RunDir, now_iso
-
     options.validate()
     if options.threads:
+        # Lazy: importing torch takes seconds; start-up (the app, the CLI) does not need it.
         import torch
 
         torch.set_num_threads(options.threads)
@@ -195,8 +200,6 @@ def _synthesize(
     stop: threading.Event | None,
     models: dict[str, Any],
 ) -> SynthSummary:
-    from ctllm.pairs.store import Store
-
     started = time.perf_counter()
     source = read_prompt_file(options.prompts)
     for error in source.errors[:5]:
@@ -253,8 +256,7 @@ def _generate_all(
     models: dict[str, Any],
     started: float,
 ) -> None:
-    from tqdm import tqdm
-
+    # Lazy: importing ctllm.models.loading (torch) takes seconds; start-up (the app, the CLI) does not need it.
     from ctllm.models.loading import load_model
 
     def model(spec: str) -> Any:
@@ -304,6 +306,7 @@ def _one_batch(
     strong: Any,
 ) -> None:
     """Generate, filter and store one batch; then record the prompts it handled."""
+    # Lazy: importing ctllm.models.generate (torch) takes seconds; start-up (the app, the CLI) does not need it.
     from ctllm.models.generate import GenerationParams
 
     batch_seed = _batch_seed(summary.seed, [item.key for item in batch])
@@ -360,6 +363,7 @@ def _one_batch(
 
 
 def _answers(loaded: Any, items: Sequence[PromptItem], params: Any) -> list[Answer]:
+    # Lazy: importing ctllm.models.generate (torch) takes seconds; start-up (the app, the CLI) does not need it.
     from ctllm.models.generate import generate_batch_detailed
 
     if not items:
@@ -369,8 +373,6 @@ def _answers(loaded: Any, items: Sequence[PromptItem], params: Any) -> list[Answ
 
 
 def _fits(loaded: Any, item: PromptItem, max_new_tokens: int) -> bool:
-    from ctllm.models.templates import apply_chat_template
-
     limit = getattr(loaded.model.config, "max_position_embeddings", None)
     return not limit or len(apply_chat_template(loaded.tokenizer, item.prompt)) + max_new_tokens <= limit
 
@@ -402,6 +404,4 @@ def _kept_prompt_hashes(store: Any, collection: str, key: str) -> set[str]:
 
 def synth_command(options: SynthOptions, run_dir: Path | str) -> list[str]:
     """The argv of a background synthesis job (for ``JobManager.start(argv, run_dir, kind="synth")``)."""
-    from ctllm.jobs.commands import ctllm_command
-
     return ctllm_command("synth", options.validate().argv(run_dir))

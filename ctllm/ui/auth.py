@@ -78,6 +78,7 @@ def oauth_unavailable(env: Mapping[str, str] | None = None) -> str | None:
             return f"{', '.join(unset)} not set: add 'hf_oauth: true' to the README front matter of the Space"
         return None
     # Off a Space Gradio signs everyone in as the machine's own Hugging Face account (a debugging aid).
+    # Lazy: importing huggingface_hub takes seconds; start-up (the app, the CLI) does not need it.
     from huggingface_hub import get_token
 
     if get_token() is None:

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ctllm.jobs.manager import JobManager
+from ctllm.pairs.importer import import_pairs
+from ctllm.pairs.store import Store
 from ctllm.paths import ASSETS_DIR
 from ctllm.settings import Settings
 
@@ -43,8 +46,6 @@ class AppContext:
         if self._store is None:
             with self._lock:
                 if self._store is None:
-                    from ctllm.pairs.store import Store
-
                     self._store = Store(self.settings.db_path)
         return self._store
 
@@ -54,8 +55,6 @@ class AppContext:
         if self._jobs is None:
             with self._lock:
                 if self._jobs is None:
-                    from ctllm.jobs.manager import JobManager
-
                     self._jobs = JobManager(self.settings)
         return self._jobs
 
@@ -66,8 +65,6 @@ class AppContext:
         try:
             store = self.store
             if not store.list_collections() and samples.is_file():
-                from ctllm.pairs.importer import import_pairs
-
                 summary = import_pairs(store, samples, SAMPLES_COLLECTION, created_by="app")
                 log.info("first start: %s", summary.report(max_errors=3))
             self.jobs.reattach()
