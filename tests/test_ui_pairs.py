@@ -16,18 +16,8 @@ from ctllm.ui.context import SAMPLE_PAIRS, SAMPLES_COLLECTION, AppContext
 from ctllm.ui.pairs_tab import PAGE_SIZE, PairsHandlers, new_view, shown_first, standalone
 
 SHOWN = ("view", "info", "context", "prompt", "first", "second", "table", "page", "page_info", "progress", "message")
-NAMED = (
-    *SHOWN,
-    "collection",
-    "language",
-    "source",
-    "label_state",
-    "sort",
-    "score_name",
-    "search",
-    "signature",
-    "reason",
-)
+FILTERS = ("collection", "language", "source", "label_state", "sort", "score_name", "search")
+NAMED = (*SHOWN, *FILTERS, "signature", "reason")
 
 
 def shown(h: PairsHandlers, result: dict) -> dict:
@@ -292,3 +282,99 @@ def test_sort_by_a_runs_score_puts_the_lowest_margin_first(ctx: AppContext, h: P
     assert "run-a margin" in result["info"]
     with pytest.raises(gr.Error, match="run's scores"):
         h.browse("demo", "all", "all", "all", "score", "", "", 1, new_view(), None)
+
+
+def test_an_import_opens_the_new_collection_everywhere(ctx: AppContext, h: PairsHandlers) -> None:
+    before = browse(h, label_state="not_mine")
+    inside = ctx.settings.data_dir / "fresh.jsonl"
+    rows = [{"prompt": f"Fresh question {i}?", "chosen": f"Good {i}.", "rejected": f"Bad {i}."} for i in range(3)]
+    inside.write_text("\n".join(json.dumps(row) for row in rows) + "\n", encoding="utf-8")
+    out = shown(h, h.import_file(None, str(inside), "auto", "", "fresh", False, before["view"]))
+    fresh_ids = {stored.id for stored in ctx.store.iter_pairs("fresh")}
+    assert out["collection"]["value"] == "fresh" and "fresh" in out["collection"]["choices"]
+    assert out["view"].collection == "fresh" and set(out["view"].page_ids) == fresh_ids
+    assert out["view"].pair_id in fresh_ids and "Fresh question" in out["prompt"]
+    assert {row[1] for row in out["table"]} == fresh_ids
+    assert "Mine: 0 / 3" in out["progress"] and "Page 1 of 1 · 3 pairs match" == out["page_info"]
+    assert out["label_state"] == "not_mine" and out["source"]["value"] == "all"  # filters kept, source reset
+    # The dropdown's own change event then finds the view already there and sends nothing.
+    assert h.collection_changed("fresh", *[out[name] for name in FILTERS[1:]], out["view"]) == {}
+
+
+def test_a_collection_change_by_code_or_user_opens_it(ctx: AppContext, h: PairsHandlers) -> None:
+    ctx.store.create_collection("other")
+    ctx.store.add_pairs("other", make_pairs(2))
+    view = browse(h, label_state="mine")["view"]
+    out = shown(h, h.collection_changed("other", "all", "unit", "mine", "id", "", "", view))
+    assert out["view"].collection == "other" and out["label_state"] == "mine" and out["view"].page_ids == ()
+    assert "No pairs match" in out["page_info"] and "Mine: 0 / 2" in out["progress"]
+
+
+def test_open_collection_lists_every_pair_for_another_tab(ctx: AppContext, h: PairsHandlers) -> None:
+    first = browse(h, label_state="not_mine")["view"].pair_id
+    ctx.store.add_label(first, "local", "first", "chosen")
+    out = shown(h, h.open_collection("demo"))
+    assert out["label_state"] == "all" and out["search"] == "" and out["view"].matches == 45
+    assert first in out["view"].page_ids and out["collection"]["value"] == "demo"
+    assert set(h.ui.opened) >= set(h.show(out["view"], h_user()))  # the event's outputs cover every answer
+
+
+def test_the_poll_sends_only_what_changed(ctx: AppContext, h: PairsHandlers) -> None:
+    view = browse(h)["view"]
+    first = shown(h, h.poll("demo", None, view))
+    assert first["collection"]["choices"] == ["demo"] and "Mine: 0 / 45" in first["progress"]
+    assert h.poll("demo", first["signature"], view) == {}  # nothing new: nothing sent
+    ctx.store.create_collection("chat votes")  # another tab, the CLI or another user
+    added = shown(h, h.poll("demo", first["signature"], view))
+    assert added["collection"]["choices"] == ["demo", "chat votes"] and added["collection"]["value"] == "demo"
+    assert "progress" not in added
+    ctx.store.add_label(view.pair_id, "someone-else", "first", "chosen")
+    labelled = shown(h, h.poll("demo", added["signature"], view))
+    assert set(labelled) == {"signature", "progress"} and "1 pairs judged" in labelled["progress"]
+
+
+def test_back_on_the_tab_the_page_is_read_again(ctx: AppContext, h: PairsHandlers) -> None:
+    view = browse(h)["view"]
+    ctx.store.add_label(view.page_ids[1], "local", "tie", "chosen")  # e.g. from the Chat tab
+    out = shown(h, h.tab_selected("demo", view))
+    assert out["view"].pair_id == view.pair_id and out["table"][1][5] == "tie" and "Mine: 1 / 45" in out["progress"]
+
+
+def test_search_counts_matches_and_highlights_them_inertly(ctx: AppContext, h: PairsHandlers) -> None:
+    out = browse(h, text="boil")
+    assert out["page_info"] == "Page 1 of 2 · 30 pairs match “boil”"
+    assert "<mark>boil</mark>" in out["prompt"]
+    zh = browse(h, text="菜刀")
+    assert "<mark>菜刀</mark>" in zh["prompt"] and "15 pairs match “菜刀”" in zh["page_info"]
+    hostile = "<img src=x onerror=alert(1)> boil"
+    ctx.store.create_collection("hostile")
+    ctx.store.add_pairs("hostile", [Pair(user_prompt(hostile), hostile + " a", "b")])
+    found = browse(h, collection="hostile", text="<img src")
+    assert "<img" not in found["prompt"] and "&lt;<mark>img</mark> <mark>src</mark>=x" in found["prompt"]
+    assert "<img" not in found["page_info"] and "1 pairs match" in found["page_info"]
+
+
+def test_a_skip_is_not_a_judgement(ctx: AppContext, h: PairsHandlers) -> None:
+    view = browse(h, label_state="not_mine")["view"]
+    view = shown(h, h.vote("skip", view, "", None))["view"]
+    after = shown(h, h.vote("first", view, "", None))
+    assert "Mine: 1 / 45" in after["progress"] and "1 skipped" in after["progress"]
+    assert "everyone: 1 pairs judged, 1 judgements by 1 annotator(s)" in after["progress"]
+    assert "judged: 1 · only skipped: 1" in h.statistics(after["view"])
+    assert ctx.store.progress("demo", "local").mine == 2  # the store still counts both as labels
+
+
+def test_label_progress_counts_skips_apart() -> None:
+    from types import SimpleNamespace
+
+    from ctllm.ui.pairs_tab import label_progress
+
+    labels = [
+        SimpleNamespace(annotator="me", choice="skip", root_id=1),
+        SimpleNamespace(annotator="me", choice="chosen", root_id=2),
+        SimpleNamespace(annotator="you", choice="skip", root_id=2),
+        SimpleNamespace(annotator="you", choice="tie", root_id=3),
+        SimpleNamespace(annotator="ghost", choice="skip", root_id=4),
+    ]
+    p = label_progress(10, labels, "me")
+    assert (p.total, p.judged, p.skipped, p.anyone, p.judgements, p.annotators) == (10, 1, 1, 2, 2, 2)
