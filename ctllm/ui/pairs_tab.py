@@ -63,7 +63,7 @@ VERDICT_NAMES = {
     "skip": "skipped",
 }
 TABLE_HEADERS = ["", "id", "lang", "prompt", "Δ len", "mine", "n"]
-TABLE_WIDTHS = ["28px", "52px", "48px", "auto", "62px", "100px", "36px"]
+TABLE_WIDTHS = ["5%", "9%", "9%", "44%", "11%", "16%", "6%"]
 MAX_SCAN_PAGES = 5  # pages looked through for the next pair to label before falling back to id order
 
 
@@ -979,16 +979,22 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
                 ):
                     vote_buttons[verdict] = tr.bind(gr.Button(t(key), variant=variant, elem_id=elem), key, "value")
             with gr.Row():
-                prev_pair = tr.bind(gr.Button(t("pairs.prev"), size="sm", elem_id="pairs-prev"), "pairs.prev", "value")
-                next_pair = tr.bind(gr.Button(t("pairs.next"), size="sm", elem_id="pairs-next"), "pairs.next", "value")
-                undo = tr.bind(gr.Button(t("pairs.undo"), size="sm", elem_id="pairs-undo"), "pairs.undo", "value")
+                prev_pair = tr.bind(
+                    gr.Button(t("pairs.prev"), size="sm", elem_id="pairs-prev", min_width=90), "pairs.prev", "value"
+                )
+                next_pair = tr.bind(
+                    gr.Button(t("pairs.next"), size="sm", elem_id="pairs-next", min_width=90), "pairs.next", "value"
+                )
+                undo = tr.bind(
+                    gr.Button(t("pairs.undo"), size="sm", elem_id="pairs-undo", min_width=90), "pairs.undo", "value"
+                )
                 reason = tr.bind(
                     gr.Textbox(label=t("pairs.reason"), elem_id="pairs-reason", scale=3, max_lines=2), "pairs.reason"
                 )
             tr.bind(gr.Markdown(t("pairs.keys"), elem_classes=["kbd-hint"]), "pairs.keys", "value")
             message = gr.Markdown(elem_id="pairs-message")
             progress = gr.Markdown(elem_id="pairs-progress")
-        with gr.Column(scale=3):
+        with gr.Column(scale=4, min_width=420):
             with gr.Row(elem_id="pairs-page-row", equal_height=True):
                 prev_page = tr.bind(
                     gr.Button(t("pairs.prev_page"), size="sm", elem_id="pairs-prev-page", scale=0, min_width=70),
@@ -1090,7 +1096,7 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         )
         stats = gr.Markdown(elem_id="pairs-stats")
 
-    with gr.Accordion(t("pairs.import"), open=False) as import_box:
+    with gr.Accordion(t("pairs.import"), open=False, elem_id="pairs-import-box") as import_box:
         tr.bind(import_box, "pairs.import")
         with gr.Row():
             upload = tr.bind(
