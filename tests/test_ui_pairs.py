@@ -13,7 +13,7 @@ import pytest
 from ctllm.pairs.schema import Pair, user_prompt
 from ctllm.settings import Settings
 from ctllm.ui.context import SAMPLE_PAIRS, SAMPLES_COLLECTION, AppContext
-from ctllm.ui.pairs_tab import PAGE_SIZE, PairsHandlers, new_view, shown_first, standalone
+from ctllm.ui.pairs_tab import PAGE_SIZE, PairsHandlers, new_view, open_collection_event, shown_first, standalone
 
 SHOWN = ("view", "info", "context", "prompt", "first", "second", "table", "page", "page_info", "progress", "message")
 FILTERS = ("collection", "language", "source", "label_state", "sort", "score_name", "search")
@@ -317,6 +317,8 @@ def test_open_collection_lists_every_pair_for_another_tab(ctx: AppContext, h: Pa
     assert out["label_state"] == "all" and out["search"] == "" and out["view"].matches == 45
     assert first in out["view"].page_ids and out["collection"]["value"] == "demo"
     assert set(h.ui.opened) >= set(h.show(out["view"], h_user()))  # the event's outputs cover every answer
+    fn, inputs, outputs = open_collection_event({"handlers": h}, "demo")  # what the Chat tab wires
+    assert inputs == [] and outputs == h.ui.opened and shown(h, fn())["view"].collection == "demo"
 
 
 def test_the_poll_sends_only_what_changed(ctx: AppContext, h: PairsHandlers) -> None:
