@@ -213,16 +213,16 @@ def fill_store(settings: Settings, n_pairs: int, seed: int = 0) -> None:
 
 def bench_pairs(data_dir: Path, n_pairs: int, repeat: int) -> None:
     from ctllm.ui.context import AppContext
-    from ctllm.ui.pairs_tab import PairsHandlers, new_view
+    from ctllm.ui.pairs_tab import new_view, standalone
 
     settings = Settings(data_dir=data_dir).ensure_dirs()
     started = time.perf_counter()
     fill_store(settings, n_pairs)
     print(f"pairs: {n_pairs:,} pairs written through the store API in {time.perf_counter() - started:.0f} s")
-    h = PairsHandlers(AppContext(settings))
+    h = standalone(AppContext(settings))
 
-    def browse(page: int, state: str = "all") -> dict:
-        return h.browse("bench", "all", "all", state, "id", "", "", page, new_view(), None)[0]
+    def browse(page: int, state: str = "all") -> object:
+        return h.browse("bench", "all", "all", state, "id", "", "", page, new_view(), None)[h.ui.view]
 
     view = browse(1, "not_mine")
     pages = n_pairs // 20
@@ -234,16 +234,16 @@ def bench_pairs(data_dir: Path, n_pairs: int, repeat: int) -> None:
     }
     for _ in range(repeat):
         start = time.perf_counter()
-        view = h.turn_page(1, view)[0]
+        view = h.turn_page(1, view)[h.ui.view]
         timings["page turn (next page)"].append(time.perf_counter() - start)
         start = time.perf_counter()
         browse(random.randint(1, pages))
         timings["page jump (random page number)"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        view = h.vote(random.choice(["first", "second", "tie", "both_bad"]), view, "", None)[0]
+        view = h.vote(random.choice(["first", "second", "tie", "both_bad"]), view, "", None)[h.ui.view]
         timings["label + next pair"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        view = h.move(1, view)[0]
+        view = h.move(1, view)[h.ui.view]
         timings["move to next pair"].append(time.perf_counter() - start)
     print(f"pairs at {n_pairs:,} [{load()}]:")
     for name, values in timings.items():

@@ -10,7 +10,7 @@ import pytest
 from ctllm.settings import Settings
 from ctllm.ui.chat_tab import CHAT_VOTES_COLLECTION, ChatHandlers, new_side, new_turn, stored_tally
 from ctllm.ui.context import AppContext
-from ctllm.ui.pairs_tab import PairsHandlers, new_view
+from ctllm.ui.pairs_tab import new_view, standalone
 from tests.conftest import MODEL_CACHE, REPO
 
 TURN = (
@@ -105,8 +105,9 @@ def test_a_turn_streams_both_sides_scores_them_and_a_vote_becomes_a_pair(
         h.vote("left", voted[0], left, right)
 
     # The new pair is in the Pairs tab.
-    browsed = PairsHandlers(ctx).browse(CHAT_VOTES_COLLECTION, "all", "all", "all", "id", "", "", 1, new_view(), None)
-    assert browsed[0]["page_ids"] == [stored[0].id]
+    pairs = standalone(ctx)
+    browsed = pairs.browse(CHAT_VOTES_COLLECTION, "all", "all", "all", "id", "", "", 1, new_view(), None)
+    assert browsed[pairs.ui.view].page_ids == (stored[0].id,)
 
     # The next turn continues the shared conversation with the voted-better answer.
     nxt = begin(h, "And 3 + 3?", sft, dpo, turn=voted[0], left=left, right=right)

@@ -14,7 +14,7 @@ from ctllm.settings import Settings
 from ctllm.ui import plots
 from ctllm.ui.auth import LOCAL_USER, Role, identify, require
 from ctllm.ui.i18n import STRINGS, Translator, t
-from ctllm.ui.render import code_block, inert_inline, inert_markdown
+from ctllm.ui.render import code_block, inert_inline, inert_markdown, search_highlighter
 
 
 @pytest.mark.parametrize(
@@ -66,6 +66,25 @@ def test_code_block_fence_outlasts_backticks_inside() -> None:
 
 def test_inline_names_cannot_inject_markup() -> None:
     assert inert_inline("run_1 *x* `y` <b>") == "run\\_1 \\*x\\* \\`y\\` &lt;b&gt;"
+
+
+def test_search_matches_are_marked_after_escaping() -> None:
+    mark = search_highlighter("Boil eggs")
+    out = inert_markdown("<b>boil</b> the EGGS, parboil `boil` [boil](javascript:x)", mark)
+    assert out == (
+        "&lt;b&gt;<mark>boil</mark>&lt;/b&gt; the <mark>EGGS</mark>, parboil `boil` \\[<mark>boil</mark>](javascript:x)"
+    )  # whole words from their start, code left alone, the link bracket still escaped
+    assert inert_markdown("a < b, lt", search_highlighter("lt")) == "a &lt; b, <mark>lt</mark>"  # entities intact
+    assert inert_markdown("用菜刀切菜", search_highlighter("菜刀")) == "用<mark>菜刀</mark>切菜"
+    assert search_highlighter("   ") is None and inert_markdown("<x>", None) == "&lt;x&gt;"
+
+
+@given(st.text(max_size=60), st.text(min_size=1, max_size=8))
+@settings(max_examples=200, deadline=None)
+def test_highlighting_never_lets_markup_through(text: str, query: str) -> None:
+    mark = search_highlighter(query)
+    out = inert_markdown(text.replace("`", "").replace("~", ""), mark).replace("<mark>", "").replace("</mark>", "")
+    assert "<" not in out and ">" not in out
 
 
 def test_local_user_has_every_right_only_on_loopback_without_auth(tmp_path: Path) -> None:

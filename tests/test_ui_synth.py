@@ -19,7 +19,7 @@ from ctllm.pairs.store import Store
 from ctllm.settings import Settings
 from ctllm.synth import jobs_dir
 from ctllm.ui.context import AppContext
-from ctllm.ui.pairs_tab import PairsHandlers
+from ctllm.ui.pairs_tab import standalone
 from ctllm.ui.synth_panel import SynthHandlers, progress_markdown
 from ctllm.ui.train_tab import TrainHandlers
 from tests.scripted_model import build_scripted_model
@@ -119,14 +119,14 @@ def test_admin_synthesizes_a_collection_that_annotators_review(ctx: AppContext, 
     assert train.job_choices() == [] and train.current_job() is None and train.history(request=ADMIN) == []
 
     # The annotator finds the collection in the Pairs tab and reviews its pairs.
-    pairs = PairsHandlers(ctx)
+    pairs = standalone(ctx)
     assert "synth-review" in pairs.refresh_collections(None, request=ANNOTATOR)["choices"]
     shown = pairs.browse("synth-review", "all", "all", "all", "id", "", "", 1, None, request=ANNOTATOR)
-    view, table = shown[0], shown[6]
+    view, table = shown[pairs.ui.view], shown[pairs.ui.table]
     assert sorted(row[3] for row in table) == ["Name a colour.", "Name a fruit.", "Name a tree."]
-    first_pair = view["pair_id"]
+    first_pair = view.pair_id
     voted = pairs.vote("first", view, "", request=ANNOTATOR)
-    assert f"Pair {first_pair}:" in voted[-2]
+    assert f"Pair {first_pair}:" in voted[pairs.ui.message]
     with Store(ctx.settings.db_path) as store:
         assert store.get_collection("synth-review").kind == "synth"
         assert [label.annotator for label in store.labels_for(first_pair)] == ["ann"]

@@ -95,6 +95,49 @@ STRINGS: dict[str, tuple[str, str]] = {
     "pairs.export_format": ("Export format", "导出格式"),
     "pairs.export_run": ("Export collection", "导出数据集"),
     "pairs.export_file": ("Download", "下载"),
+    "pairs.search_run": ("Search", "搜索"),
+    "pairs.table_legend": (
+        "Δ len: characters of the chosen response minus the rejected one (as stored; below 0: chosen is shorter) · "
+        "mine: your verdict · n: labels on the pair, by everyone",
+        "Δ len：chosen 回答字符数减去 rejected 回答字符数（按存储；小于 0 表示 chosen 更短）· "
+        "mine：你的判断 · n：该偏好对的标注数（所有人）",
+    ),
+    "pairs.page_of": ("Page {page} of {pages}", "第 {page} 页，共 {pages} 页"),
+    "pairs.matches": ("{n} pairs match", "{n} 个偏好对符合条件"),
+    "pairs.matches_text": ("{n} pairs match “{text}”", "{n} 个偏好对匹配“{text}”"),
+    "pairs.no_match": ("No pairs match.", "没有符合条件的偏好对。"),
+    "pairs.no_match_not_mine": (
+        "(The label state “not labelled by me” hides the pairs you labelled or skipped.)",
+        "（标注状态“我未标注”会隐藏你已标注或跳过的偏好对。）",
+    ),
+    "pairs.only_pages": (
+        "There are only {pages} page(s): showing page {page}.",
+        "只有 {pages} 页：显示第 {page} 页。",
+    ),
+    "pairs.progress": (
+        "**Mine: {mine} / {total}** ({share}) judged · {skipped} skipped · everyone: {anyone} pairs judged, "
+        "{labels} judgements by {annotators} annotator(s)",
+        "**我的：{mine} / {total}**（{share}）已判断 · 跳过 {skipped} · 所有人：{anyone} 个偏好对已判断，"
+        "{annotators} 位标注者共 {labels} 次判断",
+    ),
+    "pairs.stats_counts": (
+        "pairs: {pairs} · judged: {judged} · only skipped: {skipped} · disagreements: {disagreements} · "
+        "edited: {edited}",
+        "偏好对：{pairs} · 已判断：{judged} · 仅被跳过：{skipped} · 有分歧：{disagreements} · 已编辑：{edited}",
+    ),
+    "pairs.need_scores": (
+        "Sorting by score needs a run's scores: pick one (python -m ctllm score makes them).",
+        "按得分排序需要某次运行的得分：请选择一个（python -m ctllm score 可生成）。",
+    ),
+    "pairs.first_page": ("This is the first page.", "这是第一页。"),
+    "pairs.last_page": ("This is the last page.", "这是最后一页。"),
+    "pairs.first_pair": ("This is the first pair of the list.", "这是列表中的第一个偏好对。"),
+    "pairs.last_pair": ("This is the last pair of the list.", "这是列表中的最后一个偏好对。"),
+    "pairs.no_pair_open": ("No pair is open.", "没有打开的偏好对。"),
+    "pairs.pick_collection": ("Pick a collection first.", "请先选择一个数据集。"),
+    "pairs.all_labelled": ("Every pair in this list has your label.", "此列表中的每个偏好对都有你的标注。"),
+    "pairs.nothing_to_undo": ("Nothing to undo.", "没有可撤销的操作。"),
+    "pairs.undid": ("Undid your “{verdict}” on pair {pair}.", "已撤销你对偏好对 {pair} 的“{verdict}”。"),
     # Synthesize panel (Pairs tab, admin only).
     "synth.panel": ("Synthesize pairs (admin)", "合成偏好对（管理员）"),
     "synth.explain": (

@@ -2,13 +2,20 @@
 
 The two responses appear in an order fixed per annotator and pair (a hash of both), so a reload shows the
 same order and position bias averages out over annotators; each label records which stored side was first.
+
+What the tab shows is one frozen :class:`PairsView` (kept in a ``gr.State``); handlers return dicts keyed by
+the components in :class:`PairsUI`, so an event's outputs only have to list the components it may touch.
+A page left open for hours stays true: a timer compares a cheap signature (collection names, the open
+collection's counts) and sends the collection list or the progress only when it changed, and a change of the
+collection dropdown, by the user or by code (an import, a collection gone), opens that collection.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +23,22 @@ import gradio as gr
 
 from ctllm.errors import UserError
 from ctllm.pairs.schema import Pair, user_prompt
-from ctllm.ui.auth import Role, User, require
+from ctllm.ui.auth import Forbidden, Role, User, require
 from ctllm.ui.context import HAND_WRITTEN_COLLECTION, SAMPLES_COLLECTION, AppContext
 from ctllm.ui.handlers import bind
 from ctllm.ui.i18n import Translator, t
-from ctllm.ui.render import code_block, inert_inline, inert_markdown, last_user_markdown, prompt_context_markdown
+from ctllm.ui.render import (
+    code_block,
+    inert_inline,
+    inert_markdown,
+    last_user_markdown,
+    prompt_context_markdown,
+    search_highlighter,
+)
 from ctllm.ui.synth_panel import build as build_synth_panel
 
 PAGE_SIZE = 20
+POLL_SECONDS = 10  # how often an open page checks for new collections and others' labels
 ALL = "all"
 LANGUAGE_CHOICES = [("all", ALL), ("Chinese", "zh"), ("English", "en"), ("other", "other")]
 LABEL_STATE_CHOICES = [
@@ -48,6 +63,7 @@ VERDICT_NAMES = {
     "skip": "skipped",
 }
 TABLE_HEADERS = ["", "id", "lang", "prompt", "Δ len", "mine", "n"]
+TABLE_WIDTHS = ["5%", "9%", "9%", "44%", "11%", "16%", "6%"]
 MAX_SCAN_PAGES = 5  # pages looked through for the next pair to label before falling back to id order
 
 
@@ -65,37 +81,113 @@ def displayed_verdict(choice: str, first: str) -> str:
     return VERDICT_NAMES.get(choice, choice)
 
 
-def new_view(collection: str = "") -> dict[str, Any]:
-    return {
-        "collection": collection,
-        "language": ALL,
-        "source": ALL,
-        "label_state": "not_mine",
-        "text": "",
-        "sort": "id",
-        "score_name": "",
-        "page": 1,
-        "page_ids": [],
-        "more": False,
-        "pair_id": None,
-        "shown_first": "chosen",
-    }
+@dataclass(frozen=True)
+class PairsView:
+    """What the tab shows: the filters, the page (its pair ids, how many pairs match) and the open pair."""
+
+    collection: str = ""
+    language: str = ALL
+    source: str = ALL
+    label_state: str = "not_mine"
+    text: str = ""
+    sort: str = "id"
+    score_name: str = ""
+    page: int = 1
+    page_ids: tuple[int, ...] = ()
+    more: bool = False
+    matches: int = 0
+    pair_id: int | None = None
+    shown_first: str = "chosen"
+
+    @property
+    def pages(self) -> int:
+        return page_count(self.matches)
+
+    def opened_first(self) -> PairsView:
+        """The page's first pair opened (none on an empty page)."""
+        return replace(self, pair_id=self.page_ids[0] if self.page_ids else None)
 
 
-def pair_query(view: dict[str, Any], annotator: str) -> Any:
+def new_view(collection: str = "") -> PairsView:
+    return PairsView(collection=collection)
+
+
+def page_count(matches: int) -> int:
+    return max(1, -(-matches // PAGE_SIZE))
+
+
+def pair_query(view: PairsView, annotator: str) -> Any:
     from ctllm.pairs.store import PairQuery
 
-    def pick(key: str) -> str | None:
-        value = view.get(key) or ALL
-        return None if value == ALL else value
+    def pick(value: str) -> str | None:
+        return None if (value or ALL) == ALL else value
 
-    state = pick("label_state")
+    state = pick(view.label_state)
     return PairQuery(
-        language=pick("language"),
-        source=pick("source"),
+        language=pick(view.language),
+        source=pick(view.source),
         label_state=state,
         annotator=annotator if state in ("mine", "not_mine") else None,
-        text=(view.get("text") or "").strip() or None,
+        text=view.text.strip() or None,
+    )
+
+
+def page_info(view: PairsView) -> str:
+    """ "Page X of N · M pairs match", or why nothing is listed."""
+    if not view.collection:
+        return ""
+    if not view.page_ids:
+        text = t("pairs.no_match")
+        if view.label_state == "not_mine" and not view.text:
+            text += " " + t("pairs.no_match_not_mine")
+        return text
+    where = t("pairs.page_of").format(page=view.page, pages=view.pages)
+    if view.text:
+        found = t("pairs.matches_text").format(n=f"{view.matches:,}", text=inert_inline(view.text))
+    else:
+        found = t("pairs.matches").format(n=f"{view.matches:,}")
+    return f"{where} · {found}"
+
+
+@dataclass(frozen=True)
+class LabelProgress:
+    """Labelling progress in one collection; a skip is not a judgement (it only moves the annotator on)."""
+
+    total: int  # latest pairs
+    judged: int  # pairs the annotator judged (skips left out)
+    skipped: int  # pairs the annotator skipped
+    anyone: int  # pairs judged by at least one annotator
+    judgements: int  # labels that are not skips
+    annotators: int  # annotators with at least one judgement
+
+
+def label_progress(total: int, labels: Iterable[Any], annotator: str) -> LabelProgress:
+    """From a collection's labels (one per annotator and pair, as ``Store.collection_labels`` gives them)."""
+    judged_roots: set[int] = set()
+    judges: set[str] = set()
+    judged = skipped = judgements = 0
+    for label in labels:
+        mine = label.annotator == annotator
+        if label.choice == "skip":
+            skipped += mine
+            continue
+        judged += mine
+        judgements += 1
+        judged_roots.add(label.root_id)
+        judges.add(label.annotator)
+    return LabelProgress(total, judged, skipped, len(judged_roots), judgements, len(judges))
+
+
+def progress_markdown(p: LabelProgress) -> str:
+    share = f"{p.judged / p.total:.0%}" if p.total else "–"
+    return t("pairs.progress").format(
+        mine=f"{p.judged:,}",
+        total=f"{p.total:,}",
+        share=share,
+        skipped=f"{p.skipped:,}",
+        anyone=f"{p.anyone:,}",
+        labels=f"{p.judgements:,}",
+        annotators=p.annotators,
     )
 
 
@@ -105,7 +197,7 @@ def _preview(text: str, limit: int = 90) -> str:
 
 
 @dataclass
-class PairView:
+class PairPanel:
     """Everything the pair panel shows."""
 
     info: str
@@ -115,22 +207,84 @@ class PairView:
     second: str
 
 
-EMPTY_VIEW = PairView("No pair to show: pick a collection or change the filters.", "", "", "", "")
+EMPTY_PANEL = PairPanel("No pair to show: pick a collection or change the filters.", "", "", "", "")
+
+
+@dataclass(frozen=True)
+class PairsUI:
+    """The components handlers write to; handlers return ``{component: value}`` dicts keyed by these."""
+
+    view: Any
+    signature: Any  # what the last poll saw (collection names, the open collection's counts)
+    collection: Any
+    language: Any
+    source: Any
+    label_state: Any
+    sort: Any
+    score_name: Any
+    search: Any
+    info: Any
+    context: Any
+    prompt: Any
+    first: Any
+    second: Any
+    table: Any
+    page: Any
+    page_info: Any
+    progress: Any
+    message: Any
+    reason: Any
+    add_collection: Any
+    add_message: Any
+    import_report: Any
+    export_report: Any
+    export_file: Any
+
+    @property
+    def shown(self) -> list[Any]:
+        """What every view change updates: the state, the pair panel, table, page, progress and message."""
+        return [
+            self.view,
+            self.info,
+            self.context,
+            self.prompt,
+            self.first,
+            self.second,
+            self.table,
+            self.page,
+            self.page_info,
+            self.progress,
+            self.message,
+        ]
+
+    @property
+    def filter_controls(self) -> list[Any]:
+        return [self.language, self.source, self.label_state, self.sort, self.score_name, self.search]
+
+    @property
+    def filters(self) -> list[Any]:
+        return [self.collection, *self.filter_controls]
+
+    @property
+    def opened(self) -> list[Any]:
+        """What opening a collection sets: the dropdowns and search box, the poll signature and the view."""
+        return [*self.filters, self.signature, *self.shown]
 
 
 class PairsHandlers:
-    def __init__(self, ctx: AppContext) -> None:
+    def __init__(self, ctx: AppContext, ui: PairsUI) -> None:
         self.ctx = ctx
+        self.ui = ui
 
     @property
     def store(self) -> Any:
         return self.ctx.store
 
     # --- rendering -------------------------------------------------------------------------------------
-    def render_pair(self, pair_id: int | None, annotator: str) -> tuple[PairView, str]:
-        """(what the panel shows, which stored side is first) for a pair."""
+    def render_pair(self, pair_id: int | None, annotator: str, search: str = "") -> tuple[PairPanel, str]:
+        """(what the panel shows, which stored side is first) for a pair; ``search``'s matches highlighted."""
         if pair_id is None:
-            return EMPTY_VIEW, "chosen"
+            return EMPTY_PANEL, "chosen"
         stored = self.store.get_pair(pair_id)
         pair = stored.pair
         first = shown_first(annotator, stored.root_id)
@@ -150,14 +304,15 @@ class PairsHandlers:
         scores = self.store.scores_for(pair_id)
         if scores:
             parts.append(", ".join(f"{inert_inline(k)} margin {v:+.3f}" for k, v in list(scores.items())[:2]))
-        context = prompt_context_markdown(pair.prompt)
+        mark = search_highlighter(search)
+        context = prompt_context_markdown(pair.prompt, mark)
         return (
-            PairView(
+            PairPanel(
                 info=" · ".join(parts),
                 context=context or "_(no system prompt or earlier turns)_",
-                prompt=last_user_markdown(pair.prompt),
-                first=inert_markdown(texts[0]),
-                second=inert_markdown(texts[1]),
+                prompt=last_user_markdown(pair.prompt, mark),
+                first=inert_markdown(texts[0], mark),
+                second=inert_markdown(texts[1], mark),
             ),
             first,
         )
@@ -165,14 +320,10 @@ class PairsHandlers:
     def progress_text(self, collection: str, annotator: str) -> str:
         if not collection:
             return ""
-        p = self.store.progress(collection, annotator)
-        share = f"{p.mine / p.total:.0%}" if p.total else "–"
-        return (
-            f"**Mine: {p.mine:,} / {p.total:,}** ({share}) · everyone: {p.anyone:,} pairs labelled, "
-            f"{p.labels:,} labels by {p.annotators} annotator(s)"
-        )
+        total = self.store.progress(collection).total
+        return progress_markdown(label_progress(total, self.store.collection_labels(collection), annotator))
 
-    def table_rows(self, ids: list[int], annotator: str, current: int | None) -> list[list[Any]]:
+    def table_rows(self, ids: Iterable[int], annotator: str, current: int | None) -> list[list[Any]]:
         rows = []
         for pid in ids:
             stored = self.store.get_pair(pid)
@@ -193,45 +344,41 @@ class PairsHandlers:
             )
         return rows
 
-    def outputs(self, view: dict[str, Any], user: User, message: str = "") -> tuple[Any, ...]:
-        """The standard output tuple: view state, the pair panel, table, page info, progress, message."""
-        pair_view, first = self.render_pair(view.get("pair_id"), user.name)
-        view = {**view, "shown_first": first}
-        page_info = f"page {view['page']}" + ("" if view.get("more") else " (last)")
-        if not view["page_ids"]:
-            page_info = f"page {view['page']}: no pairs match"
-            if view.get("label_state") == "not_mine" and view.get("collection") and not view.get("text"):
-                page_info += " (the label state “not labelled by me” hides pairs labelled by you)"
-        return (
-            view,
-            pair_view.info,
-            pair_view.context,
-            pair_view.prompt,
-            pair_view.first,
-            pair_view.second,
-            self.table_rows(view["page_ids"], user.name, view.get("pair_id")),
-            view["page"],
-            page_info,
-            self.progress_text(view["collection"], user.name),
-            message,
-        )
+    def show(self, view: PairsView, user: User, message: str = "") -> dict[Any, Any]:
+        """The view's outputs: state, the pair panel, table, page number and info, progress, message."""
+        ui = self.ui
+        panel, first = self.render_pair(view.pair_id, user.name, view.text)
+        view = replace(view, shown_first=first)
+        return {
+            ui.view: view,
+            ui.info: panel.info,
+            ui.context: panel.context,
+            ui.prompt: panel.prompt,
+            ui.first: panel.first,
+            ui.second: panel.second,
+            ui.table: self.table_rows(view.page_ids, user.name, view.pair_id),
+            ui.page: view.page,
+            ui.page_info: page_info(view),
+            ui.progress: self.progress_text(view.collection, user.name),
+            ui.message: message,
+        }
 
     # --- paging ----------------------------------------------------------------------------------------
-    def _fetch_page(self, view: dict[str, Any], annotator: str, page: int) -> dict[str, Any]:
+    def _fetch_page(self, view: PairsView, annotator: str, page: int) -> PairsView:
+        """Page ``page`` of the view's list (clamped to the pages there are), with how many pairs match."""
+        query = pair_query(view, annotator)
+        matches = self.store.count(view.collection, query)
+        page = min(max(1, int(page)), page_count(matches))
         result = self.store.page(
-            view["collection"],
-            pair_query(view, annotator),
-            sort=view["sort"],
-            score_name=view.get("score_name") or None,
-            page=max(1, int(page)),
+            view.collection,
+            query,
+            sort=view.sort,
+            score_name=view.score_name or None,
+            page=page,
             size=PAGE_SIZE,
         )
-        return {
-            **view,
-            "page": max(1, int(page)),
-            "page_ids": [item.id for item in result.items],
-            "more": result.next_cursor is not None,
-        }
+        ids = tuple(item.id for item in result.items)
+        return replace(view, page=page, page_ids=ids, more=result.next_cursor is not None, matches=matches)
 
     def browse(
         self,
@@ -243,31 +390,35 @@ class PairsHandlers:
         score_name: str,
         text: str,
         page: float | None,
-        view: dict[str, Any],
+        view: PairsView | None,
         request: gr.Request | None = None,
-    ) -> tuple[Any, ...]:
-        """Apply the filters and show a page (the first pair of the page opens)."""
+    ) -> dict[Any, Any]:
+        """Apply the filters and show a page (the first pair of the page opens); a page past the last shows the
+        last one and says how many there are."""
         user = require(request, Role.VIEWER, self.ctx.settings)
         if not collection:
-            return self.outputs(new_view(), user)
+            return self.show(new_view(), user)
         if sort == "score" and not score_name:
-            raise gr.Error("Sorting by score needs a run's scores: pick one (python -m ctllm score makes them).")
-        view = {
-            **(view or new_view()),
-            "collection": collection,
-            "language": language or ALL,
-            "source": source or ALL,
-            "label_state": label_state or ALL,
-            "sort": sort or "id",
-            "score_name": score_name or "",
-            "text": text or "",
-        }
+            raise gr.Error(t("pairs.need_scores"))
+        view = replace(
+            view or new_view(),
+            collection=collection,
+            language=language or ALL,
+            source=source or ALL,
+            label_state=label_state or ALL,
+            sort=sort or "id",
+            score_name=score_name or "",
+            text=text or "",
+        )
+        wanted = max(1, int(page or 1))
         try:
-            view = self._fetch_page(view, user.name, int(page or 1))
+            view = self._fetch_page(view, user.name, wanted)
         except UserError as error:
             raise gr.Error(str(error)) from None
-        view["pair_id"] = view["page_ids"][0] if view["page_ids"] else None
-        return self.outputs(view, user)
+        message = ""
+        if view.page < wanted and view.matches:
+            message = t("pairs.only_pages").format(pages=view.pages, page=view.page)
+        return self.show(view.opened_first(), user, message)
 
     def browse_first_page(
         self,
@@ -278,59 +429,59 @@ class PairsHandlers:
         sort: str,
         score_name: str,
         text: str,
-        view: dict[str, Any],
+        view: PairsView | None,
         request: gr.Request | None = None,
-    ) -> tuple[Any, ...]:
-        """A filter changed: back to page 1."""
+    ) -> dict[Any, Any]:
+        """A filter changed (or a search ran): back to page 1."""
         return self.browse(collection, language, source, label_state, sort, score_name, text, 1, view, request)
 
-    def turn_page(self, delta: int, view: dict[str, Any], request: gr.Request | None = None) -> tuple[Any, ...]:
+    def turn_page(self, delta: int, view: PairsView | None, request: gr.Request | None = None) -> dict[Any, Any]:
         user = require(request, Role.VIEWER, self.ctx.settings)
-        if not view or not view.get("collection"):
-            return self.outputs(new_view(), user)
-        target = max(1, int(view["page"]) + delta)
-        if delta > 0 and not view.get("more"):
-            return self.outputs(view, user, "This is the last page.")
-        view = self._fetch_page(view, user.name, target)
-        view["pair_id"] = view["page_ids"][0] if view["page_ids"] else None
-        return self.outputs(view, user)
+        if not view or not view.collection:
+            return self.show(new_view(), user)
+        if delta > 0 and not view.more:
+            return self.show(view, user, t("pairs.last_page"))
+        if delta < 0 and view.page <= 1:
+            return self.show(view, user, t("pairs.first_page"))
+        return self.show(self._fetch_page(view, user.name, view.page + delta).opened_first(), user)
 
-    def open_pair(self, view: dict[str, Any], evt: gr.SelectData, request: gr.Request | None = None):
+    def open_pair(
+        self, view: PairsView | None, evt: gr.SelectData, request: gr.Request | None = None
+    ) -> dict[Any, Any]:
         """A click on a table row opens that pair."""
         user = require(request, Role.VIEWER, self.ctx.settings)
+        view = view or new_view()
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        if not view or not (0 <= int(row) < len(view["page_ids"])):
-            return self.outputs(view or new_view(), user)
-        return self.outputs({**view, "pair_id": view["page_ids"][int(row)]}, user)
+        if not 0 <= int(row) < len(view.page_ids):
+            return self.show(view, user)
+        return self.show(replace(view, pair_id=view.page_ids[int(row)]), user)
 
-    def move(self, delta: int, view: dict[str, Any], request: gr.Request | None = None) -> tuple[Any, ...]:
+    def move(self, delta: int, view: PairsView | None, request: gr.Request | None = None) -> dict[Any, Any]:
         """← / →: the previous or next pair in the list, across page boundaries."""
         user = require(request, Role.VIEWER, self.ctx.settings)
-        if not view or not view.get("page_ids"):
-            return self.outputs(view or new_view(), user)
-        ids = view["page_ids"]
-        index = ids.index(view["pair_id"]) if view.get("pair_id") in ids else -1
+        if not view or not view.page_ids:
+            return self.show(view or new_view(), user)
+        ids = view.page_ids
+        index = ids.index(view.pair_id) if view.pair_id in ids else -1
         target = index + delta
         if 0 <= target < len(ids):
-            return self.outputs({**view, "pair_id": ids[target]}, user)
-        if target < 0 and view["page"] > 1:
-            view = self._fetch_page(view, user.name, view["page"] - 1)
-            return self.outputs({**view, "pair_id": view["page_ids"][-1] if view["page_ids"] else None}, user)
-        if target >= len(ids) and view.get("more"):
-            view = self._fetch_page(view, user.name, view["page"] + 1)
-            return self.outputs({**view, "pair_id": view["page_ids"][0] if view["page_ids"] else None}, user)
-        edge = "first" if target < 0 else "last"
-        return self.outputs(view, user, f"This is the {edge} pair of the list.")
+            return self.show(replace(view, pair_id=ids[target]), user)
+        if target < 0 and view.page > 1:
+            view = self._fetch_page(view, user.name, view.page - 1)
+            return self.show(replace(view, pair_id=view.page_ids[-1] if view.page_ids else None), user)
+        if target >= len(ids) and view.more:
+            return self.show(self._fetch_page(view, user.name, view.page + 1).opened_first(), user)
+        return self.show(view, user, t("pairs.first_pair" if target < 0 else "pairs.last_pair"))
 
     # --- labelling -------------------------------------------------------------------------------------
     def vote(
-        self, verdict: str, view: dict[str, Any], reason: str, request: gr.Request | None = None
-    ) -> tuple[Any, ...]:
-        """Record the verdict, then open the next pair this annotator has not labelled."""
+        self, verdict: str, view: PairsView | None, reason: str, request: gr.Request | None = None
+    ) -> dict[Any, Any]:
+        """Record the verdict, then open the next pair this annotator has not labelled (the reason box empties)."""
         user = require(request, Role.ANNOTATOR, self.ctx.settings)
-        if not view or view.get("pair_id") is None:
-            raise gr.Error("No pair is open.")
-        pair_id = int(view["pair_id"])
+        if not view or view.pair_id is None:
+            raise gr.Error(t("pairs.no_pair_open"))
+        pair_id = int(view.pair_id)
         # The side order is derived again here, not trusted from the browser.
         root = self.store.get_pair(pair_id).root_id
         try:
@@ -339,60 +490,58 @@ class PairsHandlers:
             raise gr.Error(str(error)) from None
         view = self._next_to_label(view, user.name, pair_id)
         message = f"Pair {pair_id}: {VERDICT_NAMES[verdict]}."
-        if view.get("pair_id") == pair_id:
-            message += " Every pair in this list has your label."
-        return (*self.outputs(view, user, message), "")
+        if view.pair_id == pair_id:
+            message += " " + t("pairs.all_labelled")
+        return {**self.show(view, user, message), self.ui.reason: ""}
 
-    def _next_to_label(self, view: dict[str, Any], annotator: str, after: int) -> dict[str, Any]:
+    def _next_to_label(self, view: PairsView, annotator: str, after: int) -> PairsView:
         """The list refreshed, and the first pair after ``after`` (in list order) without this annotator's label."""
-        old_ids = list(view["page_ids"])
+        old_ids = view.page_ids
         index = old_ids.index(after) if after in old_ids else -1
-        view = self._fetch_page(view, annotator, view["page"])
-        ids = view["page_ids"]
-        if view["label_state"] == "not_mine":
+        view = self._fetch_page(view, annotator, view.page)
+        ids = view.page_ids
+        if view.label_state == "not_mine":
             # The labelled pair left the list: the next one moved into its place.
             candidates = [pid for pid in ids if pid not in old_ids[: index + 1]]
             if candidates:
-                return {**view, "pair_id": candidates[0]}
-            if view["page"] > 1 and not ids:
-                view = self._fetch_page(view, annotator, view["page"] - 1)
-            if view["page_ids"]:
-                return {**view, "pair_id": view["page_ids"][0]}
-            return {**view, "pair_id": after}
+                return replace(view, pair_id=candidates[0])
+            if view.page_ids:
+                return view.opened_first()
+            return replace(view, pair_id=after)
         position = ids.index(after) + 1 if after in ids else 0
         for _ in range(MAX_SCAN_PAGES):
-            for pid in view["page_ids"][position:]:
+            for pid in view.page_ids[position:]:
                 if self.store.label_of(pid, annotator) is None:
-                    return {**view, "pair_id": pid}
-            if not view.get("more"):
+                    return replace(view, pair_id=pid)
+            if not view.more:
                 break
-            view = self._fetch_page(view, annotator, view["page"] + 1)
+            view = self._fetch_page(view, annotator, view.page + 1)
             position = 0
         found = self.store.next_unlabelled(
-            view["collection"], annotator, after_id=after, query=pair_query(view, annotator)
+            view.collection, annotator, after_id=after, query=pair_query(view, annotator)
         )
-        return {**view, "pair_id": found.id if found else after}
+        return replace(view, pair_id=found.id if found else after)
 
-    def undo(self, view: dict[str, Any], request: gr.Request | None = None) -> tuple[Any, ...]:
-        """Remove my last label in this collection and open that pair again."""
+    def undo(self, view: PairsView | None, request: gr.Request | None = None) -> dict[Any, Any]:
+        """Remove my last label in this collection and open that pair again (its reason back in the box)."""
         user = require(request, Role.ANNOTATOR, self.ctx.settings)
-        if not view or not view.get("collection"):
-            raise gr.Error("Pick a collection first.")
-        label = self.store.undo_last_label(user.name, view["collection"])
+        if not view or not view.collection:
+            raise gr.Error(t("pairs.pick_collection"))
+        label = self.store.undo_last_label(user.name, view.collection)
         if label is None:
-            return (*self.outputs(view, user, "Nothing to undo."), gr.skip())
+            return self.show(view, user, t("pairs.nothing_to_undo"))
         pair_id = self.store.latest_version(label.pair_id).id
-        view = self._fetch_page(view, user.name, view["page"])
-        view["pair_id"] = pair_id
+        view = replace(self._fetch_page(view, user.name, view.page), pair_id=pair_id)
         verdict = VERDICT_NAMES.get(label.verdict, label.verdict)
-        return (*self.outputs(view, user, f"Undid your “{verdict}” on pair {pair_id}."), label.reason)
+        message = t("pairs.undid").format(verdict=verdict, pair=pair_id)
+        return {**self.show(view, user, message), self.ui.reason: label.reason}
 
     # --- editing and adding ----------------------------------------------------------------------------
-    def load_edit(self, view: dict[str, Any], which: str, request: gr.Request | None = None) -> str:
+    def load_edit(self, view: PairsView | None, which: str, request: gr.Request | None = None) -> str:
         user = require(request, Role.ANNOTATOR, self.ctx.settings)
-        if not view or view.get("pair_id") is None:
-            raise gr.Error("No pair is open.")
-        stored = self.store.get_pair(int(view["pair_id"]))
+        if not view or view.pair_id is None:
+            raise gr.Error(t("pairs.no_pair_open"))
+        stored = self.store.get_pair(int(view.pair_id))
         side = self._stored_side(user.name, stored.root_id, which)
         return getattr(stored.pair, side)
 
@@ -404,21 +553,20 @@ class PairsHandlers:
         return first if which == "first" else other
 
     def save_edit(
-        self, view: dict[str, Any], which: str, text: str, request: gr.Request | None = None
-    ) -> tuple[Any, ...]:
+        self, view: PairsView | None, which: str, text: str, request: gr.Request | None = None
+    ) -> dict[Any, Any]:
         """Save the edited response as a new version of the pair (the original stays)."""
         user = require(request, Role.ANNOTATOR, self.ctx.settings)
-        if not view or view.get("pair_id") is None:
-            raise gr.Error("No pair is open.")
-        stored = self.store.get_pair(int(view["pair_id"]))
+        if not view or view.pair_id is None:
+            raise gr.Error(t("pairs.no_pair_open"))
+        stored = self.store.get_pair(int(view.pair_id))
         side = self._stored_side(user.name, stored.root_id, which)
         try:
             new_id = self.store.edit_pair(stored.id, **{side: text}, by=user.name)
         except UserError as error:
             raise gr.Error(str(error)) from None
-        view = self._fetch_page(view, user.name, view["page"])
-        view["pair_id"] = new_id
-        return self.outputs(view, user, f"Saved as pair {new_id}, a new version of pair {stored.id}.")
+        view = replace(self._fetch_page(view, user.name, view.page), pair_id=new_id)
+        return self.show(view, user, f"Saved as pair {new_id}, a new version of pair {stored.id}.")
 
     def add_pair(
         self,
@@ -427,9 +575,10 @@ class PairsHandlers:
         prompt: str,
         chosen: str,
         rejected: str,
+        view: PairsView | None = None,
         request: gr.Request | None = None,
-    ) -> tuple[str, Any]:
-        """Add a hand-written pair; returns (message, collection choices update)."""
+    ) -> dict[Any, Any]:
+        """Add a hand-written pair: the message, the collection list, and the view when it shows that collection."""
         user = require(request, Role.ANNOTATOR, self.ctx.settings)
         name = (collection or HAND_WRITTEN_COLLECTION).strip()
         for field, value in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
@@ -456,20 +605,28 @@ class PairsHandlers:
             stored = self.store.add_pair(target, pair, by=user.name)
         except DuplicatePair as error:
             raise gr.Error(str(error)) from None
-        return f"Added pair {stored.id} to {inert_inline(name)}.", gr.update(choices=self.collection_names())
+        out = {
+            self.ui.add_message: f"Added pair {stored.id} to {inert_inline(name)}.",
+            self.ui.collection: gr.update(choices=self.collection_names()),
+        }
+        if view and view.collection == name:
+            fresh = self._fetch_page(view, user.name, view.page)
+            out |= self.show(replace(fresh, pair_id=view.pair_id if view.pair_id in fresh.page_ids else None), user)
+        return out
 
     # --- statistics ------------------------------------------------------------------------------------
-    def statistics(self, view: dict[str, Any], request: gr.Request | None = None) -> str:
+    def statistics(self, view: PairsView | None, request: gr.Request | None = None) -> str:
         """Progress, agreement (Cohen's / Fleiss' κ, agreement with the source's order), length bias and
         duplicates of the collection, from ``ctllm.pairs.agreement.collection_stats``."""
         user = require(request, Role.VIEWER, self.ctx.settings)
-        if not view or not view.get("collection"):
-            return "Pick a collection first."
+        if not view or not view.collection:
+            return t("pairs.pick_collection")
         from ctllm.pairs.agreement import collection_stats
 
-        name = view["collection"]
+        name = view.collection
         stats = collection_stats(self.store, name)
         lengths, dup = stats["lengths"], stats["duplicates"]
+        judged = stats["agreement"].labelled_pairs  # skips are not judgements
         languages = ", ".join(f"{k or '?'} {v:,}" for k, v in stats["by_language"].items())
         splits = ", ".join(f"{inert_inline(k or 'none')} {v:,}" for k, v in stats["by_split"].items())
         share = lengths["chosen_longer_share"]
@@ -477,8 +634,14 @@ class PairsHandlers:
             f"### {inert_inline(name)}",
             self.progress_text(name, user.name),
             "",
-            f"- pairs: {stats['pairs']:,} · labelled: {stats['labelled']:,} · disagreements: "
-            f"{stats['disagreements']:,} · edited: {stats['edited']:,}",
+            "- "
+            + t("pairs.stats_counts").format(
+                pairs=f"{stats['pairs']:,}",
+                judged=f"{judged:,}",
+                skipped=f"{max(0, stats['labelled'] - judged):,}",
+                disagreements=f"{stats['disagreements']:,}",
+                edited=f"{stats['edited']:,}",
+            ),
             f"- languages: {languages} · splits: {splits}",
             f"- agreement: {inert_inline(str(stats['agreement']))}",
             f"- length bias: chosen is the longer response in {share:.0%} of pairs ({lengths['equal']:,} equal); "
@@ -500,9 +663,11 @@ class PairsHandlers:
         mapping_text: str,
         collection: str,
         abort: bool,
+        view: PairsView | None = None,
         request: gr.Request | None = None,
-    ) -> tuple[str, Any]:
-        """Import an uploaded file, a server path inside the allowed roots, or a hub dataset id (admin)."""
+    ) -> dict[Any, Any]:
+        """Import an uploaded file, a server path inside the allowed roots, or a hub dataset id (admin); the
+        imported collection opens (the dropdown, the pair, the table and the progress all show it)."""
         user = require(request, Role.ADMIN, self.ctx.settings)
         from ctllm.pairs.importer import import_pairs
         from ctllm.paths import safe_resolve
@@ -551,70 +716,178 @@ class PairsHandlers:
                 created_by=user.name,
             )
         except UserError as error:
-            report = "Nothing was imported.\n\n" + code_block(str(error)[:4000])
-            return report, gr.skip()
+            return {self.ui.import_report: "Nothing was imported.\n\n" + code_block(str(error)[:4000])}
         report = f"**Imported into {inert_inline(summary.collection)}** (format {summary.format}).\n\n"
         report += code_block(summary.report())
-        return report, gr.update(choices=self.collection_names(), value=summary.collection)
+        # The filters stay, except the source (the new collection has its own sources).
+        base = replace(view or new_view(), collection=summary.collection, source=ALL, page=1)
+        return {self.ui.import_report: report, **self._opened(base, user)}
 
-    def export(self, view: dict[str, Any], fmt: str, request: gr.Request | None = None) -> tuple[str, Any]:
+    def export(self, view: PairsView | None, fmt: str, request: gr.Request | None = None) -> dict[Any, Any]:
         """Export the collection (labels resolved into chosen / rejected) and offer the file (admin)."""
         require(request, Role.ADMIN, self.ctx.settings)
-        if not view or not view.get("collection"):
-            raise gr.Error("Pick a collection first.")
+        if not view or not view.collection:
+            raise gr.Error(t("pairs.pick_collection"))
         from ctllm.pairs.export import export_collection
 
         out_dir = self.ctx.settings.exports_dir
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
-            result = export_collection(self.store, view["collection"], out_dir, fmt)
+            result = export_collection(self.store, view.collection, out_dir, fmt)
         except UserError as error:
             raise gr.Error(str(error)) from None
         path = Path(getattr(result, "path", result))
         summary = getattr(result, "report", None)
         text = summary() if callable(summary) else f"Wrote {path.name}."
-        return inert_markdown(text), str(path)
+        return {self.ui.export_report: inert_markdown(text), self.ui.export_file: str(path)}
 
-    # --- page load -------------------------------------------------------------------------------------
+    # --- opening a collection --------------------------------------------------------------------------
     def collection_names(self) -> list[str]:
         return [c.name for c in self.store.list_collections()]
 
-    def refresh_collections(self, current: str | None, request: gr.Request | None = None) -> Any:
-        """The collection list again (chat votes or imports may have added one since the page loaded)."""
-        require(request, Role.VIEWER, self.ctx.settings)
-        names = self.collection_names()
+    def _signature(self, names: list[str], collection: str, annotator: str) -> tuple[Any, ...]:
+        """Cheap to compute; when it changes, the collection list or the progress is sent again."""
+        counts = astuple(self.store.progress(collection, annotator)) if collection in names else ()
+        return (tuple(names), counts)
+
+    @staticmethod
+    def _choices(names: list[str], current: str | None) -> Any:
         return gr.update(choices=names, value=current if current in names else (names[0] if names else None))
+
+    def _opened(self, base: PairsView, user: User) -> dict[Any, Any]:
+        """``base``'s collection opened on its first page: every dropdown, the search box, the signature and the
+        view set to match (``PairsUI.opened``)."""
+        ui = self.ui
+        names = self.collection_names()
+        if base.collection not in names:
+            base = new_view()
+        sources, scores = self._collection_filters(base.collection)
+        source = base.source if base.source in sources else ALL
+        score_name = base.score_name if base.score_name in scores else (scores[0] if scores else "")
+        sort = "id" if base.sort == "score" and not score_name else base.sort
+        view = replace(base, source=source, score_name=score_name, sort=sort)
+        if view.collection:
+            view = self._fetch_page(view, user.name, view.page).opened_first()
+        return {
+            ui.collection: gr.update(choices=names, value=view.collection or None),
+            ui.language: view.language,
+            ui.source: gr.update(choices=[ALL, *sources], value=source),
+            ui.label_state: view.label_state,
+            ui.sort: view.sort,
+            ui.score_name: gr.update(choices=scores, value=score_name or None),
+            ui.search: view.text,
+            ui.signature: self._signature(names, view.collection, user.name),
+            **self.show(view, user),
+        }
+
+    def open_collection(self, name: str, request: gr.Request | None = None) -> dict[Any, Any]:
+        """Open collection ``name`` with every pair listed (label state "all", no other filter), e.g. from the
+        Chat tab's "see your votes"; outputs: ``PairsUI.opened`` (see :func:`open_collection_event`)."""
+        user = require(request, Role.VIEWER, self.ctx.settings)
+        return self._opened(PairsView(collection=name, label_state=ALL), user)
+
+    def collection_changed(
+        self,
+        collection: str | None,
+        language: str,
+        source: str,
+        label_state: str,
+        sort: str,
+        score_name: str,
+        text: str,
+        view: PairsView | None,
+        request: gr.Request | None = None,
+    ) -> dict[Any, Any]:
+        """The collection dropdown changed (by the user, or by code: an import, a collection gone): open the
+        collection it shows, keeping the filters but the source. Nothing is sent when the view already shows it."""
+        user = require(request, Role.VIEWER, self.ctx.settings)
+        view = view or new_view()
+        if (collection or "") == view.collection:
+            return {}
+        base = PairsView(
+            collection=collection or "",
+            language=language or ALL,
+            label_state=label_state or ALL,
+            sort=sort or "id",
+            score_name=score_name or "",
+            text=text or "",
+        )
+        return self._opened(base, user)
+
+    def _collection_filters(self, collection: str) -> tuple[list[str], list[str]]:
+        """A collection's sources and the runs that scored it."""
+        if not collection:
+            return [], []
+        sources = list(self.store.counts(collection)[0]["by_source"])
+        return sources, [name for name, _ in self.store.score_names(collection)]
 
     def collection_filters(self, collection: str, request: gr.Request | None = None) -> tuple[Any, Any]:
         """Source and run-score choices for a collection."""
         require(request, Role.VIEWER, self.ctx.settings)
-        if not collection:
-            return gr.update(choices=[ALL], value=ALL), gr.update(choices=[], value=None)
-        sources = list(self.store.counts(collection)[0]["by_source"])
-        scores = [name for name, _ in self.store.score_names(collection)]
+        sources, scores = self._collection_filters(collection)
         return (
             gr.update(choices=[ALL, *sources], value=ALL),
             gr.update(choices=scores, value=scores[0] if scores else None),
         )
 
-    def load(self, request: gr.Request | None = None) -> tuple[Any, ...]:
+    # --- staying true while the page is open -----------------------------------------------------------
+    def refresh_collections(self, current: str | None, request: gr.Request | None = None) -> Any:
+        """The collection list again (chat votes or imports may have added one since the page loaded)."""
+        require(request, Role.VIEWER, self.ctx.settings)
+        return self._choices(self.collection_names(), current)
+
+    def poll(
+        self,
+        current: str | None,
+        signature: tuple[Any, ...] | None,
+        view: PairsView | None,
+        request: gr.Request | None = None,
+    ) -> dict[Any, Any]:
+        """Every few seconds: the collection list when a collection came or went, the progress when labels
+        changed; nothing at all when the signature is the one last sent."""
+        try:
+            user = require(request, Role.VIEWER, self.ctx.settings)
+        except Forbidden:
+            return {}
+        names = self.collection_names()
+        collection = view.collection if view else ""
+        fresh = self._signature(names, collection, user.name)
+        old = tuple(signature or ((), ()))
+        if fresh == old:
+            return {}
+        out: dict[Any, Any] = {self.ui.signature: fresh}
+        if fresh[0] != old[0]:
+            out[self.ui.collection] = self._choices(names, current)
+        if collection in names and fresh[1] != old[1]:
+            out[self.ui.progress] = self.progress_text(collection, user.name)
+        return out
+
+    def tab_selected(
+        self, current: str | None, view: PairsView | None, request: gr.Request | None = None
+    ) -> dict[Any, Any]:
+        """Back on the tab: the collection list, and the open page again (the Chat tab may have added votes),
+        keeping the open pair when it is still listed."""
+        user = require(request, Role.VIEWER, self.ctx.settings)
+        names = self.collection_names()
+        out: dict[Any, Any] = {self.ui.collection: self._choices(names, current)}
+        if view and view.collection in names:
+            fresh = self._fetch_page(view, user.name, view.page)
+            keep = view.pair_id if view.pair_id in fresh.page_ids else None
+            out |= self.show(fresh.opened_first() if keep is None else replace(fresh, pair_id=keep), user)
+        return out
+
+    def load(self, request: gr.Request | None = None) -> dict[Any, Any]:
         """Page load: the collection list, the first collection's first page, and who is labelling."""
         user = require(request, Role.VIEWER, self.ctx.settings)
         self.ctx.wait_until_ready()
         names = self.collection_names()
         collection = SAMPLES_COLLECTION if SAMPLES_COLLECTION in names else (names[0] if names else "")
-        view = new_view(collection)
-        if collection:
-            view = self._fetch_page(view, user.name, 1)
-            view["pair_id"] = view["page_ids"][0] if view["page_ids"] else None
-        source, score = self.collection_filters(collection, request)
-        return (
-            gr.update(choices=names, value=collection or None),
-            source,
-            score,
-            gr.update(choices=[*names] or [HAND_WRITTEN_COLLECTION], value=HAND_WRITTEN_COLLECTION),
-            *self.outputs(view, user),
-        )
+        return {
+            **self._opened(new_view(collection), user),
+            self.ui.add_collection: gr.update(
+                choices=[*names] or [HAND_WRITTEN_COLLECTION], value=HAND_WRITTEN_COLLECTION
+            ),
+        }
 
 
 def looks_like_hub_id(text: str) -> bool:
@@ -629,18 +902,27 @@ def looks_like_hub_id(text: str) -> bool:
 
 
 def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
-    """The tab's components and events (inside an open ``gr.Tab``); returns what the page load must run."""
+    """The tab's components and events (inside an open ``gr.Tab``). Returns the page load and tab select events
+    as (fn, inputs, outputs), the handlers ("handlers") and the components ("ui"; see
+    :func:`open_collection_event` for opening a collection from another tab)."""
     from ctllm.pairs.formats import FORMATS
     from ctllm.pairs.writers import EXPORT_FORMATS
 
-    h = PairsHandlers(ctx)
     view = gr.State(new_view())
+    signature = gr.State(())
 
     with gr.Row():
         collection = tr.bind(
             gr.Dropdown([], label=t("pairs.collection"), elem_id="pairs-collection", scale=2), "pairs.collection"
         )
-        search = tr.bind(gr.Textbox(label=t("pairs.search"), elem_id="pairs-search", scale=3), "pairs.search")
+        search = tr.bind(
+            gr.Textbox(label=t("pairs.search"), elem_id="pairs-search", scale=3, min_width=180), "pairs.search"
+        )
+        search_run = tr.bind(
+            gr.Button(t("pairs.search_run"), elem_id="pairs-search-run", scale=0, min_width=80),
+            "pairs.search_run",
+            "value",
+        )
         language = tr.bind(
             gr.Dropdown(LANGUAGE_CHOICES, value=ALL, label=t("pairs.language"), elem_id="pairs-language", scale=1),
             "pairs.language",
@@ -655,6 +937,7 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
                 label=t("pairs.label_state"),
                 elem_id="pairs-label-state",
                 scale=2,
+                min_width=200,
             ),
             "pairs.label_state",
         )
@@ -671,6 +954,12 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
             with gr.Accordion(t("pairs.context"), open=False) as context_box:
                 tr.bind(context_box, "pairs.context")
                 context = gr.Markdown(elem_id="pairs-context", sanitize_html=True)
+            tr.bind(
+                gr.Markdown(f"#### {t('pairs.prompt')}", elem_id="pairs-prompt-heading"),
+                "pairs.prompt",
+                "value",
+                "#### {}",
+            )
             prompt = gr.Markdown(elem_id="pairs-prompt", elem_classes=["prompt-card"], sanitize_html=True)
             with gr.Row(equal_height=True):
                 with gr.Column():
@@ -690,19 +979,27 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
                 ):
                     vote_buttons[verdict] = tr.bind(gr.Button(t(key), variant=variant, elem_id=elem), key, "value")
             with gr.Row():
-                prev_pair = tr.bind(gr.Button(t("pairs.prev"), size="sm", elem_id="pairs-prev"), "pairs.prev", "value")
-                next_pair = tr.bind(gr.Button(t("pairs.next"), size="sm", elem_id="pairs-next"), "pairs.next", "value")
-                undo = tr.bind(gr.Button(t("pairs.undo"), size="sm", elem_id="pairs-undo"), "pairs.undo", "value")
+                prev_pair = tr.bind(
+                    gr.Button(t("pairs.prev"), size="sm", elem_id="pairs-prev", min_width=90), "pairs.prev", "value"
+                )
+                next_pair = tr.bind(
+                    gr.Button(t("pairs.next"), size="sm", elem_id="pairs-next", min_width=90), "pairs.next", "value"
+                )
+                undo = tr.bind(
+                    gr.Button(t("pairs.undo"), size="sm", elem_id="pairs-undo", min_width=90), "pairs.undo", "value"
+                )
                 reason = tr.bind(
                     gr.Textbox(label=t("pairs.reason"), elem_id="pairs-reason", scale=3, max_lines=2), "pairs.reason"
                 )
             tr.bind(gr.Markdown(t("pairs.keys"), elem_classes=["kbd-hint"]), "pairs.keys", "value")
             message = gr.Markdown(elem_id="pairs-message")
             progress = gr.Markdown(elem_id="pairs-progress")
-        with gr.Column(scale=3):
-            with gr.Row(elem_id="pairs-page-row"):
+        with gr.Column(scale=4, min_width=420):
+            with gr.Row(elem_id="pairs-page-row", equal_height=True):
                 prev_page = tr.bind(
-                    gr.Button(t("pairs.prev_page"), size="sm", elem_id="pairs-prev-page"), "pairs.prev_page", "value"
+                    gr.Button(t("pairs.prev_page"), size="sm", elem_id="pairs-prev-page", scale=0, min_width=70),
+                    "pairs.prev_page",
+                    "value",
                 )
                 page = tr.bind(
                     gr.Number(
@@ -711,16 +1008,20 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
                         minimum=1,
                         label=t("pairs.page"),
                         elem_id="pairs-page",
-                        min_width=70,
+                        min_width=60,
                         show_label=False,
                         container=False,
                         scale=1,
                     ),
                     "pairs.page",
                 )
-                go = tr.bind(gr.Button(t("pairs.go"), size="sm", elem_id="pairs-go"), "pairs.go", "value")
+                go = tr.bind(
+                    gr.Button(t("pairs.go"), size="sm", elem_id="pairs-go", scale=0, min_width=50), "pairs.go", "value"
+                )
                 next_page = tr.bind(
-                    gr.Button(t("pairs.next_page"), size="sm", elem_id="pairs-next-page"), "pairs.next_page", "value"
+                    gr.Button(t("pairs.next_page"), size="sm", elem_id="pairs-next-page", scale=0, min_width=70),
+                    "pairs.next_page",
+                    "value",
                 )
             page_info = gr.Markdown(elem_id="pairs-page-info")
             table = tr.bind(
@@ -731,10 +1032,15 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
                     elem_id="pairs-table",
                     label=t("pairs.table"),
                     max_height=640,
-                    column_widths=["5%", "9%", "8%", "50%", "9%", "12%", "7%"],
+                    column_widths=TABLE_WIDTHS,
                     datatype="str",
                 ),
                 "pairs.table",
+            )
+            tr.bind(
+                gr.Markdown(t("pairs.table_legend"), elem_id="pairs-table-legend", elem_classes=["kbd-hint"]),
+                "pairs.table_legend",
+                "value",
             )
 
     with gr.Accordion(t("pairs.edit"), open=False) as edit_box:
@@ -790,7 +1096,7 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         )
         stats = gr.Markdown(elem_id="pairs-stats")
 
-    with gr.Accordion(t("pairs.import"), open=False) as import_box:
+    with gr.Accordion(t("pairs.import"), open=False, elem_id="pairs-import-box") as import_box:
         tr.bind(import_box, "pairs.import")
         with gr.Row():
             upload = tr.bind(
@@ -847,22 +1153,61 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
             gr.File(label=t("pairs.export_file"), interactive=False, elem_id="pairs-export-file"), "pairs.export_file"
         )
 
-    shown = [view, info, context, prompt, first, second, table, page, page_info, progress, message]
-    filters = [collection, language, source, label_state, sort, score_name, search]
+    ui = PairsUI(
+        view=view,
+        signature=signature,
+        collection=collection,
+        language=language,
+        source=source,
+        label_state=label_state,
+        sort=sort,
+        score_name=score_name,
+        search=search,
+        info=info,
+        context=context,
+        prompt=prompt,
+        first=first,
+        second=second,
+        table=table,
+        page=page,
+        page_info=page_info,
+        progress=progress,
+        message=message,
+        reason=reason,
+        add_collection=add_collection,
+        add_message=add_message,
+        import_report=import_report,
+        export_report=export_report,
+        export_file=export_file,
+    )
+    h = PairsHandlers(ctx, ui)
+    shown = ui.shown
     fast = {"show_progress": "hidden", "concurrency_limit": None}
 
     gr.on(
-        [language.input, source.input, label_state.input, sort.input, score_name.input, search.submit],
+        [
+            language.input,
+            source.input,
+            label_state.input,
+            sort.input,
+            score_name.input,
+            search.submit,
+            search_run.click,
+        ],
         bind(h.browse_first_page),
-        inputs=[*filters, view],
+        inputs=[*ui.filters, view],
         outputs=shown,
         **fast,
     )
-    collection.input(h.collection_filters, inputs=[collection], outputs=[source, score_name], **fast).then(
-        bind(h.browse_first_page), inputs=[*filters, view], outputs=shown, **fast
-    )
+    # .change, not .input: an import, the poll or another tab sets the dropdown too, and the view must follow.
+    collection.change(h.collection_changed, inputs=[*ui.filters, view], outputs=ui.opened, **fast)
     gr.on(
-        [go.click, page.submit], h.browse, inputs=[*filters, page, view], outputs=shown, api_name="pairs_page", **fast
+        [go.click, page.submit],
+        h.browse,
+        inputs=[*ui.filters, page, view],
+        outputs=shown,
+        api_name="pairs_page",
+        **fast,
     )
     prev_page.click(bind(h.turn_page, -1), inputs=[view], outputs=shown, **fast)
     next_page.click(bind(h.turn_page, 1), inputs=[view], outputs=shown, **fast)
@@ -878,15 +1223,15 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
     edit_save.click(h.save_edit, inputs=[view, edit_which, edit_text], outputs=shown, api_name="edit_pair")
     add_save.click(
         h.add_pair,
-        inputs=[add_collection, add_system, add_prompt, add_chosen, add_rejected],
-        outputs=[add_message, collection],
+        inputs=[add_collection, add_system, add_prompt, add_chosen, add_rejected, view],
+        outputs=[add_message, collection, *shown],
         api_name="add_pair",
     )
     stats_run.click(h.statistics, inputs=[view], outputs=[stats], api_name="pairs_statistics")
     import_run.click(
         h.import_file,
-        inputs=[upload, import_path, import_format, import_mapping, import_collection, import_abort],
-        outputs=[import_report, collection],
+        inputs=[upload, import_path, import_format, import_mapping, import_collection, import_abort, view],
+        outputs=[import_report, *ui.opened],
         concurrency_limit=1,
         api_name="import_pairs",
     )
@@ -897,7 +1242,29 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         concurrency_limit=1,
         api_name="export_collection",
     )
+    gr.Timer(POLL_SECONDS).tick(
+        h.poll, inputs=[collection, signature, view], outputs=[collection, progress, signature], **fast
+    )
     return {
-        "load": (h.load, [], [collection, source, score_name, add_collection, *shown]),
-        "select": (h.refresh_collections, [collection], [collection]),
+        "load": (h.load, [], [*ui.opened, add_collection]),
+        "select": (h.tab_selected, [collection, view], [collection, *shown]),
+        "handlers": h,
+        "ui": ui,
     }
+
+
+def open_collection_event(tab: dict[str, Any], name: str) -> tuple[Any, list[Any], list[Any]]:
+    """(fn, inputs, outputs) of an event that opens collection ``name`` in the Pairs tab with every pair listed
+    (label state "all"); ``tab`` is what :func:`build` returned. For another tab, e.g.::
+
+        fn, inputs, outputs = open_collection_event(pairs, CHAT_VOTES_COLLECTION)
+        link.click(lambda: gr.Tabs(selected="pairs"), outputs=tabs).then(fn, inputs, outputs)
+    """
+    handlers: PairsHandlers = tab["handlers"]
+    return bind(handlers.open_collection, name), [], handlers.ui.opened
+
+
+def standalone(ctx: AppContext) -> PairsHandlers:
+    """The tab built in a Blocks of its own, for scripts and tests that call the handlers directly."""
+    with gr.Blocks():
+        return build(ctx, Translator())["handlers"]
