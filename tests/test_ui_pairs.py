@@ -366,17 +366,15 @@ def test_a_skip_is_not_a_judgement(ctx: AppContext, h: PairsHandlers) -> None:
     assert ctx.store.progress("demo", "local").mine == 2  # the store still counts both as labels
 
 
-def test_label_progress_counts_skips_apart() -> None:
-    from types import SimpleNamespace
+def test_label_progress_counts_skips_apart(tmp_path) -> None:
+    from ctllm.pairs.store import Store
 
-    from ctllm.ui.pairs_tab import label_progress
-
-    labels = [
-        SimpleNamespace(annotator="me", choice="skip", root_id=1),
-        SimpleNamespace(annotator="me", choice="chosen", root_id=2),
-        SimpleNamespace(annotator="you", choice="skip", root_id=2),
-        SimpleNamespace(annotator="you", choice="tie", root_id=3),
-        SimpleNamespace(annotator="ghost", choice="skip", root_id=4),
-    ]
-    p = label_progress(10, labels, "me")
+    store = Store(tmp_path / "s.sqlite")
+    store.create_collection("c")
+    ids = [store.add_pair("c", Pair(prompt=[{"role": "user", "content": f"q{i}"}], chosen="a", rejected="b")).id
+           for i in range(10)]
+    for pair_id, annotator, verdict in [(ids[0], "me", "skip"), (ids[1], "me", "first"), (ids[1], "you", "skip"),
+                                        (ids[2], "you", "tie"), (ids[3], "ghost", "skip")]:
+        store.add_label(pair_id, annotator, verdict, "chosen")
+    p = store.label_progress("c", "me")
     assert (p.total, p.judged, p.skipped, p.anyone, p.judgements, p.annotators) == (10, 1, 1, 2, 2, 2)

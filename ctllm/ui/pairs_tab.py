@@ -23,6 +23,7 @@ import gradio as gr
 
 from ctllm.errors import UserError
 from ctllm.pairs.schema import Pair, user_prompt
+from ctllm.pairs.store import LabelProgress, PairQuery
 from ctllm.ui.auth import Forbidden, Role, User, require
 from ctllm.ui.context import HAND_WRITTEN_COLLECTION, SAMPLES_COLLECTION, AppContext
 from ctllm.ui.handlers import bind
@@ -117,8 +118,6 @@ def page_count(matches: int) -> int:
 
 
 def pair_query(view: PairsView, annotator: str) -> Any:
-    from ctllm.pairs.store import PairQuery
-
     def pick(value: str) -> str | None:
         return None if (value or ALL) == ALL else value
 
@@ -147,35 +146,6 @@ def page_info(view: PairsView) -> str:
     else:
         found = t("pairs.matches").format(n=f"{view.matches:,}")
     return f"{where} · {found}"
-
-
-@dataclass(frozen=True)
-class LabelProgress:
-    """Labelling progress in one collection; a skip is not a judgement (it only moves the annotator on)."""
-
-    total: int  # latest pairs
-    judged: int  # pairs the annotator judged (skips left out)
-    skipped: int  # pairs the annotator skipped
-    anyone: int  # pairs judged by at least one annotator
-    judgements: int  # labels that are not skips
-    annotators: int  # annotators with at least one judgement
-
-
-def label_progress(total: int, labels: Iterable[Any], annotator: str) -> LabelProgress:
-    """From a collection's labels (one per annotator and pair, as ``Store.collection_labels`` gives them)."""
-    judged_roots: set[int] = set()
-    judges: set[str] = set()
-    judged = skipped = judgements = 0
-    for label in labels:
-        mine = label.annotator == annotator
-        if label.choice == "skip":
-            skipped += mine
-            continue
-        judged += mine
-        judgements += 1
-        judged_roots.add(label.root_id)
-        judges.add(label.annotator)
-    return LabelProgress(total, judged, skipped, len(judged_roots), judgements, len(judges))
 
 
 def progress_markdown(p: LabelProgress) -> str:
@@ -320,8 +290,7 @@ class PairsHandlers:
     def progress_text(self, collection: str, annotator: str) -> str:
         if not collection:
             return ""
-        total = self.store.progress(collection).total
-        return progress_markdown(label_progress(total, self.store.collection_labels(collection), annotator))
+        return progress_markdown(self.store.label_progress(collection, annotator))
 
     def table_rows(self, ids: Iterable[int], annotator: str, current: int | None) -> list[list[Any]]:
         rows = []

@@ -33,7 +33,7 @@ resolved pairs), ``query`` (planning, paging, search), ``labels`` (labels, score
 
 from ctllm.pairs.store.ingest import BATCH, BULK_INDEX_MIN, FOLD_AT, Prepared, prepare_rows
 from ctllm.pairs.store.query import LABEL_STATES, LISTED_CANDIDATES, PAGE_SIZE, SORTS, Page, PairQuery, Plan, plan_query
-from ctllm.pairs.store.records import Collection, DuplicatePair, Label, Progress, StoredPair
+from ctllm.pairs.store.records import Collection, DuplicatePair, Label, LabelProgress, Progress, StoredPair
 from ctllm.pairs.store.schema import FTS_HASH_BYTES, SCHEMA_VERSION
 from ctllm.pairs.store.store import KINDS, PairStore, Store
 
@@ -51,6 +51,7 @@ __all__ = [
     "Collection",
     "DuplicatePair",
     "Label",
+    "LabelProgress",
     "Page",
     "PairQuery",
     "PairStore",

@@ -11,7 +11,7 @@ from ctllm.errors import UserError
 from ctllm.pairs.resolve import SHOWN_FIRST, VERDICTS, choice_of
 from ctllm.pairs.store.connection import Connections
 from ctllm.pairs.store.query import PairQuery
-from ctllm.pairs.store.records import LABEL_COLUMNS, Collection, Label, Progress, StoredPair
+from ctllm.pairs.store.records import LABEL_COLUMNS, Collection, Label, LabelProgress, Progress, StoredPair
 
 
 class LabelsMixin(Connections):
@@ -113,6 +113,20 @@ class LabelsMixin(Connections):
                 "SELECT count(*) FROM labels WHERE collection_id = ? AND annotator = ?", (cid, annotator)
             ).fetchone()[0]
         return Progress(total, mine, anyone, labels, annotators)
+
+    def label_progress(self, collection: str | int | Collection, annotator: str) -> LabelProgress:
+        """Progress as an annotator reads it: skips are counted apart and are nobody's judgement."""
+        cid = self.get_collection(collection).id
+        db = self.db
+        total = db.execute("SELECT count(*) FROM pairs WHERE collection_id = ? AND is_latest = 1", (cid,)).fetchone()[0]
+        judged, skipped, anyone, judgements, annotators = db.execute(
+            "SELECT coalesce(sum(annotator = ? AND choice != 'skip'), 0),"
+            " coalesce(sum(annotator = ? AND choice = 'skip'), 0),"
+            " count(DISTINCT CASE WHEN choice != 'skip' THEN root_id END), coalesce(sum(choice != 'skip'), 0),"
+            " count(DISTINCT CASE WHEN choice != 'skip' THEN annotator END) FROM labels WHERE collection_id = ?",
+            (annotator, annotator, cid),
+        ).fetchone()
+        return LabelProgress(total, judged, skipped, anyone, judgements, annotators)
 
     # -- scores ------------------------------------------------------------------------------------------------
 

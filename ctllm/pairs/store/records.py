@@ -57,6 +57,18 @@ class Progress:
     annotators: int
 
 
+@dataclass(frozen=True)
+class LabelProgress:
+    """Labelling progress in one collection; a skip is not a judgement (it only moves the annotator on)."""
+
+    total: int  # latest pairs
+    judged: int  # pairs the annotator judged (skips left out)
+    skipped: int  # pairs the annotator skipped
+    anyone: int  # pairs judged by at least one annotator
+    judgements: int  # labels that are not skips
+    annotators: int  # annotators with at least one judgement
+
+
 class DuplicatePair(UserError):
     def __init__(self, collection: str, existing_id: int) -> None:
         super().__init__(f"collection {collection!r} already holds this pair (pair {existing_id})")
