@@ -11,7 +11,6 @@ import plotly.io as pio
 import pytest
 
 from ctllm.cli import main
-from ctllm.dpo.behaviour import PROMPTS_DIR
 from ctllm.evaluate import (
     PairLogps,
     as_loaded,
@@ -27,6 +26,7 @@ from ctllm.evaluate import (
     prefers_chosen,
     result_rows,
 )
+from ctllm.evaluate.behaviour import PROMPTS_DIR
 from ctllm.evaluate.prompts_eval import behaviour_section, writes_chinese
 from ctllm.models.loading import load_model
 from ctllm.models.registry import resolve_spec
