@@ -392,8 +392,9 @@ def _check_stop(stop: threading.Event | None, when: str) -> None:
 
 
 def _ready(model: Any, stop: threading.Event | None) -> Any:
-    """``ready(model)``, unless a stop came first (loading a model takes a while)."""
-    _check_stop(stop, "before a model was loaded")
+    """``ready(model)``, unless a stop came before a model on demand is loaded (a load takes a while)."""
+    if isinstance(model, ModelOnDemand):
+        _check_stop(stop, f"before {model.spec.label} was loaded")
     return ready(model)
 
 
