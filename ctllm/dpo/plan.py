@@ -8,7 +8,7 @@ same global batch, and a resumed run like an uninterrupted one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ctllm.dpo.batching import length_grouped_batches
 from ctllm.dpo.config import TrainConfig
@@ -88,8 +88,7 @@ def reference_layout(steps: list[PlannedStep], items: Sequence[TokenizedPair], s
     batches: list[list[int]] = []
     for step in (s for s in steps if s.epoch == 0):
         for rank in range(share.world):
-            batches += rank_micro_batches(step, items, Share(share.world, rank, share.batch_size, share.max_tokens,
-                                                             share.shared))
+            batches += rank_micro_batches(step, items, replace(share, rank=rank))
     covered = {p for batch in batches for p in batch}
     rest = [p for p in range(len(items)) if p not in covered]
     size = share.batch_size

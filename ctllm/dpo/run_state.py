@@ -16,6 +16,8 @@ from ctllm.settings import Settings
 
 @dataclass
 class Run:
+    """The run's fixed context; what it trains lives in ``ctllm.dpo.train.Training``."""
+
     config: TrainConfig  # run_name and output_dir filled in
     settings: Settings
     accelerator: Any
