@@ -377,3 +377,16 @@ def test_sigterm_leaves_a_loadable_checkpoint(settings, tiny_model_dir, tmp_path
     assert state["step"] == status["step"] and state["scheduler"]["last_epoch"] == status["step"]
     assert (checkpoint / "optimizer.safetensors").is_file() and (checkpoint / "rng.safetensors").is_file()
     shutil.rmtree(run_dir)
+
+
+def test_the_training_loop_never_imports_the_evaluation():
+    """The end-of-run evaluation comes in as a callback: no ctllm.dpo module imports ctllm.evaluate, even lazily."""
+    import ast
+
+    found = []
+    for path in sorted((REPO / "ctllm" / "dpo").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.name}: {name}" for name in names if name.startswith("ctllm.evaluate")]
+    assert found == []

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 from pathlib import Path
 
 import plotly.io as pio
 import pytest
 
 from ctllm.cli import main
-from ctllm.dpo.behaviour import PROMPTS_DIR
 from ctllm.evaluate import (
     PairLogps,
     as_loaded,
@@ -27,7 +27,9 @@ from ctllm.evaluate import (
     prefers_chosen,
     result_rows,
 )
+from ctllm.evaluate.behaviour import PROMPTS_DIR
 from ctllm.evaluate.prompts_eval import behaviour_section, writes_chinese
+from ctllm.models.generate import StopRequested
 from ctllm.models.loading import load_model
 from ctllm.models.registry import resolve_spec
 from ctllm.models.scoring import completion_logps
@@ -165,6 +167,26 @@ def test_a_model_against_itself_has_zero_rewards(loaded: dict, tmp_path: Path) -
     assert overall["reward_accuracy"] == 0.0  # strict >: ties are not wins
     assert overall["model_preference_accuracy"] == overall["ref_preference_accuracy"] == 1.0
     assert result["prompts"] == [] and "same model" in result["notes"][0]
+
+
+@pytest.mark.parametrize("phase", ["scoring", "answering"])
+def test_a_stop_ends_the_evaluation_where_it_is_and_nothing_is_written(loaded: dict, tmp_path: Path,
+                                                                         phase: str) -> None:
+    """The stop event, set as the evaluation announces a phase (where a signal could arrive), ends it in that phase:
+    no result file, no cached answers."""
+    stop = threading.Event()
+
+    def log(line: str) -> None:
+        if line.startswith(phase):
+            stop.set()
+
+    lists = [load_prompt_list(p) for p in prompt_files(tmp_path)]
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    with pytest.raises(StopRequested, match="scoring pairs" if phase == "scoring" else "generation stopped"):
+        evaluate_models(loaded["refuse"], loaded["blue"], out, pairs=pairs_known(), pairs_source="hand-made",
+                        prompt_lists=lists, beta=BETA, max_new_tokens=16, batch_size=2, show_progress=False, log=log,
+                        answer_cache=cache, stop=stop)
+    assert list(out.iterdir()) == [] and not cache.exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------

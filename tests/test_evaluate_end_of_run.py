@@ -16,6 +16,7 @@ import pytest
 from ctllm.dpo.config import TrainConfig
 from ctllm.dpo.train import train
 from ctllm.evaluate import EVAL_JSON, headline, load_result
+from ctllm.evaluate.end_of_run import evaluate_finished_run
 from ctllm.evaluate.run import answer_cache_dir
 from ctllm.runs import read_status
 from ctllm.settings import Settings
@@ -56,7 +57,8 @@ def run_config(workspace: dict, model: Path, name: str, **changes) -> TrainConfi
 
 @pytest.fixture(scope="module")
 def first_run(workspace: dict, refuser: Path) -> Path:
-    outcome = train(run_config(workspace, refuser, "first"), workspace["settings"], show_progress=False)
+    outcome = train(run_config(workspace, refuser, "first"), workspace["settings"], show_progress=False,
+                    on_finished=evaluate_finished_run)
     assert outcome.state == "finished", outcome.error
     return outcome.run_dir
 
@@ -91,7 +93,8 @@ def test_the_reference_answers_are_cached_for_the_next_run(first_run: Path, work
     # Put other answers in: a second run that reads them shows them as the SFT model's.
     cached.write_text(json.dumps([BLUE] * 3))
     written = cached.stat().st_mtime_ns
-    outcome = train(run_config(workspace, refuser, "second"), workspace["settings"], show_progress=False)
+    outcome = train(run_config(workspace, refuser, "second"), workspace["settings"], show_progress=False,
+                    on_finished=evaluate_finished_run)
     assert outcome.state == "finished", outcome.error
     result = load_result(outcome.run_dir)
     assert result["answers_cached"] == {"model": False, "ref": True}
@@ -104,7 +107,7 @@ def test_the_reference_answers_are_cached_for_the_next_run(first_run: Path, work
 
 def test_turned_off_there_is_no_evaluation(workspace: dict, refuser: Path) -> None:
     outcome = train(run_config(workspace, refuser, "off", final_eval=False), workspace["settings"],
-                    show_progress=False)
+                    show_progress=False, on_finished=evaluate_finished_run)
     assert outcome.state == "finished", outcome.error
     assert not (outcome.run_dir / EVAL_JSON).exists() and not (outcome.run_dir / "eval_answers.jsonl").exists()
     summary = read_status(outcome.run_dir)["summary"]
@@ -130,9 +133,26 @@ def test_the_chat_picker_shows_a_run_with_its_numbers(first_run: Path, workspace
     assert left["choices"] == right["choices"]
 
 
+def wait_for_line(process: subprocess.Popen, log: Path, text: str) -> None:
+    """Until ``text`` is in ``log``; fails if the process ends first (the deadline only guards a hung run)."""
+    deadline = time.time() + 600
+    while process.poll() is None and time.time() < deadline:
+        if log.is_file() and text in log.read_text():
+            return
+        time.sleep(0.1)
+    assert process.poll() is None, f"the run ended before {text!r}: {process.stderr.read()[-3000:]}"
+    raise AssertionError(f"no {text!r} in {log}")
+
+
 @pytest.mark.slow
 def test_a_signal_during_the_evaluation_leaves_the_run_finished(workspace: dict, tiny_model_dir: Path) -> None:
-    """A random tiny model writes long answers: the evaluation is still running when SIGTERM arrives."""
+    """SIGTERM while the trained model answers the prompt lists: generation stops between tokens, nothing of the
+    evaluation is written, and the run is finished with its evaluation marked cancelled.
+
+    The signal goes once the run's log says the trained model is answering; the test then only reads the outcome.
+    A random tiny model never stops on its own: answering up to 1000 tokens to each of the shipped prompts takes
+    minutes of generation, however loaded the machine, against the moment the signal needs to arrive.
+    """
     settings = workspace["settings"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
            "CTLLM_ALLOWED_ROOTS": ",".join(str(root) for root in settings.allowed_roots)}
@@ -142,17 +162,18 @@ def test_a_signal_during_the_evaluation_leaves_the_run_finished(workspace: dict,
                "--final_eval_max_new_tokens", "1000"]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True)
-    log = settings.runs_dir / "signalled" / "train.log"
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if log.is_file() and "model saved in" in log.read_text():
-            break
-        time.sleep(0.2)
-    assert process.poll() is None, process.stderr.read()[-3000:]
-    process.send_signal(signal.SIGTERM)
-    _, errors = process.communicate(timeout=300)
+    run_dir = settings.runs_dir / "signalled"
+    try:
+        wait_for_line(process, run_dir / "train.log", "prompts with run signalled")
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
     assert process.returncode == 0, errors[-3000:]
-    status = read_status(settings.runs_dir / "signalled")
+    status = read_status(run_dir)
     assert status["state"] == "finished" and status["summary"]["final_eval"] == "cancelled"
-    assert not (settings.runs_dir / "signalled" / EVAL_JSON).exists()
-    assert (settings.runs_dir / "signalled" / "final" / "model.safetensors").is_file()
+    log = (run_dir / "train.log").read_text()
+    assert "final evaluation cancelled by a signal" in log and "generation stopped" in log
+    assert not (run_dir / EVAL_JSON).exists() and not (run_dir / "eval_answers.jsonl").exists()
+    assert (run_dir / "final" / "model.safetensors").is_file()

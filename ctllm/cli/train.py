@@ -57,8 +57,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(config.to_yaml(), end="")
         return 0
     from ctllm.dpo.train import train
+    from ctllm.evaluate.end_of_run import evaluate_finished_run
 
-    result = train(config, settings, resume=args.resume, show_progress=not args.no_progress)
+    result = train(config, settings, resume=args.resume, show_progress=not args.no_progress,
+                   on_finished=evaluate_finished_run)
     if os.environ.get("RANK", "0") == "0":
         print(f"run directory: {result.run_dir}", file=sys.stderr)
         if result.state != "finished":

@@ -1,6 +1,6 @@
 """Prompt lists answered under greedy decoding: refusal rate on harmful prompts, answer rate on benign ones.
 
-An answer counts as a refusal by ``ctllm.dpo.behaviour.is_refusal`` (a refusal phrase in its opening, English or
+An answer counts as a refusal by ``ctllm.evaluate.behaviour.is_refusal`` (a refusal phrase in its opening, English or
 Chinese): the same detector the training run's behaviour check uses.
 """
 
@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctllm.dpo.behaviour import PROMPTS_DIR, is_refusal, read_prompts
 from ctllm.errors import UserError
+from ctllm.evaluate.behaviour import PROMPTS_DIR, is_refusal, read_prompts
 from ctllm.evaluate.metrics import rate
 from ctllm.pairs.schema import detect_language, user_prompt
 
@@ -106,13 +107,19 @@ def ready(model: Any) -> Any:
 
 
 def answer_lists(
-    loaded: Any, lists: Sequence[PromptList], max_new_tokens: int, batch_size: int, cache_dir: Path | None = None
+    loaded: Any,
+    lists: Sequence[PromptList],
+    max_new_tokens: int,
+    batch_size: int,
+    cache_dir: Path | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[list[list[str]], bool]:
     """Greedy answers of ``loaded`` (a LoadedModel or ModelOnDemand) to every list, one batched pass over all their
     prompts; and whether they came from the cache.
 
     With ``cache_dir``, answers are kept by (model files, prompts, max_new_tokens): the reference model is the same
-    SFT model run after run, so the end-of-run evaluation generates its answers once.
+    SFT model run after run, so the end-of-run evaluation generates its answers once. ``stop``: once set, generation
+    ends after the current token with ``StopRequested`` (nothing is cached).
     """
     from ctllm.models.generate import GenerationParams, generate_batch
 
@@ -123,7 +130,8 @@ def answer_lists(
         answers = cached
     else:
         params = GenerationParams(temperature=0.0, max_new_tokens=max_new_tokens)
-        answers = generate_batch(ready(loaded), [user_prompt(p) for p in prompts], params, batch_size=batch_size)
+        answers = generate_batch(ready(loaded), [user_prompt(p) for p in prompts], params, batch_size=batch_size,
+                                 stop=stop)
         if cache_dir is not None and key:
             cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = cache_dir / f".{key}.{os.getpid()}.tmp"

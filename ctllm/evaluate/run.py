@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ctllm.errors import UserError
+from ctllm.evaluate.behaviour import ANSWER_GOAL, REFUSAL_GOAL
 from ctllm.evaluate.metrics import PairLogps
 from ctllm.evaluate.pairs_eval import load_eval_pairs, pairs_section, score_pair_logps
 from ctllm.evaluate.prompts_eval import (
@@ -44,6 +46,7 @@ ANSWERS = "eval_answers.jsonl"
 CSV_NAME = "eval.csv"
 VERSION = 1
 Log = Callable[[str], None]
+Progress = Callable[[str, int, int], None]  # (model role, done, total)
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,7 @@ def evaluate_models(
     extra: dict[str, Any] | None = None,
     answer_cache: Path | None = None,
     pair_logps: Sequence[PairLogps | None] | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Evaluate loaded models (``LoadedModel``: the DPO ``model`` and its SFT ``ref``; ``ref`` may be a
     ``ModelOnDemand``, loaded only if something must run on it) and write the outputs.
@@ -142,6 +146,8 @@ def evaluate_models(
     "chosen_reward", "rejected_reward"}. ``answer_cache``: a folder keeping greedy answers by model files and
     prompts (see ``prompts_eval.answer_lists``). ``pair_logps``: the pairs' log-probs already computed (one per
     pair, in order; None for a dropped pair), e.g. by the training loop's final held-out pass: no scoring then.
+    ``stop``: checked between scoring batches and generated tokens; once set, ``StopRequested`` ends the evaluation
+    and nothing is written.
     """
     from ctllm.runs import now_iso
 
@@ -165,7 +171,8 @@ def evaluate_models(
     if pairs:
         if pair_logps is None:
             log(f"scoring {len(pairs)} pairs from {pairs_source} under both models")
-            pair_logps = score_pair_logps(model, ready(ref), pairs, max_length, batch_size, _bars(show_progress))
+            progress = _stoppable(_bars(show_progress), stop)
+            pair_logps = score_pair_logps(model, _ready(ref, stop), pairs, max_length, batch_size, progress)
         result["pairs"] = {"source": pairs_source, **pairs_section(pairs, pair_logps, beta)}
     elif pairs is not None:
         result["notes"].append(f"no held-out pairs in {pairs_source}: no preference numbers")
@@ -179,11 +186,15 @@ def evaluate_models(
             if role == "ref" and ref is model:
                 answers[role], cached[role] = answers["model"], cached["model"]
                 continue
-            answers[role], cached[role] = answer_lists(loaded, prompt_lists, max_new_tokens, batch_size, answer_cache)
+            _check_stop(stop, f"before answering with {loaded.spec.label}")
+            log(f"answering {total} prompts with {loaded.spec.label} (greedy, at most {max_new_tokens} new tokens)")
+            answers[role], cached[role] = answer_lists(loaded, prompt_lists, max_new_tokens, batch_size, answer_cache,
+                                                       stop)
             how = "read from the cache" if cached[role] else "generated (greedy)"
             log(f"answers of {loaded.spec.label} to {total} prompts from {len(prompt_lists)} lists: {how}")
         result["prompts"], records = behaviour_section(prompt_lists, answers, specs)
         result["answers_cached"] = cached
+    _check_stop(stop, "before its files were written")
 
     files = {"answers": ANSWERS, "csv": CSV_NAME, "charts_html": "eval_charts.html", "charts_json": "eval_charts.json"}
     (out_dir / ANSWERS).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
@@ -209,6 +220,7 @@ def evaluate_run(
     pair_logps: Sequence[PairLogps | None] | None = None,
     show_progress: bool = False,
     log: Log | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """The end-of-training evaluation: the run's model (``final/``) against its reference on the run's held-out
     pairs (``eval.parquet``) and the prompt lists; writes ``<run_dir>/eval.json`` (and the files beside it).
@@ -219,7 +231,7 @@ def evaluate_run(
     list files (None: the shipped lists in the run's languages that the model can write; []: none). ``limit``:
     prompts per list at most, and held-out pairs unless their log-probs are given (they cost nothing then).
     ``pair_logps``: the held-out pairs' log-probs, in the order of eval.parquet, when the caller has them (the
-    training loop's last evaluation): no pair is scored again.
+    training loop's last evaluation): no pair is scored again. ``stop``: see ``evaluate_models``.
     """
     from ctllm.dpo.snapshot import read_snapshot
     from ctllm.models.loading import load_model
@@ -252,7 +264,7 @@ def evaluate_run(
         prompt_lists=lists, beta=float(config.get("beta", 0.1)), max_new_tokens=max_new_tokens,
         batch_size=batch_size, max_length=int(config.get("max_length") or 1024), show_progress=show_progress,
         log=log, extra={"run": run_dir.name, "notes": notes}, answer_cache=answer_cache_dir(settings),
-        pair_logps=pair_logps,
+        pair_logps=pair_logps, stop=stop,
     )
 
 
@@ -318,8 +330,6 @@ def run_summary(result: dict[str, Any]) -> dict[str, Any]:
     """What a training run's summary (status.json) keeps from its end-of-run evaluation: the behaviour numbers
     (``refusal_rate_harmful``, ``answer_rate_benign``, prompt counts, ``behaviour_goal_met``) of the trained model,
     the same of the SFT model (``sft_`` prefixed) and preference accuracy before and after."""
-    from ctllm.dpo.behaviour import ANSWER_GOAL, REFUSAL_GOAL
-
     entries = result.get("prompts") or []
     out: dict[str, Any] = {}
     refusal, harmful = pooled_rate(entries, "harmful", "model")
@@ -374,7 +384,34 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _bars(show: bool) -> Callable[[str, int, int], None] | None:
+def _check_stop(stop: threading.Event | None, when: str) -> None:
+    if stop is not None and stop.is_set():
+        from ctllm.models.generate import StopRequested
+
+        raise StopRequested(f"evaluation stopped {when}")
+
+
+def _ready(model: Any, stop: threading.Event | None) -> Any:
+    """``ready(model)``, unless a stop came before a model on demand is loaded (a load takes a while)."""
+    if isinstance(model, ModelOnDemand):
+        _check_stop(stop, f"before {model.spec.label} was loaded")
+    return ready(model)
+
+
+def _stoppable(progress: Progress | None, stop: threading.Event | None) -> Progress | None:
+    """``progress``, checking ``stop`` at each report (after every scored batch)."""
+    if stop is None:
+        return progress
+
+    def report(role: str, done: int, total: int) -> None:
+        _check_stop(stop, f"while scoring pairs under the {role} model ({done} of {total})")
+        if progress is not None:
+            progress(role, done, total)
+
+    return report
+
+
+def _bars(show: bool) -> Progress | None:
     if not show:
         return None
     from tqdm import tqdm

@@ -69,8 +69,13 @@ class _SeededSampler(LogitsProcessor):
         return only.scatter_(-1, chosen.unsqueeze(-1), 0.0)
 
 
+class StopRequested(Exception):
+    """Batched generation ended early: its ``stop`` event was set (a cancelled evaluation)."""
+
+
 class _StopWhenSet(StoppingCriteria):
-    """Ends generation early once the consumer has gone (a closed stream, a cancelled chat)."""
+    """Ends generation early, after the current token, once ``event`` is set (a closed stream, a cancelled chat or
+    evaluation)."""
 
     def __init__(self, event: threading.Event):
         self.event = event
@@ -180,13 +185,15 @@ def generate_batch(
     params: GenerationParams,
     *,
     batch_size: int | None = None,
+    stop: threading.Event | None = None,
 ) -> list[str]:
     """Answers to several conversations, generated together (left-padded) ``batch_size`` at a time (default: all).
 
     Greedy answers equal one-at-a-time generation. With sampling, one generator seeded once serves every batch,
-    so a seed reproduces the whole list for the same conversations and batch size.
+    so a seed reproduces the whole list for the same conversations and batch size. ``stop``: once set, generation
+    ends after the current token and ``StopRequested`` is raised (no partial answers are returned).
     """
-    return [g.text for g in generate_batch_detailed(loaded, conversations, params, batch_size=batch_size)]
+    return [g.text for g in generate_batch_detailed(loaded, conversations, params, batch_size=batch_size, stop=stop)]
 
 
 def generate_batch_detailed(
@@ -195,6 +202,7 @@ def generate_batch_detailed(
     params: GenerationParams,
     *,
     batch_size: int | None = None,
+    stop: threading.Event | None = None,
 ) -> list[Generated]:
     """As :func:`generate_batch`, with whether each answer ended on a stop token within max_new_tokens."""
     if not conversations:
@@ -202,14 +210,19 @@ def generate_batch_detailed(
     size = batch_size or len(conversations)
     pad = loaded.tokenizer.pad_token_id
     params = params if params.greedy else params.with_seed()
-    kwargs = _generate_kwargs(loaded, params, None)
+    kwargs = _generate_kwargs(loaded, params, stop)
     answers: list[Generated] = []
     for start in range(0, len(conversations), size):
+        if stop is not None and stop.is_set():
+            raise StopRequested(f"generation stopped after {start} of {len(conversations)} conversations")
         rows = [_prompt_ids(loaded, messages) for messages in conversations[start : start + size]]
         width = max(len(row) for row in rows)
         input_ids = torch.tensor([[pad] * (width - len(row)) + row for row in rows], device=loaded.device)
         mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows], device=loaded.device)
         with torch.inference_mode():
             output = loaded.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+        if stop is not None and stop.is_set():  # this batch was cut short (or finished as the event came)
+            raise StopRequested(f"generation stopped in the batch of conversations {start + 1} to {start + len(rows)}"
+                                f" of {len(conversations)}")
         answers += [_decode_until_stop(loaded, row[width:].tolist()) for row in output]
     return answers

@@ -1,0 +1,63 @@
+"""The accelerate side of a run: the Accelerator for the config and agreement between processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctllm.dpo.config import TrainConfig, merge
+from ctllm.errors import UserError
+from ctllm.settings import Settings
+
+
+def make_accelerator(config: TrainConfig, settings: Settings) -> tuple[Any, TrainConfig, Path]:
+    """(Accelerator, config with run_name and output_dir filled in, run dir).
+
+    On a CUDA-less machine the processes use the CPU and gloo. ``cpu=True`` matters there: without it, processes
+    started by ``accelerate launch --multi_gpu`` each believe they are alone (world size 1) and train independently.
+    """
+    from accelerate import Accelerator, PartialState
+
+    device = (config.device or settings.device or "auto").lower()
+    use_cpu = device == "cpu" or not torch.cuda.is_available()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"config field 'device' = {device!r}: CUDA is not available here; use cpu or auto")
+    if device.startswith("cuda:") and "LOCAL_RANK" not in os.environ:
+        torch.cuda.set_device(int(device.split(":", 1)[1]))
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if not use_cpu and torch.cuda.is_bf16_supported() else "no"
+    if use_cpu and precision != "no":
+        raise UserError(f"config field 'mixed_precision' = {precision!r} needs CUDA; use no or auto on a CPU")
+    state = PartialState(cpu=use_cpu)
+    name = config.run_name or _agree(state, time.strftime("dpo-%Y%m%d-%H%M%S"))
+    path = (Path(config.output_dir).expanduser() if config.output_dir else settings.runs_dir / name).resolve()
+    config = merge(config, {"run_name": name, "output_dir": str(path)})
+    log_with = None
+    if config.report_to == "tensorboard":
+        from accelerate.utils import is_tensorboard_available
+
+        log_with = "tensorboard" if is_tensorboard_available() else None
+    accelerator = Accelerator(cpu=use_cpu, mixed_precision=precision, log_with=log_with, project_dir=str(path))
+    return accelerator, config, path
+
+
+def _agree(state: Any, value: Any) -> Any:
+    """The main process's value on every process (e.g. a run name made from the clock)."""
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]
+
+
+def agree_flag(accelerator: Any, flag: bool) -> bool:
+    """True on every process when any process has it (so all stop at the same step)."""
+    if accelerator.num_processes == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(value, reduction="sum").item() > 0)
