@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ctllm.dpo.config import TrainConfig
 from ctllm.dpo.presets import list_presets, resolve_config
+from ctllm.evaluate.end_of_run import evaluate_finished_run
 from ctllm.settings import Settings
 
 NAME = "train"
@@ -56,8 +57,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
+    # Lazy: importing ctllm.dpo.train (torch) takes seconds; start-up (the app, the CLI) does not need it.
     from ctllm.dpo.train import train
-    from ctllm.evaluate.end_of_run import evaluate_finished_run
 
     result = train(config, settings, resume=args.resume, show_progress=not args.no_progress,
                    on_finished=evaluate_finished_run)

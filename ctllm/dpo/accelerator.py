@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import broadcast_object_list, is_tensorboard_available
 
 from ctllm.dpo.config import TrainConfig, merge
 from ctllm.errors import UserError
@@ -20,8 +22,6 @@ def make_accelerator(config: TrainConfig, settings: Settings) -> tuple[Any, Trai
     On a CUDA-less machine the processes use the CPU and gloo. ``cpu=True`` matters there: without it, processes
     started by ``accelerate launch --multi_gpu`` each believe they are alone (world size 1) and train independently.
     """
-    from accelerate import Accelerator, PartialState
-
     device = (config.device or settings.device or "auto").lower()
     use_cpu = device == "cpu" or not torch.cuda.is_available()
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -39,8 +39,6 @@ def make_accelerator(config: TrainConfig, settings: Settings) -> tuple[Any, Trai
     config = merge(config, {"run_name": name, "output_dir": str(path)})
     log_with = None
     if config.report_to == "tensorboard":
-        from accelerate.utils import is_tensorboard_available
-
         log_with = "tensorboard" if is_tensorboard_available() else None
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=precision, log_with=log_with, project_dir=str(path))
     return accelerator, config, path
@@ -50,7 +48,6 @@ def _agree(state: Any, value: Any) -> Any:
     """The main process's value on every process (e.g. a run name made from the clock)."""
     if state.num_processes == 1:
         return value
-    from accelerate.utils import broadcast_object_list
 
     return broadcast_object_list([value])[0]
 

@@ -163,7 +163,7 @@ def load_model_weights(folder: Path, model: torch.nn.Module) -> None:
     """Load the checkpoint's weights into ``model`` (full model or peft model with the same adapter layout)."""
     folder = Path(folder)
     if is_peft_model(model):
-        # Lazy: importing peft takes seconds; start-up (the app, the CLI) does not need it.
+        # Lazy: importing peft takes seconds, and only LoRA runs and adapters need it.
         from peft import set_peft_model_state_dict
 
         path = folder / "adapter_model.safetensors"

@@ -12,7 +12,9 @@ from ctllm.dpo.run_state import Run
 from ctllm.dpo.snapshot import pairs_hash, read_snapshot, write_snapshot
 from ctllm.dpo.tokenize import TokenizedPair, tokenize_pairs
 from ctllm.errors import UserError
+from ctllm.pairs.readers import read_pairs
 from ctllm.pairs.schema import Pair
+from ctllm.pairs.store import Store
 from ctllm.paths import REPO_ROOT
 from ctllm.settings import Settings
 
@@ -29,8 +31,6 @@ def _find_file(text: str) -> Path:
 def load_pairs(source: str, settings: Settings, field_name: str = "data") -> list[Pair]:
     """Pairs from a file any reader accepts, or from ``collection:NAME`` in the store."""
     if source.startswith(COLLECTION_PREFIX):
-        from ctllm.pairs.store import Store
-
         name = source[len(COLLECTION_PREFIX):].strip()
         if not settings.db_path.exists():
             raise UserError(f"config field '{field_name}': there is no pairs store at {settings.db_path}")
@@ -42,7 +42,6 @@ def load_pairs(source: str, settings: Settings, field_name: str = "data") -> lis
         if not pairs:
             raise UserError(f"config field '{field_name}': collection {name!r} holds no pairs")
         return pairs
-    from ctllm.pairs.readers import read_pairs
 
     path = _find_file(source)
     result = read_pairs(path)

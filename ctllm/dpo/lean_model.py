@@ -23,6 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 from ctllm.dpo.batching import collate
 from ctllm.dpo.lean_ops import RMSNorm, SiluMul, SwiGLU
@@ -63,10 +65,6 @@ def gqa_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor
 
 
 def _register_attention() -> None:
-    # Lazy: importing transformers takes seconds; start-up (the app, the CLI) does not need it.
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
     AttentionInterface.register(ATTENTION, gqa_sdpa_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
 

@@ -25,6 +25,8 @@ from ctllm.dpo.run_state import Run
 from ctllm.dpo.shared_prompt import check_shared_prompt, pair_forward
 from ctllm.dpo.tokenize import TokenizedPair
 from ctllm.errors import UserError
+from ctllm.models.loading import load_model
+from ctllm.models.registry import resolve_spec
 from ctllm.settings import Settings
 
 
@@ -81,9 +83,6 @@ def load_models(run: Run) -> Models:
 
     With precompute_ref and the SFT model as reference, no copy is made: the untrained policy computes them.
     """
-    from ctllm.models.loading import load_model
-    from ctllm.models.registry import resolve_spec
-
     config, settings = run.config, run.settings
     dtype = resolve_dtype(config, settings, run.accelerator.device)
     load_settings = settings.with_(device="cpu", dtype=str(dtype).replace("torch.", ""))  # accelerate places it
@@ -133,6 +132,7 @@ def apply_lora(run: Run, policy: torch.nn.Module) -> torch.nn.Module:
     if hasattr(policy, "peft_config"):
         log.info("LoRA: training the starting adapter's own weights (its r/alpha/targets; lora_* fields unused)")
         return policy
+    # Lazy: importing peft takes seconds, and only LoRA runs and adapters need it.
     from peft import LoraConfig, get_peft_model
 
     targets: Any = config.lora_target_modules

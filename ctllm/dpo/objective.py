@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 
 from ctllm.dpo.batching import length_grouped_batches
 from ctllm.dpo.losses import LossConfig, compute_loss
@@ -98,8 +99,6 @@ class Objective:
         means, _, _ = sums.reduce(accelerator, self.keys)
         if collect is not None and rows is not None:
             if accelerator.num_processes > 1:
-                from accelerate.utils import gather_object
-
                 rows = gather_object(rows)
             collect += rows
         return {f"eval_{k}": v for k, v in means.items()}

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import torch
+from transformers import get_scheduler
 
 from ctllm.dpo.config import TrainConfig
 
@@ -28,8 +29,6 @@ def warmup_steps(config: TrainConfig, total_steps: int) -> int:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> Any:
-    from transformers import get_scheduler
-
     name = {"constant": "constant_with_warmup"}.get(config.scheduler, config.scheduler)
     return get_scheduler(name, optimizer, num_warmup_steps=warmup_steps(config, total_steps),
                          num_training_steps=total_steps)

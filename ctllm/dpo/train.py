@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
 
 from ctllm.dpo.accelerator import agree_flag, make_accelerator
 from ctllm.dpo.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
@@ -157,8 +159,6 @@ def _train(run: Run) -> RunResult:
 
 
 def _start(run: Run) -> None:
-    from accelerate.utils import set_seed
-
     if run.config.num_threads:
         torch.set_num_threads(run.config.num_threads)
     set_seed(run.config.seed)
@@ -264,8 +264,6 @@ def _resume(run: Run, training: Training) -> int:
 
 def _train_steps(run: Run, training: Training, start: int) -> tuple[int, dict[str, Any]]:
     """Steps ``start + 1`` to the last; (the last step, the last logged train metrics)."""
-    from tqdm.auto import tqdm
-
     config, total = run.config, training.total_steps
     window, last, step = Window(), {}, start
     run.stop.defer = True  # from here a signal ends the run at the end of a step, with a checkpoint

@@ -16,6 +16,7 @@ from ctllm.evaluate.run import EVAL_JSON, evaluate_run, run_model_ref, run_summa
 def evaluate_finished_run(finished: FinishedRun) -> dict[str, Any]:
     """The trained model (in memory) against its reference, written to ``<run dir>/eval.json``; returns what the
     run's summary keeps. Raises ``StopRequested`` once ``finished.stop`` is set (nothing written then)."""
+    # Lazy: importing ctllm.models.loading (torch) takes seconds; start-up (the app, the CLI) does not need it.
     from ctllm.models.loading import LoadedModel
 
     started = time.perf_counter()

@@ -9,7 +9,9 @@ from typing import Any
 
 from ctllm.errors import UserError
 from ctllm.evaluate.metrics import PairLogps, grouped, pair_metrics
+from ctllm.pairs.readers import read_pairs
 from ctllm.pairs.schema import Pair
+from ctllm.pairs.store import Store
 from ctllm.settings import Settings
 
 COLLECTION_PREFIX = "collection:"
@@ -22,8 +24,6 @@ def load_eval_pairs(source: str, settings: Settings, split: str | None) -> tuple
     wanted = None if split is None or split in ALL_SPLITS else split
     path = Path(source).expanduser()
     if not source.startswith(COLLECTION_PREFIX) and (path.is_file() or path.is_dir()):
-        from ctllm.pairs.readers import read_pairs
-
         result = read_pairs(path, max_field_chars=settings.max_field_chars)
         for error in result.errors[:5]:
             print(f"skipped: {error}", file=sys.stderr)
@@ -37,8 +37,6 @@ def load_eval_pairs(source: str, settings: Settings, split: str | None) -> tuple
         return pairs, f"{path.name}" + (f" (split {wanted})" if wanted else "")
     name = source.removeprefix(COLLECTION_PREFIX).strip()
     if settings.db_path.is_file():
-        from ctllm.pairs.store import Store
-
         with Store(settings.db_path) as store:
             collection = store.find_collection(name) or (store.find_collection(int(name)) if name.isdigit() else None)
             if collection is not None:
@@ -55,6 +53,7 @@ def score_pair_logps(
 ) -> list[PairLogps | None]:
     """Per pair (in order): its log-probs under ``model`` and ``reference`` (LoadedModels sharing a tokenizer),
     tokenized as in training; None for a pair whose prompt alone fills ``max_length``."""
+    # Lazy: importing ctllm.dpo.pair_scores (torch) takes seconds; start-up (the app, the CLI) does not need it.
     from ctllm.dpo.pair_scores import score_pairs
     from ctllm.models.scoring import check_same_tokenizer
 

@@ -18,6 +18,7 @@ from typing import Any
 from ctllm.errors import UserError
 from ctllm.evaluate.behaviour import PROMPTS_DIR, is_refusal, read_prompts
 from ctllm.evaluate.metrics import rate
+from ctllm.models.registry import EMBEDDED_NOTE
 from ctllm.pairs.schema import detect_language, user_prompt
 
 KINDS = ("harmful", "benign")
@@ -68,8 +69,6 @@ def default_prompt_lists(limit: int | None = None) -> list[PromptList]:
 
 def writes_chinese(spec: Any) -> bool:
     """False for the embedded model and models trained from it (their spec carries its note)."""
-    from ctllm.models.registry import EMBEDDED_NOTE
-
     return not (spec.kind == "embedded" or spec.note == EMBEDDED_NOTE)
 
 
@@ -121,6 +120,7 @@ def answer_lists(
     SFT model run after run, so the end-of-run evaluation generates its answers once. ``stop``: once set, generation
     ends after the current token with ``StopRequested`` (nothing is cached).
     """
+    # Lazy: importing ctllm.models.generate (torch) takes seconds; start-up (the app, the CLI) does not need it.
     from ctllm.models.generate import GenerationParams, generate_batch
 
     prompts = [p for plist in lists for p in plist.prompts]

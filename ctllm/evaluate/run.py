@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from ctllm.errors import UserError
 from ctllm.evaluate.behaviour import ANSWER_GOAL, REFUSAL_GOAL
 from ctllm.evaluate.metrics import PairLogps
@@ -38,7 +40,9 @@ from ctllm.evaluate.prompts_eval import (
     ready,
 )
 from ctllm.evaluate.report import format_table, write_charts, write_csv
+from ctllm.models.registry import RUN_PREFIX, ModelSpec, resolve_spec
 from ctllm.pairs.schema import Pair
+from ctllm.runs import now_iso, read_config
 from ctllm.settings import Settings
 
 EVAL_JSON = "eval.json"
@@ -89,6 +93,7 @@ def evaluate(
     log: Log | None = None,
 ) -> dict[str, Any]:
     """Load the two models (or take them from ``models`` by spec), evaluate, write the outputs; returns eval.json."""
+    # Lazy: importing ctllm.models.loading (torch) takes seconds; start-up (the app, the CLI) does not need it.
     from ctllm.models.loading import load_model
 
     options.validate()
@@ -149,8 +154,6 @@ def evaluate_models(
     ``stop``: checked between scoring batches and generated tokens; once set, ``StopRequested`` ends the evaluation
     and nothing is written.
     """
-    from ctllm.runs import now_iso
-
     log = log or (lambda line: print(line, file=sys.stderr))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -233,9 +236,9 @@ def evaluate_run(
     ``pair_logps``: the held-out pairs' log-probs, in the order of eval.parquet, when the caller has them (the
     training loop's last evaluation): no pair is scored again. ``stop``: see ``evaluate_models``.
     """
+    # Lazy: importing ctllm.dpo.snapshot (torch) takes seconds; start-up (the app, the CLI) does not need it.
     from ctllm.dpo.snapshot import read_snapshot
     from ctllm.models.loading import load_model
-    from ctllm.runs import read_config
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
@@ -270,8 +273,8 @@ def evaluate_run(
 
 def reference_on_demand(spec: str, settings: Settings) -> ModelOnDemand:
     """The SFT reference by spec, loaded (on the settings' device and dtype) only when it must run."""
+    # Lazy: importing ctllm.models.loading (torch) takes seconds; start-up (the app, the CLI) does not need it.
     from ctllm.models.loading import load_model, pick_device, pick_dtype
-    from ctllm.models.registry import resolve_spec
 
     resolved = resolve_spec(spec, settings)
     device = pick_device(settings.device)
@@ -284,8 +287,8 @@ def answer_cache_dir(settings: Settings) -> Path:
 
 def as_loaded(model: Any, tokenizer: Any, label: str, ref: str = "") -> Any:
     """Wrap a model and tokenizer in memory (the training loop's) as a ``LoadedModel`` for ``evaluate_run``."""
+    # Lazy: importing ctllm.models.loading (torch) takes seconds; start-up (the app, the CLI) does not need it.
     from ctllm.models.loading import LoadedModel
-    from ctllm.models.registry import ModelSpec
 
     return LoadedModel.wrap(model, tokenizer, ModelSpec("local", ref or label, ref, None, False, None, label))
 
@@ -368,8 +371,6 @@ def summary_headline(summary: dict[str, Any]) -> dict[str, float]:
 
 def run_model_ref(run_dir: Path, settings: Settings, check: bool = False) -> str:
     """The spec naming a run's trained model: ``run:NAME`` in the runs folder, else its ``final/`` folder."""
-    from ctllm.models.registry import RUN_PREFIX
-
     if run_dir.resolve().parent == settings.runs_dir.resolve():
         return RUN_PREFIX + run_dir.name
     final = run_dir / "final"
@@ -386,6 +387,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _check_stop(stop: threading.Event | None, when: str) -> None:
     if stop is not None and stop.is_set():
+        # Lazy: importing ctllm.models.generate (torch) takes seconds; start-up (the app, the CLI) does not need it.
         from ctllm.models.generate import StopRequested
 
         raise StopRequested(f"evaluation stopped {when}")
@@ -414,7 +416,6 @@ def _stoppable(progress: Progress | None, stop: threading.Event | None) -> Progr
 def _bars(show: bool) -> Progress | None:
     if not show:
         return None
-    from tqdm import tqdm
 
     bars: dict[str, Any] = {}
 

@@ -173,7 +173,7 @@ def load_model(spec: str | ModelSpec, settings: Settings, *, trainable: bool = F
     device = pick_device(settings.device)
     dtype = pick_dtype(settings.dtype, device)
     if spec.is_adapter:
-        # Lazy: importing peft takes seconds; start-up (the app, the CLI) does not need it.
+        # Lazy: importing peft takes seconds, and only LoRA runs and adapters need it.
         from peft import PeftModel
 
         assert spec.base is not None

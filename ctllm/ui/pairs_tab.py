@@ -22,8 +22,14 @@ from typing import Any
 import gradio as gr
 
 from ctllm.errors import UserError
+from ctllm.pairs.agreement import collection_stats
+from ctllm.pairs.export import export_collection
+from ctllm.pairs.formats import FORMATS
+from ctllm.pairs.importer import import_pairs
 from ctllm.pairs.schema import Pair, user_prompt
-from ctllm.pairs.store import LabelProgress, PairQuery
+from ctllm.pairs.store import DuplicatePair, LabelProgress, PairQuery
+from ctllm.pairs.writers import EXPORT_FORMATS
+from ctllm.paths import safe_resolve
 from ctllm.ui.auth import Forbidden, Role, User, require
 from ctllm.ui.context import HAND_WRITTEN_COLLECTION, SAMPLES_COLLECTION, AppContext
 from ctllm.ui.handlers import bind
@@ -562,7 +568,6 @@ class PairsHandlers:
             source="hand-written",
             meta={"author": user.name},
         )
-        from ctllm.pairs.store import DuplicatePair
 
         existing = self.store.find_collection(name)
         if existing is not None and existing.kind == "import" and not user.can(Role.ADMIN):
@@ -590,7 +595,6 @@ class PairsHandlers:
         user = require(request, Role.VIEWER, self.ctx.settings)
         if not view or not view.collection:
             return t("pairs.pick_collection")
-        from ctllm.pairs.agreement import collection_stats
 
         name = view.collection
         stats = collection_stats(self.store, name)
@@ -638,8 +642,6 @@ class PairsHandlers:
         """Import an uploaded file, a server path inside the allowed roots, or a hub dataset id (admin); the
         imported collection opens (the dropdown, the pair, the table and the progress all show it)."""
         user = require(request, Role.ADMIN, self.ctx.settings)
-        from ctllm.pairs.importer import import_pairs
-        from ctllm.paths import safe_resolve
 
         source: str | Path
         allow_hub = False
@@ -697,7 +699,6 @@ class PairsHandlers:
         require(request, Role.ADMIN, self.ctx.settings)
         if not view or not view.collection:
             raise gr.Error(t("pairs.pick_collection"))
-        from ctllm.pairs.export import export_collection
 
         out_dir = self.ctx.settings.exports_dir
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -874,9 +875,6 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
     """The tab's components and events (inside an open ``gr.Tab``). Returns the page load and tab select events
     as (fn, inputs, outputs), the handlers ("handlers") and the components ("ui"; see
     :func:`open_collection_event` for opening a collection from another tab)."""
-    from ctllm.pairs.formats import FORMATS
-    from ctllm.pairs.writers import EXPORT_FORMATS
-
     view = gr.State(new_view())
     signature = gr.State(())
 
