@@ -67,6 +67,10 @@ COMPARE_METRICS = [
 ]
 PLOT_NAMES = tuple(f"plot_{panel.key}" for panel in plots.PANELS)
 EVAL_PLOT_NAMES = tuple(f"eval_{name}" for name in EVAL_CHARTS)
+SCROLL_LOG_TO_END = """() => { requestAnimationFrame(() => {
+  const box = document.querySelector('#train-log textarea');
+  if (box) box.scrollTop = box.scrollHeight;
+}); }"""
 _FIELD_IN_ERROR = re.compile(r"config field '(\w+)'")
 
 
@@ -790,6 +794,8 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         inputs=[ui["compare_runs"], compare_metric],
         outputs=[compare_plot],
     )
+    # Gradio's own autoscroll leaves a non-interactive textbox at its top: scroll to the newest line in the page.
+    ui["log"].change(None, js=SCROLL_LOG_TO_END, show_progress="hidden")
     timer = gr.Timer(value=2)
     timer.tick(
         wire(h.poll),

@@ -18,6 +18,10 @@ LOSS_POINTS = """() => {
   if (!plot || !plot.data) return 0;
   return plot.data.reduce((n, trace) => n + (trace.x ? trace.x.length : 0), 0);
 }"""
+LOG_BOX = """() => {
+  const box = document.querySelector('#train-log textarea');
+  return box && [box.value.split('\\n').length, box.scrollTop, box.clientHeight, box.scrollHeight];
+}"""
 LOG_AT_END = """() => {
   const box = document.querySelector('#train-log textarea');
   return !!box && box.scrollHeight > box.clientHeight && box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
@@ -34,6 +38,7 @@ def app(tmp_path: Path, tiny_model_dir: Path) -> Iterator[RunningApp]:
 
 def explain(page, app: RunningApp) -> str:
     shown = {sel: text_of(page, sel)[-1500:] for sel in ("#train-message", "#train-status", "#train-log")}
+    shown["log box"] = str(page.evaluate(LOG_BOX))
     return "\n".join(f"{sel}: {text}" for sel, text in shown.items()) + "\napp log:\n" + app.log()[-3000:]
 
 
