@@ -22,7 +22,7 @@ import gradio as gr
 from ctllm.dpo.config import LOSS_TYPES, SCHEDULERS, TrainConfig
 from ctllm.errors import UserError
 from ctllm.jobs.log_text import readable_log
-from ctllm.jobs.train_job import data_spec, plan_train_job, start_train_job
+from ctllm.jobs.train_job import data_spec, plan_train_job, shown_command, start_train_job
 from ctllm.ui import plots
 from ctllm.ui.auth import Role, require
 from ctllm.ui.context import SAMPLES_COLLECTION, AppContext
@@ -31,7 +31,7 @@ from ctllm.ui.i18n import Translator, t
 from ctllm.ui.job_progress import format_duration, phase_text, progress_text
 from ctllm.ui.render import inert_inline
 
-__all__ = ["data_spec", "format_duration", "progress_text"]  # re-exported for callers of the old home
+__all__ = ["data_spec", "format_duration", "progress_text", "shown_command"]  # re-exported: callers of the old home
 
 DEFAULT_PRESET = "cpu-demo"
 TRAIN_KINDS = ("train",)  # synthesis and scoring jobs share the job table but have their own panels
@@ -67,6 +67,11 @@ COMPARE_METRICS = [
 ]
 PLOT_NAMES = tuple(f"plot_{panel.key}" for panel in plots.PANELS)
 EVAL_PLOT_NAMES = tuple(f"eval_{name}" for name in EVAL_CHARTS)
+# What the timer may change, the status, figures and log first (API clients read them by position).
+POLL_OUTPUTS = (
+    "status", *PLOT_NAMES, "log", "cache", "cancel", "resume", "job_id", "seen", "armed", "watch", "history",
+    "compare_runs", "eval_run", "score_status",
+)  # fmt: skip
 SCROLL_LOG_TO_END = """() => { requestAnimationFrame(() => {
   const box = document.querySelector('#train-log textarea');
   if (box) box.scrollTop = box.scrollHeight;
@@ -119,6 +124,8 @@ FIELDS: tuple[Field, ...] = (
 # The form's inputs in order: these come before the hyperparameter fields.
 HEAD = ("preset", "model", "ref_model", "data", "eval_data", "eval_fraction", "run_name", "devices", "num_processes")
 FORM_NAMES = HEAD + tuple(f.name for f in FIELDS)
+COMMAND_OUTPUTS = ("command", "message", *FORM_NAMES)  # "Show command" and Start, command first for API clients
+START_OUTPUTS = ("job_id", "cache", *COMMAND_OUTPUTS, "watch")
 HELP = {f.name: f.help for f in FIELDS} | {
     "devices": "cpu, or GPU ids such as 0 or 0,1",
     "num_processes": "1, or N processes through accelerate",
@@ -762,18 +769,21 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
     ui.update(widgets)
     outputs = list(ui.values())
 
-    def wire(method: Any) -> Any:
-        return keyed(bind(method), ui)
+    def wire(method: Any, names: tuple[str, ...] | None = None) -> Any:
+        return keyed(bind(method), ui if names is None else {name: ui[name] for name in names})
 
     form_inputs = [widgets[name] for name in FORM_NAMES]
     widgets["preset"].change(wire(h.preset_values), inputs=[widgets["preset"]], outputs=outputs)
     show.click(
-        keyed(form(h.show_command, FORM_NAMES), ui), inputs=form_inputs, outputs=outputs, api_name="train_command"
+        keyed(form(h.show_command, FORM_NAMES), {name: ui[name] for name in COMMAND_OUTPUTS}),
+        inputs=form_inputs,
+        outputs=[ui[name] for name in COMMAND_OUTPUTS],
+        api_name="train_command",
     )
     start.click(
-        keyed(form(h.start, FORM_NAMES), ui),
+        keyed(form(h.start, FORM_NAMES), {name: ui[name] for name in START_OUTPUTS}),
         inputs=form_inputs,
-        outputs=outputs,
+        outputs=[ui[name] for name in START_OUTPUTS],
         concurrency_limit=1,
         api_name="train_start",
     )
@@ -798,9 +808,9 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
     ui["log"].change(None, js=SCROLL_LOG_TO_END, show_progress="hidden")
     timer = gr.Timer(value=2)
     timer.tick(
-        wire(h.poll),
+        wire(h.poll, POLL_OUTPUTS),
         inputs=[ui["job_id"], ui["cache"], ui["seen"], ui["armed"], ui["score_job"]],
-        outputs=outputs,
+        outputs=[ui[name] for name in POLL_OUTPUTS],
         show_progress="hidden",
         concurrency_limit=None,
         api_visibility="undocumented",
