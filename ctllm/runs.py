@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,10 @@ CONFIG_NAME = "config.yaml"
 STATUS_NAME = "status.json"
 METRICS_NAME = "metrics.jsonl"
 LOG_NAME = "train.log"
+# What a running process is doing, in status.json's ``phase`` (with ``phase_done`` / ``phase_total`` when counted):
+# a training run's phases in order, and "scoring" for ``python -m ctllm score``.
+PHASES = ("converting", "loading", "tokenizing", "reference", "training", "evaluating", "scoring")
+PHASE_WRITE_INTERVAL_S = 1.0
 
 
 def now_iso() -> str:
@@ -86,6 +92,28 @@ class RunDir:
         if self.writer:
             _atomic_write(self.status_path, json.dumps(_json_safe(status), indent=2, ensure_ascii=False) + "\n")
         return status
+
+    def set_phase(self, name: str, done: int | None = None, total: int | None = None) -> None:
+        """Say in status.json what the run is doing now (one of PHASES) and, when counted, how far it got."""
+        if name not in PHASES:
+            raise ValueError(f"unknown phase {name!r}; one of {', '.join(PHASES)}")
+        self.update_status(phase=name, phase_done=done, phase_total=total)
+
+    def phase_progress(
+        self, name: str, interval_s: float = PHASE_WRITE_INTERVAL_S, clock: Callable[[], float] = time.monotonic
+    ) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` callback for a counted phase that writes status.json at most once per
+        ``interval_s`` (and always for the first and the last call), so a fast loop does not rewrite it per batch."""
+        last = [float("-inf")]
+
+        def progress(done: int, total: int) -> None:
+            now = clock()
+            if done < total and now - last[0] < interval_s:
+                return
+            last[0] = now
+            self.set_phase(name, done, total)
+
+        return progress
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         if not self.writer:

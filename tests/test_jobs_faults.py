@@ -66,7 +66,8 @@ def _curve_points(figure: object) -> int | None:
     if not isinstance(figure, dict) or "plot" not in figure:
         return None  # gr.skip(): no new metric line since the last poll
     traces = json.loads(figure["plot"]).get("data") or []
-    return sum(len(trace.get("x") or []) for trace in traces if trace.get("name") == "train")
+    # "DPO" when the run adds an NLL term (the loss plot then draws DPO and NLL apart), else "train"
+    return sum(len(trace.get("x") or []) for trace in traces if trace.get("name") in ("train", "DPO"))
 
 
 def poll(client: Client) -> Poll:

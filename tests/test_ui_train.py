@@ -19,7 +19,7 @@ from ctllm.ui.context import AppContext
 from ctllm.ui.train_tab import FIELDS, FORM_NAMES, HISTORY_HEADERS, TrainHandlers, data_spec, read_new_metrics
 from tests.conftest import MODEL_CACHE, REPO
 
-POLL = ("status", "loss", "margin", "accuracy", "rewards", "log", "cache", "cancel", "resume")
+PLOTS = ("plot_loss", "plot_margin", "plot_accuracy", "plot_rewards")
 
 
 def form_values(**changes) -> dict:
@@ -56,14 +56,15 @@ def ctx(tmp_path: Path, tiny_model_dir: Path) -> AppContext:
     context.close()
 
 
-def infos(result: tuple, offset: int) -> dict[str, str | None]:
-    return {name: update.get("info") for name, update in zip(FORM_NAMES, result[offset:], strict=True)}
+def infos(result: dict) -> dict[str, str | None]:
+    return {name: result[name].get("info") for name in FORM_NAMES}
 
 
 def test_show_command_names_the_preset_and_only_the_changed_fields(ctx: AppContext, tiny_model_dir: Path) -> None:
     h = TrainHandlers(ctx)
-    command, message, *_ = h.show_command(form_values(model=str(tiny_model_dir), beta=0.25, max_steps=5))
-    assert command.startswith("CTLLM_ALLOWED_ROOTS=")  # the job sees the same allowed folders as the app
+    result = h.show_command(form_values(model=str(tiny_model_dir), beta=0.25, max_steps=5))
+    command, message = result["command"], result["message"]
+    assert "CTLLM_ALLOWED_ROOTS=" in command  # the job sees the same allowed folders as the app
     assert "python -m ctllm train --preset cpu-demo" in command
     assert f"--model {tiny_model_dir}" in command and "--beta 0.25" in command and "--max_steps 5" in command
     assert "--data collection:samples" in command and "--lr" not in command  # lr is the preset's
@@ -71,7 +72,7 @@ def test_show_command_names_the_preset_and_only_the_changed_fields(ctx: AppConte
 
 
 def test_several_processes_use_accelerate_launch(ctx: AppContext) -> None:
-    command, *_ = TrainHandlers(ctx).show_command(form_values(num_processes=2, devices="0,1"))
+    command = TrainHandlers(ctx).show_command(form_values(num_processes=2, devices="0,1"))["command"]
     assert "CUDA_VISIBLE_DEVICES=0,1" in command
     assert "python -m accelerate.commands.launch --multi_gpu --num_processes 2 -m ctllm train" in command
 
@@ -94,8 +95,9 @@ def test_a_bad_value_is_explained_next_to_its_field_and_nothing_starts(
 ) -> None:
     h = TrainHandlers(ctx)
     result = h.start(form_values(**{field: value}))
-    assert reason in html.unescape(result[2])  # Markdown with < > as entities
-    shown = infos(result, 3)
+    assert reason in html.unescape(result["message"])  # Markdown with < > as entities
+    assert "job_id" not in result
+    shown = infos(result)
     assert reason in (shown[field] or "") and shown[field].startswith("⚠")
     assert all(not (info or "").startswith("⚠") for name, info in shown.items() if name != field)
     assert ctx.jobs.list_jobs() == []
@@ -109,13 +111,16 @@ def test_collection_names_become_collection_specs() -> None:
 
 
 def poll_until(h: TrainHandlers, job_id: int, done, timeout: float = 240.0) -> tuple[dict, dict]:
+    """Poll as the page's timer does (each answer holds only what changed) until ``done(shown, cache)``."""
     cache: dict = {}
+    seen: dict = {}
     deadline = time.monotonic() + timeout
     latest: dict = {}
     while time.monotonic() < deadline:
-        result = dict(zip(POLL, h.poll(job_id, cache), strict=True))
-        cache = result["cache"]
-        latest = {k: v for k, v in result.items() if v != gr.skip()}
+        result = h.poll(job_id, cache, seen)
+        cache = result.get("cache", cache)
+        seen = result.get("seen", seen)
+        latest.update(result)
         if done(latest, cache):
             return latest, cache
         time.sleep(0.5)
@@ -133,7 +138,8 @@ def test_a_tiny_run_reaches_the_plots_and_the_history(ctx: AppContext, tiny_mode
         precompute_ref=False,  # a pass over every pair first: slow on a busy 2-core machine
         run_name="tiny-ui",
     )
-    job_id, command, message, *_ = h.start(form)
+    started = h.start(form)
+    job_id, command, message = started["job_id"], started["command"], started["message"]
     assert isinstance(job_id, int) and "Started job" in message and "--run_name tiny-ui" in command
 
     def finished(result: dict, cache: dict) -> bool:
@@ -144,15 +150,24 @@ def test_a_tiny_run_reaches_the_plots_and_the_history(ctx: AppContext, tiny_mode
     train_rows = [row for row in cache["rows"] if "loss" in row]
     eval_rows = [row for row in cache["rows"] if "eval_loss" in row]
     assert [row["step"] for row in train_rows] == [1, 2, 3] and len(eval_rows) == 1
-    loss = plots.metric_figures(cache["rows"])[0]
-    assert [trace.name for trace in loss.data] == ["train", "eval"] and plots.point_count(loss) == 4
+    alpha = load_preset("cpu-demo").rpo_alpha
+    assert alpha > 0 and cache["rpo_alpha"] == alpha  # the preset adds the chosen NLL: DPO and NLL drawn apart
+    loss = plots.metric_figures(plots.with_dpo_loss(cache["rows"], alpha))[0]
+    assert [trace.name for trace in loss.data] == ["DPO", "eval DPO", "NLL", "eval NLL"]
+    assert plots.point_count(loss) == 8
+    assert result["plot_loss"].data[0].name == "DPO"  # what the page was sent
     # Nothing new: the next poll leaves the figures alone.
-    again = h.poll(job_id, cache)
-    assert all(fig == gr.skip() for fig in again[1:5])
+    again = h.poll(job_id, cache, result["seen"])
+    assert not set(PLOTS) & set(again)
+    assert not {"watch", "history", "compare_runs", "eval_run"} & set(again)  # the lists did not change either
+    # The page followed the run to its end: the picker and the history say "finished", without a Refresh.
+    assert (f"{job_id} · tiny-ui · finished", job_id) in result["watch"]["choices"]
+    assert result["history"][0][2] == "finished"
     row = h.history()[0]
     assert row[:4] == [job_id, "tiny-ui", "finished", "cpu-demo"] and row[4] != "–"
     assert 0 <= float(row[5]) <= 1  # best held-out reward accuracy
-    watch, runs, table, evaluated = h.refresh(job_id)
+    refreshed = h.refresh(job_id)
+    runs, evaluated = refreshed["compare_runs"], refreshed["eval_run"]
     assert "tiny-ui" in runs["choices"][0] or ("tiny-ui", "tiny-ui") in runs["choices"]
     overlay = h.compare(["tiny-ui"], "loss")
     assert plots.point_count(overlay) == 3
@@ -171,16 +186,20 @@ def test_a_tiny_run_reaches_the_plots_and_the_history(ctx: AppContext, tiny_mode
     assert evaluated["choices"] in (["tiny-ui"], [("tiny-ui", "tiny-ui")])
 
     click = gr.SelectData(None, {"index": [0, 1], "value": "tiny-ui", "row_value": row})
-    assert h.history_select(click)["value"] == "tiny-ui"
-    summary, rows, *charts, csv_path = h.show_eval("tiny-ui")
+    selected = h.history_select(click)
+    assert selected["eval_run"]["value"] == "tiny-ui" and selected["selected_run"] == "tiny-ui"
+    shown = h.show_eval("tiny-ui")
+    summary, rows, csv_path = shown["eval_summary"], shown["eval_table"], shown["eval_csv"]
+    charts = [shown[f"eval_{name}"] for name in ("preference", "reward", "behaviour")]
     assert "pref. acc." in summary and "refusals" in summary
     assert [r[:3] for r in rows][0] == ["pairs", "all", "preference accuracy"]
     assert rows[0][3] == round(evaluation["pairs"]["overall"]["ref_preference_accuracy"], 4)
     assert [fig.layout.title.text.split(" ")[0] for fig in charts] == ["Preference", "DPO", "Behaviour"]
     assert Path(csv_path).parent == ctx.settings.exports_dir
     assert Path(csv_path).read_text() == (run_dir / "eval.csv").read_text()
-    nothing, empty_rows, *_, no_csv = h.show_eval("no-such-run")
-    assert "no evaluation yet" in nothing and empty_rows == [] and no_csv is None
+    nothing = h.show_eval("no-such-run")
+    assert "no evaluation yet" in nothing["eval_summary"] and nothing["eval_table"] == []
+    assert nothing["eval_csv"] is None
 
 
 def test_cancel_stops_a_running_job(ctx: AppContext, tiny_model_dir: Path) -> None:
@@ -188,15 +207,20 @@ def test_cancel_stops_a_running_job(ctx: AppContext, tiny_model_dir: Path) -> No
     form = form_values(
         model=str(tiny_model_dir), epochs=50, batch_size=1, max_length=64, final_eval=False, precompute_ref=False
     )
-    job_id, *_ = h.start(form)
+    job_id = h.start(form)["job_id"]
     result, _ = poll_until(h, job_id, lambda r, cache: len(cache.get("rows", [])) >= 2)
     assert result["cancel"]["interactive"] is True
     # A page opened later (another browser, or the app restarted) shows this job live.
     reopened = TrainHandlers(AppContext(ctx.settings)).load()
-    assert reopened[-1] == job_id and reopened[3]["value"] == job_id
-    assert "cancel" in h.cancel(job_id).lower() or "cancelling" in h.cancel(job_id).lower()
+    assert reopened["job_id"] == job_id and reopened["watch"]["value"] == job_id
+    # Cancel takes two clicks: the first only asks for confirmation.
+    first = h.cancel(job_id, None)
+    assert first["cancel"]["value"] == "Confirm cancel" and ctx.jobs.get(job_id).state == "running"
+    second = h.cancel(job_id, first["armed"])
+    assert "cancelling" in second["message"] and second["armed"] is None
     result, _ = poll_until(h, job_id, lambda r, cache: "cancelled" in r["status"] or "finished" in r["status"])
     assert "cancelled" in result["status"]
+    assert (f"{job_id} · {ctx.jobs.get(job_id).name} · cancelled", job_id) in result["watch"]["choices"]
     assert result["resume"]["interactive"] is True and result["cancel"]["interactive"] is False
 
 
@@ -206,7 +230,7 @@ def test_job_control_needs_the_admin_role(tmp_path: Path) -> None:
     annotator = gr.Request(username="ann")
     for call in (
         lambda: h.start(form_values(), annotator),
-        lambda: h.cancel(1, annotator),
+        lambda: h.cancel(1, None, annotator),
         lambda: h.resume(1, annotator),
     ):
         with pytest.raises(gr.Error, match="admin"):

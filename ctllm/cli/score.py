@@ -3,12 +3,16 @@
 Writes one JSON line per pair: summed completion log-probs under both models, the rewards β·(π − ref) and the
 margin β·((π_c − ref_c) − (π_r − ref_r)). For a store collection the margins are also saved in the store under
 ``--name``, so the Pairs tab can sort by them (lowest first: likely mislabels).
+
+With ``--run-dir`` (a background job's folder) the command also keeps a status.json there: state, and the phase
+("loading", then "scoring" with pairs done / total over both models), as a training run does.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ from tqdm import tqdm
 
 from ctllm.errors import UserError
 from ctllm.pairs.schema import Pair
+from ctllm.runs import RunDir, now_iso
 from ctllm.settings import Settings
 
 NAME = "score"
@@ -35,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="pairs per forward (default 8)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N pairs")
     parser.add_argument("--name", default=None, help="score name in the store (default: 'MODEL vs REF β=B')")
+    parser.add_argument("--run-dir", type=Path, default=None, help="keep a status.json (state, progress) there")
 
 
 def load_pairs(source: str, settings: Settings, split: str | None) -> tuple[list[Pair], list[int] | None, str | None]:
@@ -63,6 +69,22 @@ def load_pairs(source: str, settings: Settings, split: str | None) -> tuple[list
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    # Without --run-dir every status write is a no-op (and reads find nothing under /dev/null).
+    status = RunDir(args.run_dir or Path(os.devnull), writer=args.run_dir is not None)
+    if args.run_dir is not None:
+        args.run_dir.mkdir(parents=True, exist_ok=True)
+    status.update_status(state="running", started=now_iso(), finished=None, error=None)
+    try:
+        code = _score(args, settings, status)
+    except BaseException as error:
+        state = "cancelled" if isinstance(error, KeyboardInterrupt) else "failed"
+        status.update_status(state=state, error=str(error), finished=now_iso())
+        raise
+    status.update_status(state="finished", finished=now_iso())
+    return code
+
+
+def _score(args: argparse.Namespace, settings: Settings, status: RunDir) -> int:
     if args.beta <= 0:
         raise UserError(f"--beta must be > 0, got {args.beta}")
     if args.batch_size < 1 or args.max_length < 2:
@@ -80,15 +102,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     model_spec = args.model or settings.dpo_model
     ref_spec = args.ref or settings.sft_model
+    status.set_phase("loading")
     policy = load_model(model_spec, settings)
     reference = load_model(ref_spec, settings)
     check_same_tokenizer(policy, reference)
 
     bars: dict[str, tqdm] = {}
+    report = status.phase_progress("scoring")
 
     def progress(role: str, done: int, total: int) -> None:
         bar = bars.get(role) or bars.setdefault(role, tqdm(total=total, desc=role, unit=" pairs", file=sys.stderr))
         bar.update(done - bar.n)
+        report(done + (total if role == "reference" else 0), 2 * total)  # the policy's pass, then the reference's
 
     try:
         scores, tokenized = score_pairs(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ctllm.runs import LOG_NAME
 
-KINDS = ("train", "synth")
+KINDS = ("train", "synth", "score")
 QUEUED, RUNNING, CANCELLING = "queued", "running", "cancelling"
 FINISHED, FAILED, CANCELLED = "finished", "failed", "cancelled"
 ACTIVE_STATES = (RUNNING, CANCELLING)  # a process was started and its leader has not been seen dead yet

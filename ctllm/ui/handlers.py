@@ -4,16 +4,42 @@ Gradio reads a handler's signature to decide what to pass: the listed inputs by 
 ``gr.Request`` (and ``gr.SelectData``) wherever a parameter is annotated so. :func:`bind` fixes leading
 arguments (like ``functools.partial``) while keeping that signature visible, and keeps generators generators
 (Gradio streams only from generator functions).
+
+Ordinary user errors (a :class:`ctllm.errors.UserError`, or a ``gr.Error`` a handler raises) reach the page as a
+message and the app log as one line, never as a traceback: :func:`bind` and :func:`form` convert them.
+:func:`keyed` lets a handler return ``{name: value}`` for the components it changes (Gradio gets
+``{component: value}``), instead of a tuple that must match an outputs list defined far away.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import gradio as gr
+
+from ctllm.errors import UserError
+
+log = logging.getLogger("ctllm.ui")
+
+
+@contextmanager
+def user_errors(name: str) -> Iterator[None]:
+    """A UserError becomes a ``gr.Error`` shown on the page; either is logged as one line, without a traceback
+    (Gradio prints the traceback of every exception but a ``gr.Error`` with ``print_exception=False``)."""
+    try:
+        yield
+    except UserError as error:
+        log.info("%s: %s", name, error)
+        raise gr.Error(str(error), print_exception=False) from None
+    except gr.Error as error:
+        log.info("%s: %s", name, error.message)
+        error.print_exception = False
+        raise
 
 
 def bind(method: Callable[..., Any], *bound: Any) -> Callable[..., Any]:
@@ -25,14 +51,17 @@ def bind(method: Callable[..., Any], *bound: Any) -> Callable[..., Any]:
     if inspect.isgeneratorfunction(method):
 
         def handler(*args: Any, **kwargs: Any) -> Any:
-            yield from method(*bound, *args, **kwargs)
+            with user_errors(name):
+                yield from method(*bound, *args, **kwargs)
 
     else:
 
         def handler(*args: Any, **kwargs: Any) -> Any:
-            return method(*bound, *args, **kwargs)
+            with user_errors(name):
+                return method(*bound, *args, **kwargs)
 
-    handler.__name__ = getattr(method, "__name__", "handler")
+    name = getattr(method, "__name__", "handler")
+    handler.__name__ = name
     handler.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
     handler.__annotations__ = {p.name: hints[p.name] for p in params if p.name in hints}
     return handler
@@ -45,7 +74,8 @@ def form(method: Callable[..., Any], names: Sequence[str], extra: int = 0) -> Ca
 
     def handler(*args: Any) -> Any:
         *values, request = args
-        return method(dict(zip(names, values[:count], strict=True)), *values[count:], request=request)
+        with user_errors(handler.__name__):
+            return method(dict(zip(names, values[:count], strict=True)), *values[count:], request=request)
 
     parameters = [inspect.Parameter(f"v{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(count + extra)]
     parameters.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request))
@@ -53,3 +83,21 @@ def form(method: Callable[..., Any], names: Sequence[str], extra: int = 0) -> Ca
     handler.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     handler.__annotations__ = {"request": gr.Request}
     return handler
+
+
+def keyed(handler: Callable[..., Mapping[str, Any]], components: Mapping[str, Any]) -> Callable[..., Any]:
+    """``handler`` (made by :func:`bind` or :func:`form`) returns ``{name: value}`` for the components it changes;
+    Gradio gets ``{component: value}``. Register it with ``outputs=list(components.values())``; a name left out
+    leaves its component as it is."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> dict[Any, Any]:
+        result = handler(*args, **kwargs)
+        unknown = set(result) - set(components)
+        if unknown:
+            raise KeyError(f"{handler.__name__} returned values for no component: {sorted(unknown)}")
+        return {components[name]: value for name, value in result.items()}
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__signature__ = inspect.signature(handler)  # type: ignore[attr-defined]
+    wrapped.__annotations__ = dict(getattr(handler, "__annotations__", {}))
+    return wrapped

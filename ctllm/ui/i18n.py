@@ -208,10 +208,22 @@ STRINGS: dict[str, tuple[str, str]] = {
         "**How to read the plots.** The loss starts at ln 2 ≈ 0.693 and the margin (chosen reward minus rejected "
         "reward) should grow while accuracy rises towards 1. Both rewards often fall below zero while the margin "
         "grows: that is normal, because the reward is how much more (or less) likely the policy makes a response "
-        "than the reference model did, and only the gap between them is trained.",
+        "than the reference model did, and only the gap between them is trained. With an NLL term (rpo_alpha > 0) "
+        "the logged loss is DPO + α·NLL and starts near the chosen answers' NLL (often 5 to 8), so the loss plot "
+        "then shows the DPO part (from ln 2) and the NLL (right axis) separately.",
         "**如何看这些曲线。** 损失从 ln 2 ≈ 0.693 开始，奖励差（chosen 奖励减 rejected 奖励）应逐渐增大，"
         "准确率逐渐升向 1。两个奖励常常一起降到零以下而奖励差仍在增大：这是正常的，因为奖励衡量的是策略模型相对参考模型"
-        "给某个回答的概率高了（或低了）多少，训练只拉开两者之间的差距。",
+        "给某个回答的概率高了（或低了）多少，训练只拉开两者之间的差距。使用 NLL 项（rpo_alpha > 0）时，记录的损失是 "
+        "DPO + α·NLL，起点接近 chosen 回答的 NLL（常在 5 到 8 之间），因此损失图会分开显示 DPO 部分（从 ln 2 开始）"
+        "和 NLL（右侧坐标轴）。",
+    ),
+    "train.confirm_cancel": ("Confirm cancel", "确认取消"),
+    "train.score": ("Score pairs with this run", "用此运行给偏好对打分"),
+    "train.score_collection": ("Collection to score", "要打分的数据集"),
+    "train.score_run": ("Run to score with", "用于打分的运行"),
+    "train.score_pick": (
+        "Click a finished run in the history to score a collection with it (for “sort by run score” in Pairs).",
+        "点击历史中已完成的运行，用它给某个数据集打分（供偏好对页面“按运行分数排序”使用）。",
     ),
     # Chat tab.
     "chat.left_model": ("Left: SFT (reference) model", "左侧：SFT（参考）模型"),

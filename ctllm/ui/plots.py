@@ -2,6 +2,10 @@
 
 Eval series (keys prefixed ``eval_``) are drawn on the same axes as their training series.
 Before the first logged step each figure says plainly that it is waiting.
+
+With an NLL term (``rpo_alpha`` > 0, rows carry ``nll_loss``) the logged ``loss`` is DPO + α·NLL and starts near
+the chosen answers' NLL (e.g. 7.6), not ln 2: the loss panel then draws the DPO part (:func:`with_dpo_loss`) on the
+left axis and the NLL on its own right axis.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ class Panel:
     key: str
     title: str
     series: tuple[tuple[str, str], ...]  # (metric key, legend name)
+    right: tuple[str, ...] = ()  # keys drawn against a second y axis on the right
 
 
 PANELS: tuple[Panel, ...] = (
@@ -39,6 +44,30 @@ PANELS: tuple[Panel, ...] = (
     ),
 )
 PANEL_BY_KEY = {panel.key: panel for panel in PANELS}
+NLL_LOSS_PANEL = Panel(
+    "loss",
+    "Loss: DPO (left) and chosen NLL (right); the logged loss is DPO + α·NLL",
+    (("dpo_loss", "DPO"), ("eval_dpo_loss", "eval DPO"), ("nll_loss", "NLL"), ("eval_nll_loss", "eval NLL")),
+    right=("nll_loss", "eval_nll_loss"),
+)
+
+
+def has_nll(rows: Sequence[Row]) -> bool:
+    return any(isinstance(row.get("nll_loss"), (int, float)) for row in rows)
+
+
+def with_dpo_loss(rows: Sequence[Row], rpo_alpha: float) -> list[dict[str, object]]:
+    """Rows with ``dpo_loss`` (and ``eval_dpo_loss``) = loss − α·NLL where a row has both and not that key yet.
+    Exact for the logged means: the per-pair loss is the sum of the two terms."""
+    out = []
+    for row in rows:
+        row = dict(row)
+        for prefix in ("", "eval_"):
+            loss, nll = row.get(f"{prefix}loss"), row.get(f"{prefix}nll_loss")
+            if f"{prefix}dpo_loss" not in row and isinstance(loss, (int, float)) and isinstance(nll, (int, float)):
+                row[f"{prefix}dpo_loss"] = loss - rpo_alpha * nll
+        out.append(row)
+    return out
 WAITING_TEXT = "Waiting for the first step…"
 
 
@@ -89,6 +118,7 @@ def panel_figure(rows: Sequence[Row], panel: Panel) -> go.Figure:
                 name=name,
                 mode="lines+markers" if is_eval or len(steps) < 30 else "lines",
                 line={"dash": "dash"} if is_eval else {},
+                yaxis="y2" if key in panel.right else "y",
             )
         )
         drawn += 1
@@ -96,12 +126,15 @@ def panel_figure(rows: Sequence[Row], panel: Panel) -> go.Figure:
         return waiting_figure(panel.title)
     if panel.key == "accuracy":
         fig.update_yaxes(range=[-0.02, 1.02])
+    if panel.right:
+        fig.update_layout(yaxis2={"overlaying": "y", "side": "right", "showgrid": False, "title": "NLL"})
     return _layout(fig, panel.title)
 
 
 def metric_figures(rows: Sequence[Row]) -> list[go.Figure]:
-    """The four live figures, in the order of :data:`PANELS`."""
-    return [panel_figure(rows, panel) for panel in PANELS]
+    """The four live figures, in the order of :data:`PANELS` (the loss split in two with an NLL term)."""
+    chosen = [NLL_LOSS_PANEL if panel.key == "loss" and has_nll(rows) else panel for panel in PANELS]
+    return [panel_figure(rows, panel) for panel in chosen]
 
 
 def overlay_figure(runs: Mapping[str, Sequence[Row]], key: str) -> go.Figure:

@@ -1,14 +1,16 @@
-"""Train tab: a form that becomes a validated TrainConfig, a background job, and live plots of its metrics.
+"""Train tab: a form that becomes a background training job, and a page that stays true while it runs.
 
-The job runs ``python -m ctllm train --preset P --FIELD value ...`` (the exact line "Show command" prints)
-through the JobManager, in its own process group; the page only reads the run dir, every 2 s.
+The form's logic (validation, the command, the run name) lives in :mod:`ctllm.jobs.train_job`; the job runs
+``python -m ctllm train ...`` through the JobManager in its own process group. The page only reads the jobs table
+and the run dirs: the 2 s timer keeps the shown run (state, phase, plots, log), the job history and the run pickers
+current, whoever started or ended a job (this tab, another one, the CLI), and sends nothing for what did not change.
+
+Handlers return ``{name: value}`` for the components they change (see ``ctllm.ui.handlers.keyed``).
 """
 
 from __future__ import annotations
 
 import re
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,18 +19,25 @@ from typing import Any
 
 import gradio as gr
 
-from ctllm.dpo.config import COLLECTION_PREFIX, LOSS_TYPES, SCHEDULERS, TrainConfig, convert_value
+from ctllm.dpo.config import LOSS_TYPES, SCHEDULERS, TrainConfig
 from ctllm.errors import UserError
-from ctllm.settings import Settings
+from ctllm.jobs.log_text import readable_log
+from ctllm.jobs.train_job import data_spec, plan_train_job, shown_command, start_train_job
 from ctllm.ui import plots
 from ctllm.ui.auth import Role, require
 from ctllm.ui.context import SAMPLES_COLLECTION, AppContext
-from ctllm.ui.handlers import form
+from ctllm.ui.handlers import bind, form, keyed
 from ctllm.ui.i18n import Translator, t
+from ctllm.ui.job_progress import format_duration, phase_text, progress_text
 from ctllm.ui.render import inert_inline
 
+__all__ = ["data_spec", "format_duration", "progress_text", "shown_command"]  # re-exported: callers of the old home
+
 DEFAULT_PRESET = "cpu-demo"
-TRAIN_KINDS = ("train",)  # synthesis jobs share the job table but have their own panel (Pairs tab)
+TRAIN_KINDS = ("train",)  # synthesis and scoring jobs share the job table but have their own panels
+SCORE_KINDS = ("score",)
+ACTIVE_STATES = ("running", "cancelling", "queued")
+CONFIRM_WINDOW_S = 10.0  # a first click on Cancel waits this long for the confirming one
 # The before/after columns: SFT (the reference) → DPO (the trained model), from the run's eval.json.
 BEFORE_AFTER_HEADERS = ["pref. acc. SFT → DPO", "refusals SFT → DPO", "answers SFT → DPO"]
 HISTORY_HEADERS = [
@@ -47,6 +56,7 @@ EVAL_TABLE_HEADERS = ["section", "group", "metric", "SFT", "DPO", "n", "note"]
 EVAL_CHARTS = ("preference", "reward", "behaviour")
 COMPARE_METRICS = [
     "loss",
+    "nll_loss",
     "rewards/margins",
     "rewards/accuracies",
     "rewards/chosen",
@@ -55,6 +65,17 @@ COMPARE_METRICS = [
     "eval_rewards/margins",
     "eval_rewards/accuracies",
 ]
+PLOT_NAMES = tuple(f"plot_{panel.key}" for panel in plots.PANELS)
+EVAL_PLOT_NAMES = tuple(f"eval_{name}" for name in EVAL_CHARTS)
+# What the timer may change, the status, figures and log first (API clients read them by position).
+POLL_OUTPUTS = (
+    "status", *PLOT_NAMES, "log", "cache", "cancel", "resume", "job_id", "seen", "armed", "watch", "history",
+    "compare_runs", "eval_run", "score_status",
+)  # fmt: skip
+SCROLL_LOG_TO_END = """() => { requestAnimationFrame(() => {
+  const box = document.querySelector('#train-log textarea');
+  if (box) box.scrollTop = box.scrollHeight;
+}); }"""
 _FIELD_IN_ERROR = re.compile(r"config field '(\w+)'")
 
 
@@ -85,7 +106,12 @@ FIELDS: tuple[Field, ...] = (
     Field("eval_every", "int", "steps between held-out evaluations (0: at the end)"),
     Field("seed", "int", "random seed"),
     Field("label_smoothing", "number", "cDPO / robust ε", advanced=True),
-    Field("rpo_alpha", "number", "RPO: weight of the chosen NLL (0: off)", advanced=True),
+    Field(
+        "rpo_alpha",
+        "number",
+        "RPO: weight of the chosen NLL (0: off); the loss plot then splits DPO and NLL",
+        advanced=True,
+    ),
     Field("scheduler", "dropdown", "learning-rate schedule", SCHEDULERS, advanced=True),
     Field("lora_alpha", "int", "LoRA α", advanced=True),
     Field("precompute_ref", "checkbox", "reference log-probs in one pass before training", advanced=True),
@@ -98,116 +124,15 @@ FIELDS: tuple[Field, ...] = (
 # The form's inputs in order: these come before the hyperparameter fields.
 HEAD = ("preset", "model", "ref_model", "data", "eval_data", "eval_fraction", "run_name", "devices", "num_processes")
 FORM_NAMES = HEAD + tuple(f.name for f in FIELDS)
+COMMAND_OUTPUTS = ("command", "message", *FORM_NAMES)  # "Show command" and Start, command first for API clients
+START_OUTPUTS = ("job_id", "cache", *COMMAND_OUTPUTS, "watch")
 HELP = {f.name: f.help for f in FIELDS} | {
-    "model": "",
-    "ref_model": "",
-    "data": "",
-    "eval_data": "",
-    "eval_fraction": "",
-    "run_name": "",
     "devices": "cpu, or GPU ids such as 0 or 0,1",
     "num_processes": "1, or N processes through accelerate",
-    "preset": "",
 }
 
 
-def _is_collection(value: str) -> bool:
-    return not any(ch in value for ch in "/\\.") or value.startswith(COLLECTION_PREFIX)
-
-
-def data_spec(value: str) -> str:
-    """A collection name becomes ``collection:NAME``; a file path stays as it is."""
-    value = (value or "").strip()
-    if not value or value.startswith(COLLECTION_PREFIX) or not _is_collection(value):
-        return value
-    return COLLECTION_PREFIX + value
-
-
-def form_to_config(form: dict[str, Any]) -> tuple[str, TrainConfig, dict[str, Any]]:
-    """(preset, validated config, overrides relative to the preset). Raises UserError naming the field."""
-    from ctllm.dpo.presets import load_preset, resolve_config
-
-    preset = form.get("preset") or ""
-    base = load_preset(preset) if preset else TrainConfig()
-    values: dict[str, Any] = {
-        "model": (form.get("model") or "").strip(),
-        "ref_model": (form.get("ref_model") or "").strip(),
-        "data": data_spec(form.get("data") or ""),
-        "eval_data": data_spec(form.get("eval_data") or ""),
-        "run_name": (form.get("run_name") or "").strip(),
-    }
-    if form.get("eval_fraction") is not None:
-        values["eval_fraction"] = form["eval_fraction"]
-    for field in FIELDS:
-        value = form.get(field.name)
-        if value is None or value == "":
-            raise UserError(f"config field '{field.name}' needs a value")
-        values[field.name] = value
-    overrides = {}
-    for name, value in values.items():
-        converted = convert_value(name, value, origin="form")
-        if converted != getattr(base, name):
-            overrides[name] = converted
-    config = resolve_config(preset or None, None, overrides)
-    return preset, config, overrides
-
-
-def _flag_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return str(value)
-
-
-def train_argv(preset: str, overrides: dict[str, Any], data_dir: Path, devices: str, processes: int) -> list[str]:
-    """The job's command: ``python -m ctllm train`` (or accelerate launch ... -m ctllm train) with the overrides."""
-    from ctllm.jobs.commands import ctllm_command
-
-    args: list[str] = ["--preset", preset] if preset else []
-    for name, value in overrides.items():
-        args += [f"--{name}", _flag_value(value)]
-    args += ["--data-dir", str(data_dir)]
-    if devices.strip().lower() == "cpu":
-        args += ["--device", "cpu"]
-    return ctllm_command("train", args, processes)
-
-
-def job_env(settings: Settings) -> dict[str, str]:
-    """Settings the job must share with the app that have no command-line flag."""
-    env = {}
-    if settings.allowed_roots:
-        env["CTLLM_ALLOWED_ROOTS"] = ",".join(str(root) for root in settings.allowed_roots)
-    if settings.offline:
-        env["CTLLM_OFFLINE"] = "1"
-    if settings.trust_remote_code:
-        env["CTLLM_TRUST_REMOTE_CODE"] = "1"
-    return env
-
-
-def shown_command(argv: list[str], devices: str, env: dict[str, str] | None = None) -> str:
-    """The command line a user can paste: ``python`` for the interpreter, CUDA_VISIBLE_DEVICES when GPUs are named."""
-    parts = ["python" if i == 0 and part == sys.executable else part for i, part in enumerate(argv)]
-    line = shlex.join(parts)
-    prefix = dict(env or {})
-    if devices.strip().lower() != "cpu":
-        from ctllm.jobs.devices import parse_devices
-
-        prefix["CUDA_VISIBLE_DEVICES"] = parse_devices(devices)
-    assignments = " ".join(f"{key}={shlex.quote(value)}" for key, value in prefix.items())
-    return f"{assignments} {line}" if assignments else line
-
-
-def new_run_name(runs_dir: Path) -> str:
-    base = datetime.now().strftime("dpo-%Y%m%d-%H%M%S")
-    name, n = base, 1
-    while (runs_dir / name).exists():
-        n += 1
-        name = f"{base}-{n}"
-    return name
-
-
-def field_updates(error: str | None) -> list[Any]:
+def field_updates(error: str | None) -> dict[str, Any]:
     """One update per form input: the failing field's help text replaced by the reason."""
     failing = None
     if error:
@@ -215,69 +140,34 @@ def field_updates(error: str | None) -> list[Any]:
         failing = match.group(1) if match else None
         if failing == "data" and "eval" in error.lower():
             failing = "eval_data"
-    updates = []
-    for name in FORM_NAMES:
-        if name == failing:
-            updates.append(gr.update(info=f"⚠ {error}"))
-        else:
-            updates.append(gr.update(info=HELP.get(name) or None))
-    return updates
+    return {
+        name: gr.update(info=f"⚠ {error}") if name == failing else gr.update(info=HELP.get(name) or None)
+        for name in FORM_NAMES
+    }
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+def _rpo_alpha(run_dir: Path) -> float | None:
+    """The run's NLL weight; None while its config.yaml is not written yet."""
+    from ctllm.runs import read_config
+
+    config = read_config(run_dir)
+    if not config:
+        return None
+    value = config.get("rpo_alpha")
+    return float(value) if isinstance(value, (int, float)) else 0.0
 
 
-def progress_text(
-    job: Any, status: dict[str, Any] | None, last: dict[str, Any] | None, now: float, global_batch: int | None = None
-) -> str:
-    """State, step / total, ETA and pairs/s of one job, as Markdown.
-
-    The ETA uses the training speed (global batch / pairs per second) when known, so the minutes spent loading
-    models before step 1 do not inflate it; otherwise the average time per step so far."""
-    status = status or {}
-    state = job.state
-    step = status.get("step") or (last or {}).get("step") or 0
-    total = status.get("total_steps")
-    elapsed = job.duration(now)
-    parts = [f"**Job {job.id}** · run {inert_inline(job.name)} · **{state}**"]
-    if total:
-        share = min(1.0, step / total) if total else 0.0
-        parts.append(f"step {step} / {total} ({share:.0%})")
-        speed = (last or {}).get("pairs_per_second")
-        if state in ("running", "cancelling") and step and elapsed:
-            per_step = global_batch / speed if global_batch and isinstance(speed, (int, float)) and speed > 0 else None
-            eta = (per_step or elapsed / step) * (total - step)
-            parts.append(f"ETA {format_duration(eta)}")
-    elif state == "running":
-        parts.append("preparing (tokenizing, loading models)…")
-    parts.append(f"elapsed {format_duration(elapsed)}")
-    if last and isinstance(last.get("pairs_per_second"), (int, float)):
-        parts.append(f"{last['pairs_per_second']:.2f} pairs/s")
+def score_text(job: Any, status: dict[str, Any], now: float) -> str:
+    """A scoring job's line: state, phase with its percentage, elapsed; where the scores went when finished."""
+    parts = [f"**Job {job.id}** · {inert_inline(job.name)} · **{job.state}**"]
+    if job.state in ("running", "cancelling"):
+        parts.append(phase_text(status, numbered=False) or "starting…")
+    parts.append(f"elapsed {format_duration(job.duration(now))}")
     text = " · ".join(parts)
-    if status.get("reference"):
-        text += f"\n\nreference model: {inert_inline(str(status['reference']))}"
+    if job.state == "finished":
+        text += "\n\nSaved: the Pairs tab's “Run for score sort” lists this run for that collection."
     if job.error:
         text += f"\n\n⚠ {inert_inline(job.error)}"
-    summary = status.get("summary")
-    if state == "finished" and isinstance(summary, dict):
-        from ctllm.evaluate import headline_text, summary_headline
-
-        keys = [
-            k for k in ("eval_rewards/accuracies", "eval_rewards/margins") if isinstance(summary.get(k), (int, float))
-        ]
-        if keys:
-            text += "\n\n" + " · ".join(f"{k} = {summary[k]:.3g}" for k in keys)
-        numbers = headline_text(summary_headline(summary))
-        if numbers:
-            text += f"\n\nSFT → DPO: {numbers}"
-        elif str(summary.get("final_eval", "")).startswith(("cancelled", "failed")):
-            text += f"\n\nfinal evaluation {inert_inline(str(summary['final_eval']))}"
     return text
 
 
@@ -385,150 +275,207 @@ def _cell(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) else ("–" if value is None else value)
 
 
-def check_models(config: TrainConfig, settings: Settings) -> None:
-    """Refuse before start what the job would only find out inside: a missing or out-of-bounds model, a hub id
-    while offline, a model whose own code the operator has not allowed."""
-    from ctllm.models.registry import resolve_spec
-
-    for name in ("model", "ref_model"):
-        spec = getattr(config, name)
-        if spec:
-            try:
-                resolve_spec(spec, settings)
-            except UserError as error:
-                raise UserError(f"config field '{name}': {error}") from None
-
-
 class TrainHandlers:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self._history_cache: dict[tuple[int, str, float | None], list[Any]] = {}
 
     # --- the form --------------------------------------------------------------------------------------
-    def preset_values(self, preset: str, request: gr.Request | None = None) -> list[Any]:
+    def preset_values(self, preset: str, request: gr.Request | None = None) -> dict[str, Any]:
         """The form filled from a preset (the data and run name the user chose are kept)."""
         require(request, Role.VIEWER, self.ctx.settings)
         from ctllm.dpo.presets import load_preset
 
         config = load_preset(preset) if preset else TrainConfig()
-        return [gr.update(value=config.model), gr.update(value=config.ref_model)] + [
-            gr.update(value=getattr(config, f.name)) for f in FIELDS
-        ]
+        names = ("model", "ref_model", *(f.name for f in FIELDS))
+        return {name: gr.update(value=getattr(config, name)) for name in names}
 
-    def show_command(self, form: dict[str, Any], request: gr.Request | None = None) -> tuple[Any, ...]:
+    def show_command(self, form: dict[str, Any], request: gr.Request | None = None) -> dict[str, Any]:
         require(request, Role.VIEWER, self.ctx.settings)
         try:
-            preset, config, overrides = form_to_config(form)
-            devices, processes = _devices(form)
+            plan = plan_train_job(form)
         except UserError as error:
-            return (gr.update(value=f"# {error}"), f"⚠ {inert_inline(str(error))}", *field_updates(str(error)))
-        if not config.run_name:
-            overrides = {**overrides, "run_name": "<chosen at start>"}
-        argv = train_argv(preset, overrides, self.ctx.settings.data_dir, devices, processes)
-        return (shown_command(argv, devices, job_env(self.ctx.settings)), "", *field_updates(None))
+            return {"command": f"# {error}", "message": f"⚠ {inert_inline(str(error))}", **field_updates(str(error))}
+        return {"command": plan.command(self.ctx.settings), "message": "", **field_updates(None)}
 
-    def start(self, form: dict[str, Any], request: gr.Request | None = None) -> tuple[Any, ...]:
-        """Validate the form, then start the job; returns (job id, command, message, *field updates)."""
+    def start(self, form: dict[str, Any], request: gr.Request | None = None) -> dict[str, Any]:
+        """Validate the form, then start the job and show it."""
         user = require(request, Role.ADMIN, self.ctx.settings)
         try:
-            preset, config, overrides = form_to_config(form)
-            devices, processes = _devices(form)
-            check_models(config, self.ctx.settings)
-            if not config.run_name:
-                overrides["run_name"] = new_run_name(self.ctx.settings.runs_dir)
-            run_name = overrides.get("run_name", config.run_name)
-            run_dir = self.ctx.settings.runs_dir / run_name
-            if (run_dir / "status.json").exists():
-                raise UserError(f"config field 'run_name' = {run_name!r} is taken: pick another name or resume it")
-            argv = train_argv(preset, overrides, self.ctx.settings.data_dir, devices, processes)
-            env = job_env(self.ctx.settings)
-            job = self.ctx.jobs.start(
-                argv, run_dir, devices=devices, kind="train", name=run_name, owner=user.name, env=env
-            )
+            job, plan = start_train_job(self.ctx.jobs, plan_train_job(form), self.ctx.settings, owner=user.name)
         except UserError as error:
-            return (gr.skip(), gr.skip(), f"⚠ {inert_inline(str(error))}", *field_updates(str(error)))
-        message = f"Started job {job.id} ({job.state}) in {inert_inline(str(run_dir))}."
-        return (job.id, shown_command(argv, devices, env), message, *field_updates(None))
+            return {"message": f"⚠ {inert_inline(str(error))}", **field_updates(str(error))}
+        message = f"Started job {job.id} ({job.state}) in {inert_inline(str(job.run_dir))}."
+        return {
+            "job_id": job.id,
+            "cache": {},
+            "command": plan.command(self.ctx.settings),
+            "message": message,
+            "watch": gr.update(choices=self.job_choices(), value=job.id),
+            **field_updates(None),
+        }
 
     # --- job control -----------------------------------------------------------------------------------
-    def cancel(self, job_id: int | None, request: gr.Request | None = None) -> str:
+    def cancel(self, job_id: int | None, armed: float | None, request: gr.Request | None = None) -> dict[str, Any]:
+        """Two clicks: the first turns the button into "Confirm cancel", the second (within CONFIRM_WINDOW_S)
+        sends the job SIGTERM (it saves a checkpoint, then stops)."""
         require(request, Role.ADMIN, self.ctx.settings)
         if not job_id:
             raise gr.Error("No job selected.")
-        try:
-            job = self.ctx.jobs.cancel(int(job_id), wait=False)
-        except UserError as error:
-            raise gr.Error(str(error)) from None
-        return f"Job {job.id}: {job.state} (the run saves a checkpoint, then stops)."
+        if not armed or time.time() - armed > CONFIRM_WINDOW_S:
+            return {"armed": time.time(), "cancel": gr.update(value=t("train.confirm_cancel"))}
+        job = self.ctx.jobs.cancel(int(job_id), wait=False)
+        return {
+            "armed": None,
+            "cancel": gr.update(value=t("train.cancel"), interactive=False),
+            "message": f"Job {job.id}: {job.state} (the run saves a checkpoint, then stops).",
+        }
 
-    def resume(self, job_id: int | None, request: gr.Request | None = None) -> tuple[Any, str]:
+    def resume(self, job_id: int | None, request: gr.Request | None = None) -> dict[str, Any]:
         user = require(request, Role.ADMIN, self.ctx.settings)
         if not job_id:
             raise gr.Error("No job selected.")
-        try:
-            job = self.ctx.jobs.resume(int(job_id), owner=user.name)
-        except UserError as error:
-            raise gr.Error(str(error)) from None
-        return job.id, f"Resumed as job {job.id} ({job.state})."
+        job = self.ctx.jobs.resume(int(job_id), owner=user.name)
+        return {
+            "job_id": job.id,
+            "cache": {},
+            "message": f"Resumed as job {job.id} ({job.state}).",
+            "watch": gr.update(choices=self.job_choices(), value=job.id),
+        }
+
+    def score(self, run: str | None, collection: str | None, request: gr.Request | None = None) -> dict[str, Any]:
+        """Start a background job scoring ``collection`` with ``run`` (its final model against its reference)."""
+        user = require(request, Role.ADMIN, self.ctx.settings)
+        from ctllm.jobs.score_job import start_score_job
+
+        trained = [job for job in self.ctx.jobs.list_jobs(limit=100, kinds=TRAIN_KINDS) if job.name == run]
+        devices = trained[0].devices if trained else "cpu"  # where the run trained fits its model
+        job = start_score_job(
+            self.ctx.jobs, self.ctx.settings, run or "", collection or "", devices=devices, owner=user.name
+        )
+        return {"score_job": job.id, "score_status": score_text(job, {}, time.time())}
 
     # --- watching --------------------------------------------------------------------------------------
     def job_choices(self) -> list[tuple[str, int]]:
         jobs = self.ctx.jobs.list_jobs(limit=50, kinds=TRAIN_KINDS)
         return [(f"{job.id} · {job.name} · {job.state}", job.id) for job in jobs]
 
-    def current_job(self) -> int | None:
+    def current_job(self, kinds: tuple[str, ...] = TRAIN_KINDS) -> int | None:
         """The job to show on opening the page: the newest active one, else the newest."""
-        jobs = self.ctx.jobs.list_jobs(limit=50, kinds=TRAIN_KINDS)
+        jobs = self.ctx.jobs.list_jobs(limit=50, kinds=kinds)
         for job in jobs:
-            if job.state in ("running", "cancelling", "queued"):
+            if job.state in ACTIVE_STATES:
                 return job.id
         return jobs[0].id if jobs else None
 
-    def poll(self, job_id: int | None, cache: dict[str, Any], request: gr.Request | None = None) -> tuple[Any, ...]:
-        """Every 2 s: (status, 4 figures, log tail, cache, cancel button, resume button). Figures only when new
-        metric lines arrived."""
-        require(request, Role.VIEWER, self.ctx.settings)
-        cache = cache or {}
+    def _shown_job(self, job_id: int | None, cache: dict[str, Any]) -> dict[str, Any]:
+        """The shown run: status, the four figures (only when new metric lines arrived), log, buttons, cache."""
         if not job_id:
             figures = [plots.waiting_figure(p.title, "Start a run to see its curves here.") for p in plots.PANELS]
-            first = cache.get("run_dir") != ""
-            return (
-                "No job yet.",
-                *(figures if first else [gr.skip()] * len(figures)),
-                "",
-                {"run_dir": ""},
-                gr.update(interactive=False),
-                gr.update(interactive=False),
-            )
+            out: dict[str, Any] = {"status": "No job yet.", "log": "", "cache": {"run_dir": ""}}
+            if cache.get("run_dir") != "":
+                out.update(zip(PLOT_NAMES, figures, strict=True))
+            return out | {"cancel": gr.update(interactive=False), "resume": gr.update(interactive=False)}
         try:
             view = self.ctx.jobs.watch(int(job_id))
         except UserError as error:
-            return (f"⚠ {inert_inline(str(error))}", *[gr.skip()] * 4, "", cache, gr.skip(), gr.skip())
-        cache, changed = read_new_metrics(view.job.run_dir, cache)
+            return {"status": f"⚠ {inert_inline(str(error))}", "log": ""}
+        run_dir = view.job.run_dir
+        cache, changed = read_new_metrics(run_dir, cache)
+        if cache.get("rpo_alpha") is None:
+            cache["rpo_alpha"] = _rpo_alpha(run_dir)
         rows = cache["rows"]
-        figures = plots.metric_figures(rows) if changed or "drawn" not in cache else [gr.skip()] * 4
+        out = {}
+        if changed or "drawn" not in cache:
+            alpha = cache["rpo_alpha"]
+            shown = plots.with_dpo_loss(rows, alpha) if alpha and plots.has_nll(rows) else rows
+            out.update(zip(PLOT_NAMES, plots.metric_figures(shown), strict=True))
         cache["drawn"] = True
         last = next((row for row in reversed(rows) if "loss" in row), None) or view.metrics
         if not cache.get("global_batch"):
-            cache["global_batch"] = _global_batch(view.job.run_dir)
-        status = progress_text(view.job, view.status, last, time.time(), cache["global_batch"])
-        active = view.job.state in ("running", "cancelling", "queued")
-        return (
-            status,
-            *figures,
-            view.log_tail,
-            cache,
-            gr.update(interactive=view.job.state in ("running", "queued")),
-            gr.update(interactive=view.job.state in ("failed", "cancelled") and not active),
-        )
+            cache["global_batch"] = _global_batch(run_dir)
+        state = view.job.state
+        return out | {
+            "status": progress_text(view.job, view.status, last, time.time(), cache["global_batch"]),
+            "log": readable_log(view.log_tail),
+            "cache": cache,
+            "cancel": gr.update(interactive=state in ("running", "queued")),
+            "resume": gr.update(interactive=state in ("failed", "cancelled")),
+        }
 
-    def history(self, request: gr.Request | None = None) -> list[list[Any]]:
-        """The job history table: state, preset, data hash, best eval accuracy, SFT → DPO numbers, duration."""
+    def _lists(self, job_id: int | None, seen: dict[str, Any]) -> dict[str, Any]:
+        """The run picker, the history, the compare and evaluation run lists: only those that changed since
+        ``seen`` (what this page last received), and ``seen`` brought up to date."""
+        from ctllm.runs import list_runs
+
+        jobs = self.ctx.jobs.list_jobs(limit=100, kinds=TRAIN_KINDS)
+        runs_dir = self.ctx.settings.runs_dir
+        current = {
+            "watch": [(job.id, job.name, job.state) for job in jobs[:50]],
+            "history": self.history_rows(jobs),
+            "runs": [run["name"] for run in list_runs(runs_dir)],
+            "evaluated": eval_runs(runs_dir),
+        }
+        out: dict[str, Any] = {}
+        if current["watch"] != seen.get("watch"):
+            choices = [(f"{job_id_} · {name} · {state}", job_id_) for job_id_, name, state in current["watch"]]
+            out["watch"] = gr.update(choices=choices, value=job_id)
+        if current["history"] != seen.get("history"):
+            out["history"] = current["history"]
+        if current["runs"] != seen.get("runs"):
+            out["compare_runs"] = gr.update(choices=current["runs"])
+        if current["evaluated"] != seen.get("evaluated"):
+            out["eval_run"] = gr.update(choices=current["evaluated"])
+        if out:
+            out["seen"] = current
+        return out
+
+    def _score_panel(self, score_job: int | None) -> dict[str, Any]:
+        if not score_job:
+            return {}
+        try:
+            view = self.ctx.jobs.watch(int(score_job), lines=0)
+        except UserError as error:
+            return {"score_status": f"⚠ {inert_inline(str(error))}"}
+        return {"score_status": score_text(view.job, view.status, time.time())}
+
+    def poll(
+        self,
+        job_id: int | None,
+        cache: dict[str, Any] | None,
+        seen: dict[str, Any] | None = None,
+        armed: float | None = None,
+        score_job: int | None = None,
+        request: gr.Request | None = None,
+    ) -> dict[str, Any]:
+        """Every 2 s: the shown run, the lists that changed, the scoring job. A page showing no run takes the
+        newest active one, wherever it was started."""
         require(request, Role.VIEWER, self.ctx.settings)
+        out: dict[str, Any] = {}
+        if not job_id:
+            job_id = self.current_job()
+            if job_id:
+                out["job_id"], cache = job_id, {}
+        out.update(self._shown_job(job_id, cache or {}))
+        out.update(self._lists(job_id, seen or {}))
+        out.update(self._score_panel(score_job))
+        if armed and time.time() - armed > CONFIRM_WINDOW_S:  # the confirming click did not come
+            out["armed"] = None
+            out["cancel"] = gr.update(value=t("train.cancel"), **_without_value(out.get("cancel")))
+        return out
+
+    def refresh(self, job_id: int | None, request: gr.Request | None = None) -> dict[str, Any]:
+        """The picker, history and run lists again, whether or not they changed."""
+        require(request, Role.VIEWER, self.ctx.settings)
+        return self._lists(job_id, {})
+
+    def history_rows(self, jobs: list[Any]) -> list[list[Any]]:
+        """The job history table: state, preset, data hash, best eval accuracy, SFT → DPO numbers, duration (running
+        jobs: their time so far)."""
         from ctllm.runs import read_status
 
         rows = []
-        for job in self.ctx.jobs.list_jobs(limit=100, kinds=TRAIN_KINDS):
+        for job in jobs:
             key = (job.id, job.state, job.finished)
             if key not in self._history_cache:
                 status = read_status(job.run_dir)
@@ -552,6 +499,10 @@ class TrainHandlers:
             rows.append(row)
         return rows
 
+    def history(self, request: gr.Request | None = None) -> list[list[Any]]:
+        require(request, Role.VIEWER, self.ctx.settings)
+        return self.history_rows(self.ctx.jobs.list_jobs(limit=100, kinds=TRAIN_KINDS))
+
     def compare(self, runs: list[str] | None, metric: str, request: gr.Request | None = None) -> Any:
         require(request, Role.VIEWER, self.ctx.settings)
         from ctllm.runs import read_metrics
@@ -560,8 +511,8 @@ class TrainHandlers:
         return plots.overlay_figure(chosen, metric or "loss")
 
     # --- a run's evaluation ----------------------------------------------------------------------------
-    def show_eval(self, run: str | None, request: gr.Request | None = None) -> tuple[Any, ...]:
-        """(summary, table, *charts, CSV file) of ``run``'s eval.json; the CSV is exported for download."""
+    def show_eval(self, run: str | None, request: gr.Request | None = None) -> dict[str, Any]:
+        """Summary, table, charts and CSV file of ``run``'s eval.json; the CSV is exported for download."""
         require(request, Role.VIEWER, self.ctx.settings)
         from ctllm.evaluate import EVAL_JSON, export_csv, load_result
 
@@ -574,25 +525,32 @@ class TrainHandlers:
         summary, rows, charts = eval_view(result, run)
         csv_path = None
         if result:
-            csv_path = str(
-                export_csv(
-                    self.ctx.settings.runs_dir / run / EVAL_JSON, self.ctx.settings.exports_dir / f"eval-{run}.csv"
-                )
-            )
-        return summary, rows, *charts, csv_path
+            runs_dir, exports = self.ctx.settings.runs_dir, self.ctx.settings.exports_dir
+            csv_path = str(export_csv(runs_dir / run / EVAL_JSON, exports / f"eval-{run}.csv"))
+        return {
+            "eval_summary": summary,
+            "eval_table": rows,
+            **dict(zip(EVAL_PLOT_NAMES, charts, strict=True)),
+            "eval_csv": csv_path,
+        }
 
-    def history_select(self, evt: gr.SelectData, request: gr.Request | None = None) -> Any:
-        """Clicking a row of the job history shows that run's evaluation."""
+    def history_select(self, evt: gr.SelectData, request: gr.Request | None = None) -> dict[str, Any]:
+        """Clicking a row of the job history shows that run's evaluation and picks it for scoring."""
         require(request, Role.VIEWER, self.ctx.settings)
         row = evt.row_value or []
         run = str(row[HISTORY_HEADERS.index("run")]) if len(row) > 1 else ""
-        return gr.update(value=run) if run else gr.skip()
+        if not run:
+            return {}
+        return {
+            "eval_run": gr.update(value=run),
+            "selected_run": run,
+            "score_target": f"{t('train.score_run')}: **{inert_inline(run)}**",
+        }
 
-    def load(self, request: gr.Request | None = None) -> tuple[Any, ...]:
+    def load(self, request: gr.Request | None = None) -> dict[str, Any]:
         """On page load: pickers (models, collections, runs) and the job to watch (a running one re-attaches)."""
         require(request, Role.VIEWER, self.ctx.settings)
         from ctllm.models.registry import list_models
-        from ctllm.runs import list_runs
 
         self.ctx.jobs.poll()
         models = [(spec.label, spec.ref) for spec in list_models(self.ctx.settings)]
@@ -600,47 +558,23 @@ class TrainHandlers:
         data_value = (
             SAMPLES_COLLECTION if SAMPLES_COLLECTION in collections else (collections[0] if collections else "")
         )
-        runs = [run["name"] for run in list_runs(self.ctx.settings.runs_dir)]
         job_id = self.current_job()
-        return (
-            gr.update(choices=models),
-            gr.update(choices=collections, value=data_value),
-            gr.update(choices=["", *collections]),
-            gr.update(choices=self.job_choices(), value=job_id),
-            gr.update(choices=runs),
-            self.history(request),
-            gr.update(choices=eval_runs(self.ctx.settings.runs_dir)),
-            job_id,
-        )
-
-    def refresh(self, job_id: int | None, request: gr.Request | None = None) -> tuple[Any, ...]:
-        """(job picker, compare runs, history, evaluated runs) again."""
-        require(request, Role.VIEWER, self.ctx.settings)
-        from ctllm.runs import list_runs
-
-        runs = [run["name"] for run in list_runs(self.ctx.settings.runs_dir)]
-        return (
-            gr.update(choices=self.job_choices(), value=job_id),
-            gr.update(choices=runs),
-            self.history(request),
-            gr.update(choices=eval_runs(self.ctx.settings.runs_dir)),
-        )
+        score_job = self.current_job(SCORE_KINDS)
+        return {
+            "model": gr.update(choices=models),
+            "data": gr.update(choices=collections, value=data_value),
+            "eval_data": gr.update(choices=["", *collections]),
+            "score_collection": gr.update(choices=collections, value=data_value),
+            "job_id": job_id,
+            "score_job": score_job,
+            **self._lists(job_id, {}),
+            **self._score_panel(score_job),
+        }
 
 
-def _devices(form: dict[str, Any]) -> tuple[str, int]:
-    from ctllm.jobs.devices import parse_devices
-
-    devices = str(form.get("devices") or "cpu").strip() or "cpu"
-    try:
-        parse_devices(devices)
-    except UserError as error:
-        raise UserError(f"config field 'devices': {error}") from None
-    processes = form.get("num_processes")
-    if processes is None or processes == "":
-        processes = 1
-    if float(processes) < 1 or not float(processes).is_integer():
-        raise UserError(f"config field 'num_processes' = {processes!r} must be a whole number >= 1")
-    return devices, int(processes)
+def _without_value(update: Any) -> dict[str, Any]:
+    """The keyword arguments of a ``gr.update`` other than its value (to merge a new value in)."""
+    return {k: v for k, v in (update or {}).items() if k not in ("value", "__type__")}
 
 
 def _widget(field: Field) -> Any:
@@ -664,8 +598,14 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
     presets = list_presets()
     preset_default = DEFAULT_PRESET if DEFAULT_PRESET in presets else (presets[0] if presets else "")
     defaults = load_preset(preset_default) if preset_default else TrainConfig()
-    job_id = gr.State(None)
-    cache = gr.State({})
+    ui: dict[str, Any] = {
+        "job_id": gr.State(None),
+        "cache": gr.State({}),  # the shown run's metric rows
+        "seen": gr.State({}),  # the lists this page last received
+        "armed": gr.State(None),  # time of a first click on Cancel
+        "selected_run": gr.State(""),
+        "score_job": gr.State(None),
+    }
     widgets: dict[str, Any] = {}
 
     with gr.Row():
@@ -736,25 +676,27 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
                 start = tr.bind(
                     gr.Button(t("train.start"), variant="primary", elem_id="train-start"), "train.start", "value"
                 )
-            message = gr.Markdown(elem_id="train-message")
-            command = tr.bind(
+            ui["message"] = gr.Markdown(elem_id="train-message")
+            ui["command"] = tr.bind(
                 gr.Code(label=t("train.command"), language="shell", interactive=False, elem_id="train-command"),
                 "train.command",
             )
         with gr.Column(scale=3):
             with gr.Row():
-                watch = tr.bind(gr.Dropdown([], label=t("train.watch"), elem_id="train-job", scale=3), "train.watch")
-                cancel = tr.bind(
+                ui["watch"] = tr.bind(
+                    gr.Dropdown([], label=t("train.watch"), elem_id="train-job", scale=3), "train.watch"
+                )
+                ui["cancel"] = tr.bind(
                     gr.Button(t("train.cancel"), variant="stop", interactive=False, elem_id="train-cancel", scale=1),
                     "train.cancel",
                     "value",
                 )
-                resume = tr.bind(
+                ui["resume"] = tr.bind(
                     gr.Button(t("train.resume"), interactive=False, elem_id="train-resume", scale=1),
                     "train.resume",
                     "value",
                 )
-            status = gr.Markdown("No job yet.", elem_id="train-status")
+            ui["status"] = gr.Markdown("No job yet.", elem_id="train-status")
             tr.bind(
                 gr.Markdown(t("train.explain"), elem_classes=["explain-box"], elem_id="train-explain"),
                 "train.explain",
@@ -762,39 +704,58 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
             )
             # Empty until the first timer tick draws them: building plotly figures here (its first use imports
             # plotly's validators) would add seconds to the app's start.
-            figures = []
             for row in (plots.PANELS[:2], plots.PANELS[2:]):
                 with gr.Row():
                     for panel in row:
-                        figures.append(gr.Plot(show_label=False, elem_id=f"train-plot-{panel.key}"))
-            log = tr.bind(
-                gr.Textbox(label=t("train.log"), lines=8, max_lines=12, interactive=False, elem_id="train-log"),
+                        ui[f"plot_{panel.key}"] = gr.Plot(show_label=False, elem_id=f"train-plot-{panel.key}")
+            ui["log"] = tr.bind(
+                gr.Textbox(
+                    label=t("train.log"),
+                    lines=8,
+                    max_lines=12,
+                    interactive=False,
+                    autoscroll=True,
+                    elem_id="train-log",
+                ),
                 "train.log",
             )
 
     with gr.Accordion(t("train.history"), open=True) as history_box:
         tr.bind(history_box, "train.history")
         refresh = tr.bind(gr.Button(t("train.refresh"), size="sm", elem_id="train-refresh"), "train.refresh", "value")
-        history = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False, elem_id="train-history", wrap=True)
+        ui["history"] = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False, elem_id="train-history", wrap=True)
+        with gr.Row(equal_height=True):
+            ui["score_target"] = tr.bind(
+                gr.Markdown(t("train.score_pick"), elem_id="train-score-target"), "train.score_pick", "value"
+            )
+            ui["score_collection"] = tr.bind(
+                gr.Dropdown([], label=t("train.score_collection"), elem_id="train-score-collection"),
+                "train.score_collection",
+            )
+            score_button = tr.bind(gr.Button(t("train.score"), elem_id="train-score"), "train.score", "value")
+        ui["score_status"] = gr.Markdown(elem_id="train-score-status")
     with gr.Accordion(t("train.eval_box"), open=False, elem_id="train-eval-box") as eval_box:
         tr.bind(eval_box, "train.eval_box")
         with gr.Row():
-            eval_run = tr.bind(
+            ui["eval_run"] = tr.bind(
                 gr.Dropdown([], label=t("train.eval_run"), allow_custom_value=True, elem_id="train-eval-run", scale=2),
                 "train.eval_run",
             )
-            eval_csv = tr.bind(
+            ui["eval_csv"] = tr.bind(
                 gr.File(label=t("train.eval_csv"), interactive=False, elem_id="train-eval-csv", scale=1),
                 "train.eval_csv",
             )
-        eval_summary = gr.Markdown("Pick a run, or click one in the job history.", elem_id="train-eval-summary")
-        eval_table = gr.Dataframe(headers=EVAL_TABLE_HEADERS, interactive=False, elem_id="train-eval-table", wrap=True)
+        ui["eval_summary"] = gr.Markdown("Pick a run, or click one in the job history.", elem_id="train-eval-summary")
+        ui["eval_table"] = gr.Dataframe(
+            headers=EVAL_TABLE_HEADERS, interactive=False, elem_id="train-eval-table", wrap=True
+        )
         with gr.Row():
-            eval_plots = [gr.Plot(show_label=False, elem_id=f"train-eval-{name}") for name in EVAL_CHARTS]
+            for name, key in zip(EVAL_PLOT_NAMES, EVAL_CHARTS, strict=True):
+                ui[name] = gr.Plot(show_label=False, elem_id=f"train-eval-{key}")
     with gr.Accordion(t("train.compare"), open=False) as compare_box:
         tr.bind(compare_box, "train.compare")
         with gr.Row():
-            compare_runs = tr.bind(
+            ui["compare_runs"] = tr.bind(
                 gr.Dropdown([], multiselect=True, label=t("train.compare_runs"), elem_id="train-compare-runs"),
                 "train.compare_runs",
             )
@@ -805,58 +766,54 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
                 "train.compare_metric",
             )
         compare_plot = gr.Plot(show_label=False, elem_id="train-compare-plot")
+    ui.update(widgets)
+    outputs = list(ui.values())
+
+    def wire(method: Any, names: tuple[str, ...] | None = None) -> Any:
+        return keyed(bind(method), ui if names is None else {name: ui[name] for name in names})
 
     form_inputs = [widgets[name] for name in FORM_NAMES]
-    widgets["preset"].change(
-        h.preset_values,
-        inputs=[widgets["preset"]],
-        outputs=[widgets["model"], widgets["ref_model"], *[widgets[f.name] for f in FIELDS]],
-    )
+    widgets["preset"].change(wire(h.preset_values), inputs=[widgets["preset"]], outputs=outputs)
     show.click(
-        form(h.show_command, FORM_NAMES),
+        keyed(form(h.show_command, FORM_NAMES), {name: ui[name] for name in COMMAND_OUTPUTS}),
         inputs=form_inputs,
-        outputs=[command, message, *form_inputs],
+        outputs=[ui[name] for name in COMMAND_OUTPUTS],
         api_name="train_command",
     )
     start.click(
-        form(h.start, FORM_NAMES),
+        keyed(form(h.start, FORM_NAMES), {name: ui[name] for name in START_OUTPUTS}),
         inputs=form_inputs,
-        outputs=[job_id, command, message, *form_inputs],
+        outputs=[ui[name] for name in START_OUTPUTS],
         concurrency_limit=1,
         api_name="train_start",
-    ).then(h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history, eval_run])
-    watch.input(lambda value: (value, {}), inputs=[watch], outputs=[job_id, cache])
-    cancel.click(h.cancel, inputs=[job_id], outputs=[message], api_name="train_cancel").then(
-        h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history, eval_run]
     )
-    resume.click(h.resume, inputs=[job_id], outputs=[job_id, message], api_name="train_resume").then(
-        lambda: {}, outputs=[cache]
-    ).then(h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history, eval_run])
-    refresh.click(h.refresh, inputs=[job_id], outputs=[watch, compare_runs, history, eval_run])
-    history.select(h.history_select, outputs=[eval_run])
-    eval_run.change(
-        h.show_eval, inputs=[eval_run], outputs=[eval_summary, eval_table, *eval_plots, eval_csv], api_name="train_eval"
+    ui["watch"].input(
+        lambda value: (value, {}, None), inputs=[ui["watch"]], outputs=[ui["job_id"], ui["cache"], ui["armed"]]
     )
+    ui["cancel"].click(wire(h.cancel), inputs=[ui["job_id"], ui["armed"]], outputs=outputs, api_name="train_cancel")
+    ui["resume"].click(wire(h.resume), inputs=[ui["job_id"]], outputs=outputs, api_name="train_resume")
+    refresh.click(wire(h.refresh), inputs=[ui["job_id"]], outputs=outputs)
+    ui["history"].select(wire(h.history_select), outputs=outputs)
+    score_button.click(
+        wire(h.score), inputs=[ui["selected_run"], ui["score_collection"]], outputs=outputs, api_name="train_score"
+    )
+    ui["eval_run"].change(wire(h.show_eval), inputs=[ui["eval_run"]], outputs=outputs, api_name="train_eval")
     gr.on(
-        [compare_runs.change, compare_metric.change],
-        h.compare,
-        inputs=[compare_runs, compare_metric],
+        [ui["compare_runs"].change, compare_metric.change],
+        bind(h.compare),
+        inputs=[ui["compare_runs"], compare_metric],
         outputs=[compare_plot],
     )
+    # Gradio's own autoscroll leaves a non-interactive textbox at its top: scroll to the newest line in the page.
+    ui["log"].change(None, js=SCROLL_LOG_TO_END, show_progress="hidden")
     timer = gr.Timer(value=2)
     timer.tick(
-        h.poll,
-        inputs=[job_id, cache],
-        outputs=[status, *figures, log, cache, cancel, resume],
+        wire(h.poll, POLL_OUTPUTS),
+        inputs=[ui["job_id"], ui["cache"], ui["seen"], ui["armed"], ui["score_job"]],
+        outputs=[ui[name] for name in POLL_OUTPUTS],
         show_progress="hidden",
         concurrency_limit=None,
         api_visibility="undocumented",
     )
 
-    return {
-        "load": (
-            h.load,
-            [],
-            [widgets["model"], widgets["data"], widgets["eval_data"], watch, compare_runs, history, eval_run, job_id],
-        )
-    }
+    return {"load": (wire(h.load), [], outputs)}

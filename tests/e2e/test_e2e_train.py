@@ -1,4 +1,5 @@
-"""Start a tiny training job in real Chromium, watch the loss plot gain points, cancel it."""
+"""Start a tiny training job in real Chromium, watch the loss plot gain points and the log follow its end, cancel it
+(two clicks) and see the page follow it to "cancelled" without a Refresh."""
 
 from __future__ import annotations
 
@@ -17,6 +18,14 @@ LOSS_POINTS = """() => {
   if (!plot || !plot.data) return 0;
   return plot.data.reduce((n, trace) => n + (trace.x ? trace.x.length : 0), 0);
 }"""
+LOG_BOX = """() => {
+  const box = document.querySelector('#train-log textarea');
+  return box && [box.value.split('\\n').length, box.scrollTop, box.clientHeight, box.scrollHeight];
+}"""
+LOG_AT_END = """() => {
+  const box = document.querySelector('#train-log textarea');
+  return !!box && box.scrollHeight > box.clientHeight && box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+}"""
 
 
 @pytest.fixture
@@ -29,6 +38,7 @@ def app(tmp_path: Path, tiny_model_dir: Path) -> Iterator[RunningApp]:
 
 def explain(page, app: RunningApp) -> str:
     shown = {sel: text_of(page, sel)[-1500:] for sel in ("#train-message", "#train-status", "#train-log")}
+    shown["log box"] = str(page.evaluate(LOG_BOX))
     return "\n".join(f"{sel}: {text}" for sel, text in shown.items()) + "\napp log:\n" + app.log()[-3000:]
 
 
@@ -75,11 +85,19 @@ def test_start_watch_and_cancel_a_tiny_run(app: RunningApp, page, artifacts_dir:
         status = text_of(page, "#train-status")
         assert "step" in status and "pairs/s" in status and "reference model" in status
         assert text_of(page, "#train-log").strip()
+        page.wait_for_function(LOG_AT_END, timeout=30_000)  # the newest log line is in view
 
         page.locator("#train-cancel").click()
+        page.wait_for_function(
+            "() => document.querySelector('#train-cancel').innerText.includes('Confirm cancel')", timeout=30_000
+        )
+        assert "cancelled" not in text_of(page, "#train-status")  # one click only asks
+        page.locator("#train-cancel").click()
         wait_for_text(page, "#train-status", "cancelled", timeout_ms=120_000)
-        page.locator("#train-refresh").click()
-        wait_for_text(page, "#train-history", "cancelled")
+        wait_for_text(page, "#train-history", "cancelled", timeout_ms=30_000)  # the timer, no Refresh
+        page.wait_for_function(  # "Run shown" says so too
+            "() => document.querySelector('#train-job input').value.includes('cancelled')", timeout=30_000
+        )
         page.screenshot(path=str(artifacts_dir / "train-cancelled.png"), full_page=True)
     except Exception as error:  # a slow or failed job: say what the page and the app showed
         raise AssertionError(explain(page, app)) from error
