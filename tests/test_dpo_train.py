@@ -247,6 +247,7 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step(env, tiny_model_dir):
     assert "at step 2 of 3" in result.error and ("nan" in result.error or "inf" in result.error)
     status = read_status(result.run_dir)
     assert status["state"] == "failed" and "at step 2" in status["error"]
+    assert status["phase"] == "training"  # the phases before it were written on the way (see RunDir.set_phase)
     assert not (result.run_dir / "final").exists()
     assert "at step 2" in (result.run_dir / "train.log").read_text()
 
@@ -322,6 +323,7 @@ def test_cpu_demo_preset_on_a_tiny_model_writes_every_run_file(settings, tiny_mo
     assert config["languages"] == ["en"]
     status = read_status(run_dir)
     assert status["state"] == "finished" and status["step"] == status["total_steps"] == 2
+    assert status["phase"] == "evaluating"
     assert status["started"] and status["finished"] and status["pid"] and status["error"] is None
     assert status["dropped_pairs"] >= 0 and status["data_hash"] == config["resolved"]["data_hash"]
     summary = status["summary"]

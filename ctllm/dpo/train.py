@@ -37,6 +37,7 @@ from ctllm.dpo.model_setup import (
     disable_dropout,
     load_models,
     make_lean,
+    needs_conversion,
     precompute_reference,
 )
 from ctllm.dpo.objective import Collected, Objective, Reference
@@ -150,10 +151,13 @@ def train(config: TrainConfig, settings: Settings, resume: bool = False, show_pr
 def _train(run: Run) -> RunResult:
     _start(run)
     data = load_data(run)  # 1. data: snapshot, split, tokenize
+    run.run_dir.set_phase("converting" if needs_conversion(run) else "loading")
     models = load_models(run)
+    run.run_dir.set_phase("tokenizing")
     tokenize_data(run, data, models.tokenizer)
     training = _prepare(run, models, data)  # 2-3. the forward, the plan, reference log-probs, optimizer, schedule
     start = _resume(run, training)  # 4. weights, optimizer, schedule and RNG from the last checkpoint
+    run.run_dir.set_phase("training")
     step, last = _train_steps(run, training, start)  # 5. train
     return _finish(run, training, step, last)  # 6. held-out pass, final/, the end-of-run evaluation, summary
 
@@ -387,6 +391,7 @@ def _finish(run: Run, training: Training, step: int, last: dict[str, Any]) -> Ru
     config, accelerator, models = run.config, run.accelerator, training.models
     summary: dict[str, Any] = {f"train_{k}": v for k, v in last.items() if k in training.objective.keys}
     held_out: Collected = []
+    run.run_dir.set_phase("evaluating")
     if training.data.eval_items:
         epoch = training.steps[-1].epoch_progress if training.steps else 0.0
         summary.update(_log_eval(run, training, step, epoch, held_out))

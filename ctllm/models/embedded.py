@@ -48,10 +48,15 @@ def embedded_folder(models_dir: Path) -> Path:
     return Path(models_dir) / FOLDER_NAME
 
 
+def is_converted(models_dir: Path) -> bool:
+    folder = embedded_folder(models_dir)
+    return (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
+
+
 def ensure_embedded(models_dir: Path) -> Path:
     """Return the safetensors folder of the embedded model, converting the GGUF once if needed."""
     folder = embedded_folder(models_dir)
-    if (folder / "model.safetensors").is_file() and (folder / "config.json").is_file():
+    if is_converted(models_dir):
         _drop_quantization_config(folder / "config.json")
         return folder
     source = gguf_path()
