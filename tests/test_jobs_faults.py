@@ -29,7 +29,7 @@ from ctllm.ui.train_tab import FORM_NAMES
 from tests.e2e.conftest import RunningApp, stop_app
 from tests.hosted_app import AUTH_ENV, USERS, start_hosted_app
 
-POLL_API = "/poll"  # TrainHandlers.poll, the Train tab's timer handler
+POLL_API = "/train_poll"  # TrainHandlers.poll, the Train tab's timer handler
 FINAL = ("finished", "failed", "cancelled")
 WAIT_S = 420  # a loaded 2-core machine takes minutes to import torch and start a run; states are awaited, not timed
 _STATE = re.compile(r"\*\*Job (\d+)\*\* · run .*? · \*\*(\w+)\*\*")

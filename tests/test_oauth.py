@@ -131,5 +131,5 @@ def test_oauth_profiles_get_the_operator_roles_in_the_running_app(space_app: Run
     assert not list(Path(space_app.data_dir).glob("exports/*"))
 
     alice = Client(space_app.url, headers=session_cookie({"preferred_username": "alice", "name": "A"}), verbose=False)
-    report, _ = alice.predict(api_name="/import_pairs", **IMPORT)
+    report = alice.predict(api_name="/import_pairs", **IMPORT)[0]
     assert "Imported" in report, report

@@ -1210,7 +1210,8 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         api_name="export_collection",
     )
     gr.Timer(POLL_SECONDS).tick(
-        h.poll, inputs=[collection, signature, view], outputs=[collection, progress, signature], **fast
+        h.poll, inputs=[collection, signature, view], outputs=[collection, progress, signature], **fast,
+        api_name="pairs_poll", api_visibility="undocumented",
     )
     return {
         "load": (h.load, [], [*ui.opened, add_collection]),

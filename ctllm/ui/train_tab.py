@@ -813,6 +813,7 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         outputs=[ui[name] for name in POLL_OUTPUTS],
         show_progress="hidden",
         concurrency_limit=None,
+        api_name="train_poll",
         api_visibility="undocumented",
     )
 
