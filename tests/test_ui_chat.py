@@ -278,3 +278,18 @@ def test_annotators_chat_only_with_the_served_models(tmp_path: Path) -> None:
     assert turn.dpo_spec == "ct-llm-sft"
     turn, _ = h.begin_turn("Hi", Turn(), Side(), Side(), "embedded", "embedded", *args, gr.Request(username="ann"))
     assert turn.user == "Hi"
+
+
+def test_closing_the_stream_early_stops_generation(ctx: AppContext, tiny_model_dir: Path) -> None:
+    """A cancelled turn (the page closed, a new message) leaves no generation running in the background."""
+    import threading
+
+    from ctllm.models.generate import ChatJob, GenerationParams, stream_chats
+    from ctllm.models.loading import get_model
+
+    loaded = get_model(str(tiny_model_dir), ctx.settings)
+    params = GenerationParams(temperature=1.0, max_new_tokens=500, seed=3)
+    stream = stream_chats([ChatJob(loaded, [{"role": "user", "content": "Hi"}], params)])
+    next(stream)
+    stream.close()
+    assert not [thread for thread in threading.enumerate() if thread.name == "generate:chat"]

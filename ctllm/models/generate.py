@@ -291,10 +291,10 @@ def stream_chats(jobs: Sequence[ChatJob]) -> Iterator[tuple[str, ...]]:
             grew = [answers[row].add(token) for row, token in zip(rows, tokens, strict=True)]
             if any(grew) and not errors:
                 yield tuple(answer.text for answer in answers)
-    finally:
+    finally:  # also when the consumer closes early: no orphan generation keeps the cores busy
         stop.set()
-    for thread in threads:
-        thread.join()
+        for thread in threads:
+            thread.join()
     if errors:
         raise errors[0]
     yield tuple(answer.text for answer in answers)
