@@ -5,10 +5,11 @@
 
 - start: ``python app.py`` in a fresh process; time until the port answers HTTP (goal <= 5 s) and until the
   whole app is served (``/gradio_api/info``), median of 3 starts.
-- chat: the Chat tab's own handlers (the code a browser's events run, minus the Gradio queue) on the embedded
+- chat: the Chat tab's own handlers (the code a browser's event runs, minus the Gradio queue) on the embedded
   model, models already loaded: first token on each side with both streaming at once (goal <= 1 s each), and
-  both sides' 128-token answers together vs one side alone (goal <= 1.3x). The right side is a second copy of
-  the model, as a DPO run would be.
+  both sides' 128-token answers together vs one side alone (goal <= 1.3x), for two models (the right side a
+  second copy of the model, as a DPO run would be: two threads) and for one model on both sides (one batch of 2).
+  Browser-side time to first token: bench/bench_chat_browser.py.
 - pairs: a store of 229k synthetic pairs (183k Chinese + 46k English, written straight through the store API);
   server time of the Pairs tab's handlers for a page turn, a page-number jump deep in the collection, a label
   (record + next pair + render) and a move (goal <= 100 ms each, p95).
