@@ -5,10 +5,11 @@
 
 - start: ``python app.py`` in a fresh process; time until the port answers HTTP (goal <= 5 s) and until the
   whole app is served (``/gradio_api/info``), median of 3 starts.
-- chat: the Chat tab's own handlers (the code a browser's events run, minus the Gradio queue) on the embedded
+- chat: the Chat tab's own handlers (the code a browser's event runs, minus the Gradio queue) on the embedded
   model, models already loaded: first token on each side with both streaming at once (goal <= 1 s each), and
-  both sides' 128-token answers together vs one side alone (goal <= 1.3x). The right side is a second copy of
-  the model, as a DPO run would be.
+  both sides' 128-token answers together vs one side alone (goal <= 1.3x), for two models (the right side a
+  second copy of the model, as a DPO run would be: two threads) and for one model on both sides (one batch of 2).
+  Browser-side time to first token: bench/bench_chat_browser.py.
 - pairs: a store of 229k synthetic pairs (183k Chinese + 46k English, written straight through the store API);
   server time of the Pairs tab's handlers for a page turn, a page-number jump deep in the collection, a label
   (record + next pair + render) and a move (goal <= 100 ms each, p95).
@@ -26,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -115,57 +115,61 @@ def bench_start(data_dir: Path) -> None:
 def bench_chat(data_dir: Path, tokens: int) -> None:
     from ctllm.models.embedded import embedded_folder, ensure_embedded
     from ctllm.models.loading import get_model
-    from ctllm.ui.chat_tab import ChatHandlers, new_side, new_turn
+    from ctllm.ui.chat_tab import SIDES, ChatHandlers, Side, Turn
     from ctllm.ui.context import AppContext
 
-    cache = REPO / ".cache" / "test-models"
+    cache = Path(os.environ.get("CTLLM_TEST_MODEL_CACHE", REPO / ".cache" / "test-models"))
     settings = Settings(data_dir=data_dir, allowed_roots=(data_dir, cache)).ensure_dirs()
     folder = embedded_folder(settings.models_dir)
     if not folder.exists() and (cache / folder.name / "model.safetensors").exists():
         os.symlink(cache / folder.name, folder)
     ensure_embedded(settings.models_dir)
-    sft, dpo = "embedded", str(folder)  # two specs: two model copies, as SFT and a DPO run would be
-    get_model(sft, settings), get_model(dpo, settings)
+    copy = str(folder)  # a second spec: a second model copy, as a DPO run would be
+    get_model("embedded", settings), get_model(copy, settings)
     h = ChatHandlers(AppContext(settings))
     prompt = "Write a long, detailed story about a lighthouse keeper and a storm."
 
-    def turn() -> tuple[dict, dict, dict]:
-        out = h.begin_turn(prompt, new_turn(), new_side(), new_side(), sft, dpo, False, 0.1, 0.0, 1.0, tokens, 0)
-        return out[0], out[1], out[2]
-
-    def run(which: str, state: dict, side: dict, times: dict) -> None:
+    def timed(updates, sides: tuple[str, ...]) -> dict[str, tuple[float, float, str]]:
+        """Per side: seconds to its first character, to its last token (before scoring), and its answer."""
         start = time.perf_counter()
-        first = last = None
-        for _, latest, _ in h.stream(which, state, side):
-            if latest["answer"] and first is None:
-                first = time.perf_counter() - start
-            if latest["answer"] and not latest["done"]:
-                last = time.perf_counter() - start
-        times[which] = (first, last, latest["answer"])
+        first: dict[str, float] = {}
+        last: dict[str, float] = {}
+        latest: dict[str, Side] = {}
+        for update in updates:
+            now = time.perf_counter() - start
+            for which in sides:
+                side = update.get(which)
+                if side is None:
+                    continue
+                latest[which] = side
+                if side.answer and which not in first:
+                    first[which] = now
+                if side.done and which not in last:
+                    last[which] = now
+        return {w: (first[w], last[w], latest[w].answer) for w in sides}
 
-    state, left, right = turn()
-    run("left", state, left, {})  # warm-up
-    alone: dict = {}
-    run("left", state, left, alone)
-    both: dict = {}
-    threads = [threading.Thread(target=run, args=(w, state, s, both)) for w, s in (("left", left), ("right", right))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    together = max(both["left"][1], both["right"][1])
-    one = alone["left"][1]
-    n = len(get_model(sft, settings).tokenizer(alone["left"][2], add_special_tokens=False)["input_ids"])
-    print(f"chat: one side alone {n} tokens in {one:.2f} s, first token {alone['left'][0]:.2f} s [{load()}]")
-    worst_first = max(both["left"][0], both["right"][0])
-    print(
-        f"chat: first token with both streaming: left {both['left'][0]:.2f} s, right {both['right'][0]:.2f} s "
-        f"(goal <= 1 s: {verdict(worst_first, 1.0)})"
-    )
-    print(
-        f"chat: both sides together {together:.2f} s = {together / one:.2f}x one side (goal <= 1.3x: "
-        f"{verdict(together / one, 1.3)})"
-    )
+    def both(dpo: str) -> dict[str, tuple[float, float, str]]:
+        return timed(h.send(prompt, Turn(), Side(), Side(), "embedded", dpo, False, 0.1, 0.0, 1.0, tokens, 0), SIDES)
+
+    warm = {
+        k: v
+        for update in h.send(prompt, Turn(), Side(), Side(), "embedded", copy, False, 0.1, 0.0, 1.0, tokens, 0)
+        for k, v in update.items()
+    }  # warm-up, and a finished turn to regenerate one side of
+    turn, left, right = warm["turn"], warm["left"], warm["right"]
+    alone = timed(h.regenerate("left", turn, left, right), ("left",))["left"]
+    one = alone[1]
+    n = len(get_model("embedded", settings).tokenizer(alone[2], add_special_tokens=False)["input_ids"])
+    print(f"chat: one side alone {n} tokens in {one:.2f} s, first token {alone[0]:.2f} s [{load()}]")
+    for label, dpo in (("two models (threads)", copy), ("one model on both sides (one batch of 2)", "embedded")):
+        times = both(dpo)
+        together = max(times[w][1] for w in SIDES)
+        worst_first = max(times[w][0] for w in SIDES)
+        print(
+            f"chat, {label}: first token left {times['left'][0]:.2f} s, right {times['right'][0]:.2f} s "
+            f"(goal <= 1 s: {verdict(worst_first, 1.0)}); both answers {together:.2f} s = {together / one:.2f}x "
+            f"one side (goal <= 1.3x: {verdict(together / one, 1.3)}) [{load()}]"
+        )
 
 
 # --------------------------------------------------------------------------------------------------- pairs

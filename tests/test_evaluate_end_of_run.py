@@ -121,7 +121,8 @@ def test_the_chat_picker_shows_a_run_with_its_numbers(first_run: Path, workspace
 
     context = AppContext(workspace["settings"])
     try:
-        left, right, _beta, _note = ChatHandlers(context).load()
+        loaded = ChatHandlers(context).load()
+        left, right = loaded["sft_model"], loaded["dpo_model"]
     finally:
         context.close()
     labels = dict((spec, label) for label, spec in right["choices"])

@@ -20,7 +20,9 @@ from typing import Any
 from tqdm import tqdm
 
 from ctllm.errors import UserError
+from ctllm.pairs.readers import read_pairs
 from ctllm.pairs.schema import Pair
+from ctllm.pairs.store import Store
 from ctllm.runs import RunDir, now_iso
 from ctllm.settings import Settings
 
@@ -47,8 +49,6 @@ def load_pairs(source: str, settings: Settings, split: str | None) -> tuple[list
     """(pairs, their store ids or None, the collection name or None) for a file path or a collection name/id."""
     path = Path(source).expanduser()
     if path.is_file() or path.is_dir():
-        from ctllm.pairs.readers import read_pairs
-
         result = read_pairs(path, max_field_chars=settings.max_field_chars)
         for error in result.errors[:5]:
             print(f"skipped: {error}", file=sys.stderr)
@@ -56,8 +56,6 @@ def load_pairs(source: str, settings: Settings, split: str | None) -> tuple[list
             print(f"skipped {len(result.errors)} bad rows in all", file=sys.stderr)
         return result.pairs, None, None
     if settings.db_path.is_file():
-        from ctllm.pairs.store import Store
-
         with Store(settings.db_path) as store:
             collection = store.find_collection(source)
             if collection is None and source.isdigit():
@@ -96,6 +94,7 @@ def _score(args: argparse.Namespace, settings: Settings, status: RunDir) -> int:
     if not pairs:
         raise UserError(f"--pairs {args.pairs!r}: no pairs to score")
 
+    # Lazy: importing ctllm.dpo.pair_scores (torch) takes seconds; start-up (the app, the CLI) does not need it.
     from ctllm.dpo.pair_scores import score_pairs
     from ctllm.models.loading import load_model
     from ctllm.models.scoring import check_same_tokenizer
@@ -153,8 +152,6 @@ def _score(args: argparse.Namespace, settings: Settings, status: RunDir) -> int:
         names = [f"pair {pair_ids[s.index]}" if pair_ids else f"#{s.index}" for s in lowest]
         print("lowest margins: " + ", ".join(f"{n} ({s.margin:.3f})" for n, s in zip(names, lowest, strict=True)))
     if collection is not None and pair_ids is not None:
-        from ctllm.pairs.store import Store
-
         name = args.name or f"{policy.spec.label} vs {reference.spec.label} β={args.beta:g}"
         rows = [(pair_ids[s.index], s.margin, s.chosen_reward, s.rejected_reward) for s in scores]
         with Store(settings.db_path) as store:

@@ -8,6 +8,7 @@ sampled (temperature, then top-p).
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
 from collections.abc import Iterator, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, StoppingCriteria, TextIteratorStreamer
+from transformers.generation.streamers import BaseStreamer
 
 from ctllm.errors import UserError
 from ctllm.models.loading import LoadedModel
@@ -153,6 +155,154 @@ def stream_chat(loaded: LoadedModel, messages: Sequence[Message], params: Genera
         raise errors[0]
     if not yielded:
         yield text
+
+
+@dataclass(frozen=True)
+class ChatJob:
+    """One conversation to answer in :func:`stream_chats`: its model, messages and sampling (seed included)."""
+
+    loaded: LoadedModel
+    messages: Sequence[Message]
+    params: GenerationParams
+
+
+class _RowSampler(LogitsProcessor):
+    """Seeded sampling with one generator per batch row, so each row draws what it would draw alone."""
+
+    def __init__(self, temperature: float, top_p: float, generators: Sequence[torch.Generator]):
+        self.temperature, self.top_p, self.generators = temperature, top_p, generators
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        chosen = torch.cat(
+            [
+                sample_tokens(scores[row : row + 1], self.temperature, self.top_p, generator)
+                for row, generator in enumerate(self.generators)
+            ]
+        )
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter_(-1, chosen.unsqueeze(-1), 0.0)
+
+
+class _RowsStreamer(BaseStreamer):
+    """Hands each decoding step's new token of every row to a queue as ``(job indexes, token ids)``."""
+
+    def __init__(self, jobs: Sequence[int], out: queue.Queue):
+        self.jobs, self.out, self.prompt_seen = tuple(jobs), out, False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate's first call passes the prompt
+            self.prompt_seen = True
+            return
+        self.out.put((self.jobs, value.reshape(-1).tolist()))
+
+    def end(self) -> None:
+        pass
+
+
+def _same_group(a: ChatJob, b: ChatJob) -> bool:
+    """Whether two chats can share one batch: the same loaded weights and sampling settings (seeds aside)."""
+    return a.loaded.model is b.loaded.model and replace(a.params, seed=None) == replace(b.params, seed=None)
+
+
+def _batches(jobs: Sequence[ChatJob]) -> list[list[int]]:
+    groups: list[list[int]] = []
+    for index, job in enumerate(jobs):
+        for group in groups:
+            if _same_group(jobs[group[0]], job):
+                group.append(index)
+                break
+        else:
+            groups.append([index])
+    return groups
+
+
+def _generate_rows(jobs: Sequence[ChatJob], rows: list[int], out: queue.Queue, stop: threading.Event) -> None:
+    """Generate the chats ``rows`` of ``jobs`` as one left-padded batch, streaming tokens to ``out``."""
+    first = jobs[rows[0]]
+    loaded, params = first.loaded, first.params
+    prompts = [_prompt_ids(loaded, jobs[row].messages) for row in rows]
+    width = max(len(ids) for ids in prompts)
+    pad = loaded.tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=loaded.device)
+    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=loaded.device)
+    kwargs = _generate_kwargs(loaded, replace(params, temperature=0), stop)
+    if not params.greedy:
+        generators = [
+            torch.Generator(device=loaded.device).manual_seed(int(jobs[row].params.with_seed().seed))  # type: ignore[arg-type]
+            for row in rows
+        ]
+        kwargs["logits_processor"] = [_RowSampler(params.temperature, params.top_p, generators)]
+    with torch.inference_mode():
+        loaded.model.generate(input_ids=input_ids, attention_mask=mask, streamer=_RowsStreamer(rows, out), **kwargs)
+
+
+class _Answer:
+    """One chat's tokens as they arrive, decoded to text that only grows (up to its first stop token)."""
+
+    def __init__(self, loaded: LoadedModel):
+        self.tokenizer, self.stops = loaded.tokenizer, set(loaded.stop_token_ids)
+        self.tokens: list[int] = []
+        self.stopped = False
+        self.text = ""
+
+    def add(self, token: int) -> bool:
+        """Take the next token; True when the visible text grew."""
+        if self.stopped:
+            return False
+        if token in self.stops:
+            self.stopped = True
+            return False
+        self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # a character cut in the middle of its bytes: wait for the rest
+            return False
+        grew, self.text = len(text) > len(self.text), text
+        return grew
+
+
+def stream_chats(jobs: Sequence[ChatJob]) -> Iterator[tuple[str, ...]]:
+    """Answer several chats at once, yielding every answer so far (a tuple in ``jobs`` order) whenever one grows.
+
+    Chats on the same loaded weights with the same sampling settings run as ONE left-padded batch (two sides of a
+    chat on one model cost little more than one); others run in a thread per model. Each chat samples from its own
+    seeded generator. Closing the iterator stops generation after the current token.
+    """
+    out: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    answers = [_Answer(job.loaded) for job in jobs]
+    errors: list[BaseException] = []
+    done = object()
+
+    def work(rows: list[int]) -> None:
+        try:
+            _generate_rows(jobs, rows, out, stop)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the consumer's thread below
+            errors.append(error)
+        finally:
+            out.put(done)
+
+    groups = _batches(jobs)
+    threads = [threading.Thread(target=work, args=(rows,), name="generate:chat", daemon=True) for rows in groups]
+    for thread in threads:
+        thread.start()
+    running = len(threads)
+    try:
+        while running:
+            item = out.get()
+            if item is done:
+                running -= 1
+                continue
+            rows, tokens = item
+            grew = [answers[row].add(token) for row, token in zip(rows, tokens, strict=True)]
+            if any(grew) and not errors:
+                yield tuple(answer.text for answer in answers)
+    finally:  # also when the consumer closes early: no orphan generation keeps the cores busy
+        stop.set()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+    yield tuple(answer.text for answer in answers)
 
 
 def generate_chat(loaded: LoadedModel, messages: Sequence[Message], params: GenerationParams) -> str:

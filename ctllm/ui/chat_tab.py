@@ -1,25 +1,34 @@
 """Chat tab: the SFT (reference) model on the left, the DPO model on the right, one input for both.
 
-Both answers stream at once (two events chained on the same turn start). Under each answer: its implicit
-reward β·(log π_dpo − log π_sft). A vote saves a preference pair into the "chat votes" collection.
+One send is one streaming event: its first update echoes the message in both panes at once, then both answers
+stream together (one batch of two when both sides are the same loaded model), then each gets its implicit reward
+β·(log π_dpo − log π_sft). A vote saves a preference pair into the "chat votes" collection.
 
-The conversation is shared: after each turn the voted-better answer (the left one when there was no
-clear winner) joins the history both models see next, so every saved pair has one well-defined prompt.
+Each side keeps its own conversation: a model sees its own earlier answers, never the other side's, and a pane
+shows only what its own model wrote. Changing either model (or blind mode) starts a new conversation.
+
+Handlers return ``{name: value}`` dicts; :func:`by_component` turns the names into the tab's components.
 """
 
 from __future__ import annotations
 
+import inspect
 import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import gradio as gr
 
 from ctllm.errors import UserError
+from ctllm.evaluate import EVAL_JSON, headline, headline_text, load_result
+from ctllm.models.registry import LATEST_RUN, RUN_PREFIX, list_models, resolve_spec, run_names
 from ctllm.pairs.schema import Message, Pair
+from ctllm.pairs.store import DuplicatePair
+from ctllm.runs import read_config
 from ctllm.ui.auth import Role, User, require
 from ctllm.ui.context import CHAT_VOTES_COLLECTION, AppContext
 from ctllm.ui.handlers import bind
@@ -30,65 +39,97 @@ SIDES = ("left", "right")
 VOTES = {"left": "left better", "right": "right better", "tie": "tie", "bothbad": "both bad"}
 STORE_VERDICTS = {"left better": "first", "right better": "second", "tie": "tie", "both bad": "both_bad"}
 DEFAULT_BETA = 0.1
+POLL_SECONDS = 3.0  # how often an open Chat tab looks for newly finished runs
+STREAM_UPDATE_S = 0.05  # at most ~20 screen updates a second per event (the first token always goes at once)
+VOTE_KEYS = tuple(f"vote_{key}" for key in VOTES)
 
 
-def new_turn() -> dict[str, Any]:
-    return {
-        "history": [],  # shared messages before this turn's user message
-        "user": "",  # this turn's user message ("" before the first send)
-        "assign": {"left": "sft", "right": "dpo"},  # which model answers on which side
-        "specs": {"sft": "", "dpo": ""},
-        "blind": False,
-        "beta": DEFAULT_BETA,
-        "params": {},
-        "voted": "",
-    }
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    seed: int = 0
 
 
-def new_side() -> dict[str, Any]:
-    return {"answer": "", "seed": None, "done": False, "reward": None, "error": ""}
+@dataclass(frozen=True)
+class Turn:
+    """The current exchange: the user's message and what both sides answer it with."""
+
+    user: str = ""  # this turn's user message ("" before the first send)
+    sft_spec: str = ""
+    dpo_spec: str = ""
+    swapped: bool = False  # the DPO model on the left (blind mode's shuffle, drawn once per conversation)
+    blind: bool = False
+    beta: float = DEFAULT_BETA
+    sampling: Sampling = field(default_factory=Sampling)
+    voted: str = ""
+    conversation: tuple[str, ...] = ()  # the concrete models and blind flag the conversation started with
+
+    def role(self, which: str) -> str:
+        return ("dpo" if which == "left" else "sft") if self.swapped else ("sft" if which == "left" else "dpo")
+
+    def spec(self, role: str) -> str:
+        return self.sft_spec if role == "sft" else self.dpo_spec
+
+    @property
+    def assign(self) -> dict[str, str]:
+        return {which: self.role(which) for which in SIDES}
 
 
-def turn_messages(turn: dict[str, Any]) -> list[Message]:
-    return [*turn["history"], Message(role="user", content=turn["user"])]
+@dataclass(frozen=True)
+class Side:
+    """One side's model's own conversation (earlier turns with ITS answers) and its answer to this turn."""
+
+    history: tuple[Message, ...] = ()
+    answer: str = ""
+    seed: int | None = None
+    done: bool = False
+    reward: float | None = None
+    error: str = ""
+
+    def messages(self, user: str) -> list[Message]:
+        """What this side's model is asked: its own conversation so far plus the new user message."""
+        return [*self.history, Message(role="user", content=user)]
+
+    def next_turn(self) -> Side:
+        """A fresh side for the next turn, whose history is this turn's exchange as THIS model answered it."""
+        return Side(history=self.history)
 
 
-def side_display(turn: dict[str, Any], side: dict[str, Any]) -> list[dict[str, str]]:
-    messages = list(turn["history"])
-    if turn["user"]:
-        messages.append(Message(role="user", content=turn["user"]))
-        if side["answer"]:
-            messages.append(Message(role="assistant", content=side["answer"]))
+def continued(side: Side, user: str) -> Side:
+    """``side`` with the finished turn (``user`` and its answer) moved into its own history."""
+    if not user or not side.answer:  # no answer to keep: drop the unanswered user turn, so roles keep alternating
+        return side.next_turn()
+    exchange = (Message(role="user", content=user), Message(role="assistant", content=side.answer))
+    return Side(history=(*side.history, *exchange))
+
+
+def side_display(turn: Turn, side: Side) -> list[dict[str, str]]:
+    messages = list(side.history)
+    if turn.user:
+        messages.append(Message(role="user", content=turn.user))
+        if side.answer:
+            messages.append(Message(role="assistant", content=side.answer))
     return chat_display(messages)
 
 
-def adopted_answer(turn: dict[str, Any], left: dict[str, Any], right: dict[str, Any]) -> str:
-    """The answer that joins the shared history: the voted-better one, else the left one."""
-    if turn["voted"] == "right better":
-        return right["answer"]
-    return left["answer"] or right["answer"]
-
-
-def model_names(turn: dict[str, Any], lang: str = "en") -> tuple[str, str]:
+def model_names(turn: Turn) -> tuple[str, str]:
     """Headers above the two chats: model names, hidden as Model A / B in blind mode until the vote."""
-    if turn["blind"] and not turn["voted"]:
+    if turn.blind and not turn.voted:
         return "**Model A**", "**Model B**"
-    names = []
-    for side in SIDES:
-        role = turn["assign"][side]
-        spec = turn["specs"][role] or "?"
-        names.append(f"**{role.upper()}** · {inert_inline(spec)}")
+    names = [f"**{turn.role(w).upper()}** · {inert_inline(turn.spec(turn.role(w)) or '?')}" for w in SIDES]
     return names[0], names[1]
 
 
-def reward_line(turn: dict[str, Any], side: dict[str, Any]) -> str:
-    if side["error"]:
-        return f"⚠ {inert_inline(side['error'])}"
-    if side["reward"] is None:
+def reward_line(turn: Turn, side: Side) -> str:
+    if side.error:
+        return f"⚠ {inert_inline(side.error)}"
+    if side.reward is None:
         return ""
-    if turn["blind"] and not turn["voted"]:
+    if turn.blind and not turn.voted:
         return "implicit reward: shown after the vote"
-    return f"implicit reward β·(log π_dpo − log π_sft) = **{side['reward']:+.3f}** (β = {turn['beta']:g})"
+    return f"implicit reward β·(log π_dpo − log π_sft) = **{side.reward:+.3f}** (β = {turn.beta:g})"
 
 
 def tally_text(tally: dict[str, int]) -> str:
@@ -102,26 +143,24 @@ def tally_text(tally: dict[str, int]) -> str:
 
 def run_beta(ctx: AppContext, spec: str) -> float:
     """β of the run behind ``spec`` (run:NAME or latest-run), else the default."""
-    from ctllm.models.registry import LATEST_RUN, RUN_PREFIX, run_names
-    from ctllm.runs import read_config
-
-    name = ""
-    if spec == LATEST_RUN:
-        names = run_names(ctx.settings)
-        name = names[0] if names else ""
-    elif spec.startswith(RUN_PREFIX):
-        name = spec[len(RUN_PREFIX) :]
-    if not name:
+    concrete = concrete_spec(ctx, spec)
+    if not concrete.startswith(RUN_PREFIX):
         return DEFAULT_BETA
-    beta = read_config(ctx.settings.runs_dir / name).get("beta")
+    beta = read_config(ctx.settings.runs_dir / concrete[len(RUN_PREFIX) :]).get("beta")
     return float(beta) if isinstance(beta, (int, float)) and beta > 0 else DEFAULT_BETA
+
+
+def concrete_spec(ctx: AppContext, spec: str) -> str:
+    """``latest-run`` as the run it names now (run:NAME); any other spec as it is."""
+    if spec != LATEST_RUN:
+        return spec
+    names = run_names(ctx.settings)
+    return RUN_PREFIX + names[0] if names else spec
 
 
 def run_numbers(ctx: AppContext, name: str) -> str:
     """A run's before/after numbers from its end-of-run evaluation ("SFT → DPO pref. acc. 45% → 70% · ..."),
     or "" when it has none."""
-    from ctllm.evaluate import headline, headline_text, load_result
-
     result = load_result(ctx.settings.runs_dir / name)
     numbers = headline_text(headline(result)) if result else ""
     return f"SFT → DPO {numbers}" if numbers else ""
@@ -129,8 +168,6 @@ def run_numbers(ctx: AppContext, name: str) -> str:
 
 def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
     """(label, spec) of every model to offer; a run's label carries its before/after numbers."""
-    from ctllm.models.registry import LATEST_RUN, RUN_PREFIX, list_models, run_names
-
     choices = []
     names = run_names(ctx.settings)
     numbers = {name: run_numbers(ctx, name) for name in names}
@@ -145,8 +182,6 @@ def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
 
 def default_dpo_spec(ctx: AppContext) -> str:
     """The latest finished run when there is one, else the configured DPO model, else the SFT model."""
-    from ctllm.models.registry import LATEST_RUN, resolve_spec, run_names
-
     if run_names(ctx.settings):
         return LATEST_RUN
     configured = ctx.settings.dpo_model
@@ -157,6 +192,32 @@ def default_dpo_spec(ctx: AppContext) -> str:
         except UserError:
             pass
     return ctx.settings.sft_model
+
+
+def runs_signature(ctx: AppContext) -> str:
+    """A cheap fingerprint of the finished runs and their evaluation files: it changes when the picker must."""
+    parts = []
+    for name in run_names(ctx.settings):
+        result = ctx.settings.runs_dir / name / EVAL_JSON
+        parts.append(f"{name}:{result.stat().st_mtime_ns if result.exists() else 0}")
+    return "|".join(parts) or "-"
+
+
+def chosen_dpo(ctx: AppContext, sft: str, dpo: str) -> str:
+    """The DPO side to show: the newest finished run when the side is empty or still the SFT model."""
+    if (not dpo or dpo == sft) and run_names(ctx.settings):
+        return LATEST_RUN
+    return dpo or default_dpo_spec(ctx)
+
+
+def note_text(ctx: AppContext, sft: str, dpo: str, lang: str = "en") -> str:
+    """The note above the chats, from the current selection: warns when both sides are one model."""
+    if not sft or not dpo or concrete_spec(ctx, sft) != concrete_spec(ctx, dpo):
+        return ""
+    same = t("chat.same_model", lang).format(model=inert_inline(concrete_spec(ctx, dpo)))
+    if not run_names(ctx.settings):
+        return f"{same} {t('chat.no_run_yet', lang)}"
+    return same
 
 
 class RateLimiter:
@@ -182,8 +243,6 @@ class RateLimiter:
 def served_models(ctx: AppContext) -> set[str]:
     """Specs any annotator may chat with: the configured ones and finished runs (loading anything else, such
     as a hub download, is changing the models served: an admin's action)."""
-    from ctllm.models.registry import LATEST_RUN, RUN_PREFIX, run_names
-
     served = {ctx.settings.sft_model, ctx.settings.dpo_model, default_dpo_spec(ctx)}
     if run_names(ctx.settings):
         served.add(LATEST_RUN)
@@ -198,6 +257,15 @@ def check_model_allowed(ctx: AppContext, user: User, spec: str) -> None:
         )
 
 
+def vote_updates(enabled: bool) -> dict[str, Any]:
+    return {key: gr.update(interactive=enabled) for key in VOTE_KEYS}
+
+
+def votes_ready(turn: Turn, left: Side, right: Side) -> bool:
+    """Votes open once both sides ended (an error ends a side too; :meth:`ChatHandlers.vote` explains)."""
+    return bool(turn.user and not turn.voted and left.done and right.done)
+
+
 @dataclass
 class ChatHandlers:
     ctx: AppContext
@@ -206,13 +274,13 @@ class ChatHandlers:
     def __post_init__(self) -> None:
         self.limiter = RateLimiter(self.ctx.settings.generation_rate_per_minute)
 
-    # --- start of a turn -------------------------------------------------------------------------------
-    def begin_turn(
+    # --- a turn: echo the message, stream both answers, score them --------------------------------------
+    def send(
         self,
         text: str,
-        turn: dict[str, Any],
-        left: dict[str, Any],
-        right: dict[str, Any],
+        turn: Turn,
+        left: Side,
+        right: Side,
         sft_spec: str,
         dpo_spec: str,
         blind: bool,
@@ -222,8 +290,41 @@ class ChatHandlers:
         max_new_tokens: int,
         seed: float | None,
         request: gr.Request | None = None,
-    ) -> tuple[Any, ...]:
-        """Record the new user message; the two streams start after this returns."""
+    ) -> Iterator[dict[str, Any]]:
+        """Start a turn: its first update shows the message in both panes, the next ones stream the answers."""
+        turn, sides = self.begin_turn(
+            text, turn, left, right, sft_spec, dpo_spec, blind, beta, temperature, top_p, max_new_tokens, seed, request
+        )
+        names = model_names(turn)
+        yield {
+            "turn": turn,
+            **{which: sides[which] for which in SIDES},
+            "text": "",
+            **{f"{which}_bot": side_display(turn, sides[which]) for which in SIDES},
+            "left_name": names[0],
+            "right_name": names[1],
+            **{f"{which}_reward": "" for which in SIDES},
+            **vote_updates(False),
+        }
+        yield from self._answer(turn, sides, SIDES)
+
+    def begin_turn(
+        self,
+        text: str,
+        turn: Turn,
+        left: Side,
+        right: Side,
+        sft_spec: str,
+        dpo_spec: str,
+        blind: bool,
+        beta: float,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        seed: float | None,
+        request: gr.Request | None = None,
+    ) -> tuple[Turn, dict[str, Side]]:
+        """Check and record the new user message: the new turn, and each side carrying its own history."""
         user = require(request, Role.ANNOTATOR, self.ctx.settings)
         text = (text or "").strip()
         if not text:
@@ -236,206 +337,210 @@ class ChatHandlers:
         limit = self.ctx.settings.max_new_tokens_limit
         if not 1 <= int(max_new_tokens) <= limit:
             raise gr.Error(f"max new tokens must be between 1 and {limit}.")
-        turn = dict(turn or new_turn())
-        if turn["user"]:
-            answer = adopted_answer(turn, left, right)
-            turn["history"] = [*turn["history"], Message(role="user", content=turn["user"])]
-            if answer:
-                turn["history"].append(Message(role="assistant", content=answer))
-            else:  # no answer to keep: drop the unanswered user turn too, so roles keep alternating
-                turn["history"] = turn["history"][:-1]
-        turn["user"] = text
-        turn["specs"] = {"sft": sft_spec, "dpo": dpo_spec}
-        turn["blind"] = bool(blind)
-        turn["beta"] = float(beta) if beta and beta > 0 else DEFAULT_BETA
-        turn["assign"] = (
-            dict(random.choice([{"left": "sft", "right": "dpo"}, {"left": "dpo", "right": "sft"}]))
-            if blind
-            else {"left": "sft", "right": "dpo"}
-        )
+        turn = turn or Turn()
+        conversation = (concrete_spec(self.ctx, sft_spec), concrete_spec(self.ctx, dpo_spec), str(bool(blind)))
+        if turn.user and conversation == turn.conversation:
+            swapped = turn.swapped
+            left, right = continued(left, turn.user), continued(right, turn.user)
+        else:  # a new conversation: the models (or blind mode) changed, or this is the first message
+            swapped = bool(blind) and random.random() < 0.5
+            left, right = Side(), Side()
         shared_seed = int(seed) if seed is not None and seed >= 0 else random.randrange(2**31)
-        turn["params"] = {
-            "temperature": float(temperature),
-            "top_p": float(top_p),
-            "max_new_tokens": int(max_new_tokens),
-            "seed": shared_seed,
-        }
-        turn["voted"] = ""
-        left, right = new_side(), new_side()
-        left["seed"] = right["seed"] = shared_seed
-        names = model_names(turn)
-        return (
-            turn,
-            left,
-            right,
-            "",  # clear the input box
-            side_display(turn, left),
-            side_display(turn, right),
-            names[0],
-            names[1],
-            "",
-            "",
-            *vote_updates(False),
+        turn = Turn(
+            user=text,
+            sft_spec=sft_spec,
+            dpo_spec=dpo_spec,
+            swapped=swapped,
+            blind=bool(blind),
+            beta=float(beta) if beta and beta > 0 else DEFAULT_BETA,
+            sampling=Sampling(float(temperature), float(top_p), int(max_new_tokens), shared_seed),
+            conversation=conversation,
         )
+        return turn, {"left": replace(left, seed=shared_seed), "right": replace(right, seed=shared_seed)}
 
-    def regenerate(self, which: str, turn: dict[str, Any], request: gr.Request | None = None) -> tuple[Any, ...]:
-        """Start over one side's answer with a fresh seed (the stream follows)."""
+    def regenerate(
+        self, which: str, turn: Turn, left: Side, right: Side, request: gr.Request | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Answer again on one side with a fresh seed, streaming; the other side stays as it is."""
         user = require(request, Role.ANNOTATOR, self.ctx.settings)
-        self.limiter.check(user.name)
-        if not turn or not turn["user"]:
+        if not turn or not turn.user:
             raise gr.Error("Nothing to regenerate yet.")
-        if turn["voted"]:
+        if turn.voted:
             raise gr.Error("This turn has been voted on; send a new message.")
-        side = new_side()
-        side["seed"] = random.randrange(2**31)
-        return side, side_display(turn, side), "", *vote_updates(False)
+        self.limiter.check(user.name)
+        sides = {"left": left, "right": right}
+        sides[which] = Side(history=sides[which].history, seed=random.randrange(2**31))
+        yield {
+            which: sides[which],
+            f"{which}_bot": side_display(turn, sides[which]),
+            f"{which}_reward": "",
+            **vote_updates(False),
+        }
+        yield from self._answer(turn, sides, (which,))
 
-    # --- the streams -----------------------------------------------------------------------------------
-    def stream(self, which: str, turn: dict[str, Any], side: dict[str, Any], request: gr.Request | None = None):
-        """Stream one side's answer, then its implicit reward. Yields (chatbot, side state, reward line)."""
-        require(request, Role.ANNOTATOR, self.ctx.settings)
-        if not turn or not turn["user"] or side["done"]:
-            yield side_display(turn or new_turn(), side or new_side()), side, gr.skip()
-            return
-        from ctllm.models.generate import GenerationParams, stream_chat
+    def _answer(self, turn: Turn, sides: dict[str, Side], which: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+        """Stream the answers of the sides ``which`` together, then score them; the last update opens the votes."""
+        # Lazy: importing ctllm.models.generate (torch) takes seconds; start-up (the app, the CLI) does not need it.
+        from ctllm.models.generate import ChatJob, GenerationParams, stream_chats
         from ctllm.models.loading import get_model
 
-        side = dict(side)
-        role = turn["assign"][which]
-        spec = turn["specs"][role]
-        messages = turn_messages(turn)
-        yield side_display(turn, side), side, f"Loading {inert_inline(spec)} (the first time takes a few seconds)…"
+        jobs: dict[str, ChatJob] = {}
+        for side_name in which:
+            spec = turn.spec(turn.role(side_name))
+            try:
+                loaded = get_model(spec, self.ctx.settings)
+                params = GenerationParams(**{**asdict(turn.sampling), "seed": sides[side_name].seed})
+            except UserError as error:
+                sides[side_name] = replace(sides[side_name], error=str(error), done=True)
+                continue
+            jobs[side_name] = ChatJob(loaded, sides[side_name].messages(turn.user), params)
+        shown = 0.0
         try:
-            loaded = get_model(spec, self.ctx.settings)
-            params = GenerationParams(**{**turn["params"], "seed": side["seed"]})
-            yield side_display(turn, side), side, "Answering…"
-            for text in stream_chat(loaded, messages, params):
-                side["answer"] = text
-                yield side_display(turn, side), side, gr.skip()
-            side["done"] = True
-            yield side_display(turn, side), side, "scoring…"
-            side["reward"] = self._implicit_reward(turn, messages, side["answer"])
+            for texts in stream_chats(list(jobs.values())):
+                for side_name, answer in zip(jobs, texts, strict=True):
+                    sides[side_name] = replace(sides[side_name], answer=answer)
+                now = time.monotonic()
+                if now - shown >= STREAM_UPDATE_S:  # the first token is shown at once; later ones batched
+                    shown = now
+                    yield self._panes(turn, sides, jobs)
         except UserError as error:
-            side["error"] = str(error)
-            side["done"] = True
-        yield side_display(turn, side), side, reward_line(turn, side)
+            for side_name in jobs:
+                sides[side_name] = replace(sides[side_name], error=str(error))
+        for side_name in jobs:
+            sides[side_name] = replace(sides[side_name], done=True)
+        yield {**self._panes(turn, sides, jobs), **{f"{s}_reward": "scoring…" for s in jobs if not sides[s].error}}
+        for side_name in jobs:
+            if not sides[side_name].error:
+                sides[side_name] = replace(sides[side_name], reward=self._implicit_reward(turn, sides[side_name]))
+        yield {
+            **self._panes(turn, sides, which),
+            **{f"{s}_reward": reward_line(turn, sides[s]) for s in which},
+            **vote_updates(votes_ready(turn, sides["left"], sides["right"])),
+        }
 
-    def _implicit_reward(self, turn: dict[str, Any], messages: list[Message], answer: str) -> float:
+    @staticmethod
+    def _panes(turn: Turn, sides: dict[str, Side], which: Any) -> dict[str, Any]:
+        return {**{s: sides[s] for s in which}, **{f"{s}_bot": side_display(turn, sides[s]) for s in which}}
+
+    def _implicit_reward(self, turn: Turn, side: Side) -> float:
+        # Lazy: importing ctllm.models.loading (torch) takes seconds; start-up (the app, the CLI) does not need it.
         from ctllm.models.loading import get_model
         from ctllm.models.scoring import implicit_reward
 
-        sft, dpo = turn["specs"]["sft"], turn["specs"]["dpo"]
-        if sft == dpo:
+        if turn.sft_spec == turn.dpo_spec:
             return 0.0
-        policy = get_model(dpo, self.ctx.settings)
-        reference = get_model(sft, self.ctx.settings)
-        return implicit_reward(policy, reference, messages, answer, turn["beta"])
-
-    def after_stream(self, turn: dict[str, Any], left: dict[str, Any], right: dict[str, Any]) -> list[Any]:
-        """Enable the votes once both answers are finished (checked again by :meth:`vote`)."""
-        ready = bool(turn and turn["user"] and not turn["voted"] and left["done"] and right["done"])
-        return vote_updates(ready)
+        try:
+            policy = get_model(turn.dpo_spec, self.ctx.settings)
+            reference = get_model(turn.sft_spec, self.ctx.settings)
+        except UserError:
+            return 0.0
+        return implicit_reward(policy, reference, side.messages(turn.user), side.answer, turn.beta)
 
     # --- votes -----------------------------------------------------------------------------------------
-    def vote(
-        self,
-        choice: str,
-        turn: dict[str, Any],
-        left: dict[str, Any],
-        right: dict[str, Any],
-        request: gr.Request | None = None,
-    ) -> tuple[Any, ...]:
+    def vote(self, choice: str, turn: Turn, left: Side, right: Side, request: gr.Request | None = None) -> dict:
         """Save the turn as a preference pair in the chat votes collection and update the tally."""
         user = require(request, Role.ANNOTATOR, self.ctx.settings)
         if choice not in VOTES:
             raise gr.Error(f"unknown vote {choice!r}")
-        if not turn or not turn["user"]:
+        if not turn or not turn.user:
             raise gr.Error("Send a message first.")
-        if turn["voted"]:
+        if turn.voted:
             raise gr.Error("This turn already has a vote.")
-        if not (left["done"] and right["done"]) or not left["answer"] or not right["answer"]:
+        if not (left.done and right.done) or not left.answer or not right.answer:
             raise gr.Error("Wait until both answers are finished.")
         verdict = VOTES[choice]
-        turn = dict(turn)
-        turn["voted"] = verdict
+        turn = replace(turn, voted=verdict)
         saved = save_vote(self.ctx, turn, left, right, verdict, user.name)
-        tally = stored_tally(self.ctx, turn["specs"]["sft"], turn["specs"]["dpo"])
+        tally = stored_tally(self.ctx, turn.sft_spec, turn.dpo_spec)
         names = model_names(turn)
         note = "Saved to the “chat votes” collection." if saved else "Both answers are identical: no pair saved."
-        return (
-            turn,
-            names[0],
-            names[1],
-            reward_line(turn, left),
-            reward_line(turn, right),
-            tally_text(tally) + f"  \n{note}",
-            *vote_updates(False),
-        )
+        return {
+            "turn": turn,
+            "left_name": names[0],
+            "right_name": names[1],
+            "left_reward": reward_line(turn, left),
+            "right_reward": reward_line(turn, right),
+            "tally": tally_text(tally) + f"  \n{note}",
+            **vote_updates(False),
+        }
 
-    def clear(self, turn: dict[str, Any], request: gr.Request | None = None) -> tuple[Any, ...]:
+    def clear(self, request: gr.Request | None = None) -> dict[str, Any]:
         require(request, Role.VIEWER, self.ctx.settings)
-        return new_turn(), new_side(), new_side(), [], [], "", "", *vote_updates(False)
+        return {
+            "turn": Turn(),
+            **{which: Side() for which in SIDES},
+            **{f"{which}_bot": [] for which in SIDES},
+            **{f"{which}_reward": "" for which in SIDES},
+            **vote_updates(False),
+        }
 
     # --- models ----------------------------------------------------------------------------------------
-    def refresh_models(self, sft: str, dpo: str, request: gr.Request | None = None) -> tuple[Any, Any]:
-        """The model lists again (a run may have finished since the page loaded); the choices made stay."""
+    def refresh_models(self, sft: str, dpo: str, request: gr.Request | None = None) -> dict[str, Any]:
+        """The pickers from the runs on disk now: a run finished elsewhere appears, and replaces a DPO side that
+        is still the SFT model (or empty). The note follows the selection."""
         require(request, Role.VIEWER, self.ctx.settings)
         choices = model_choices(self.ctx)
-        return gr.update(choices=choices, value=sft), gr.update(choices=choices, value=dpo)
+        sft = sft or self.ctx.settings.sft_model
+        dpo = chosen_dpo(self.ctx, sft, dpo)
+        return {
+            "sft_model": gr.update(choices=choices, value=sft),
+            "dpo_model": gr.update(choices=choices, value=dpo),
+            "beta": run_beta(self.ctx, dpo),
+            "note": note_text(self.ctx, sft, dpo),
+            "runs_seen": runs_signature(self.ctx),
+        }
 
-    def load(self, request: gr.Request | None = None) -> tuple[Any, ...]:
-        """Fill the model pickers (on page load: runs may have finished since the app started)."""
+    def poll_models(self, sft: str, dpo: str, seen: str, request: gr.Request | None = None) -> dict[str, Any]:
+        """The timer's look for finished runs: nothing to send unless the runs changed since ``seen``."""
+        if runs_signature(self.ctx) == seen:
+            return {}
+        return self.refresh_models(sft, dpo, request)
+
+    def load(self, request: gr.Request | None = None) -> dict[str, Any]:
+        """Fill the model pickers on page load (runs may have finished since the app started)."""
+        return self.refresh_models(self.ctx.settings.sft_model, default_dpo_spec(self.ctx), request)
+
+    def models_changed(self, sft: str, dpo: str, request: gr.Request | None = None) -> dict[str, Any]:
+        """β of the DPO side's run, the saved tally for this pair of models, and the note for this selection."""
         require(request, Role.VIEWER, self.ctx.settings)
-        choices = model_choices(self.ctx)
-        dpo = default_dpo_spec(self.ctx)
-        note = ""
-        if dpo == self.ctx.settings.sft_model:
-            note = "No finished training run yet: both sides use the SFT model until one finishes (Train tab)."
-        return (
-            gr.update(choices=choices, value=self.ctx.settings.sft_model),
-            gr.update(choices=choices, value=dpo),
-            run_beta(self.ctx, dpo),
-            note,
-        )
-
-    def models_changed(self, sft: str, dpo: str, request: gr.Request | None = None) -> tuple[float, str]:
-        """β of the DPO side's run, and the saved tally for this pair of models."""
-        require(request, Role.VIEWER, self.ctx.settings)
-        return run_beta(self.ctx, dpo or ""), tally_text(stored_tally(self.ctx, sft or "", dpo or ""))
+        return {
+            "beta": run_beta(self.ctx, dpo or ""),
+            "tally": tally_text(stored_tally(self.ctx, sft or "", dpo or "")),
+            "note": note_text(self.ctx, sft or "", dpo or ""),
+        }
 
 
-def vote_updates(enabled: bool) -> list[Any]:
-    return [gr.update(interactive=enabled) for _ in VOTES]
-
-
-def save_vote(
-    ctx: AppContext, turn: dict[str, Any], left: dict[str, Any], right: dict[str, Any], verdict: str, annotator: str
-) -> bool:
+def save_vote(ctx: AppContext, turn: Turn, left: Side, right: Side, verdict: str, annotator: str) -> bool:
     """Store the turn as a pair (chosen = the preferred answer; for a tie or both bad, the left one) with
-    the models, sampling parameters and seeds in its meta, plus the voter's label. False if nothing to save."""
+    the models, sampling parameters and seeds in its meta, plus the voter's label. False if nothing to save.
+
+    The prompt is the chosen side's own conversation; when the rejected side's differs (a later turn), it is
+    kept in the meta as ``rejected_prompt``, so the pair never claims one model answered the other's history."""
     sides = {"left": left, "right": right}
     first, second = ("right", "left") if verdict == "right better" else ("left", "right")
-    chosen, rejected = sides[first]["answer"], sides[second]["answer"]
+    chosen, rejected = sides[first].answer, sides[second].answer
     if chosen.strip() == rejected.strip():
         return False
-    assign = turn["assign"]
+    prompt = sides[first].messages(turn.user)
+    rejected_prompt = sides[second].messages(turn.user)
     meta = {
         "origin": "chat vote",
         "verdict": verdict,
-        "winner": assign[first] if verdict in ("left better", "right better") else verdict,
-        "models": {"sft": turn["specs"]["sft"], "dpo": turn["specs"]["dpo"]},
-        "sides": dict(assign),
-        "chosen_model": turn["specs"][assign[first]],
-        "rejected_model": turn["specs"][assign[second]],
-        "params": dict(turn["params"]),
-        "seeds": {"chosen": sides[first]["seed"], "rejected": sides[second]["seed"]},
-        "rewards": {"chosen": sides[first]["reward"], "rejected": sides[second]["reward"]},
-        "beta": turn["beta"],
-        "blind": turn["blind"],
+        "winner": turn.role(first) if verdict in ("left better", "right better") else verdict,
+        "models": {"sft": turn.sft_spec, "dpo": turn.dpo_spec},
+        "sides": turn.assign,
+        "chosen_model": turn.spec(turn.role(first)),
+        "rejected_model": turn.spec(turn.role(second)),
+        "params": asdict(turn.sampling),
+        "seeds": {"chosen": sides[first].seed, "rejected": sides[second].seed},
+        "rewards": {"chosen": sides[first].reward, "rejected": sides[second].reward},
+        "beta": turn.beta,
+        "blind": turn.blind,
         "annotator": annotator,
     }
-    pair = Pair(prompt=tuple(turn_messages(turn)), chosen=chosen, rejected=rejected, source="chat", meta=meta)
-    from ctllm.pairs.store import DuplicatePair
+    if rejected_prompt != prompt:
+        meta["rejected_prompt"] = [dict(m) for m in rejected_prompt]
+    pair = Pair(prompt=tuple(prompt), chosen=chosen, rejected=rejected, source="chat", meta=meta)
 
     store = ctx.store
     target = store.ensure_collection(CHAT_VOTES_COLLECTION, "votes")
@@ -461,34 +566,62 @@ def stored_tally(ctx: AppContext, sft: str, dpo: str) -> dict[str, int]:
     return tally
 
 
+def by_component(handler: Callable[..., Any], components: Mapping[str, Any]) -> Callable[..., Any]:
+    """``handler`` (returning or yielding ``{name: value}``) as a Gradio handler returning ``{component: value}``;
+    its signature stays visible to Gradio (for the ``gr.Request``)."""
+    handler = bind(handler)  # resolves the annotations Gradio reads
+
+    def keyed(values: Mapping[str, Any]) -> dict[Any, Any]:
+        return {components[name]: value for name, value in values.items()}
+
+    if inspect.isgeneratorfunction(handler):
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            for values in handler(*args, **kwargs):
+                yield keyed(values)
+
+    else:
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            return keyed(handler(*args, **kwargs))
+
+    wrapped.__name__ = getattr(handler, "__name__", "handler")
+    wrapped.__signature__ = inspect.signature(handler)  # type: ignore[attr-defined]
+    wrapped.__annotations__ = dict(getattr(handler, "__annotations__", {}))
+    return wrapped
+
+
 def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
-    """The tab's components and events (inside an open ``gr.Tab``); returns what the page load must run."""
+    """The tab's components and events (inside an open ``gr.Tab``); returns what the page load and the tab's
+    selection must run."""
     h = ChatHandlers(ctx)
-    turn = gr.State(new_turn())
-    left_state, right_state = gr.State(new_side()), gr.State(new_side())
+    c: dict[str, Any] = {"turn": gr.State(Turn()), "left": gr.State(Side()), "right": gr.State(Side())}
+    c["runs_seen"] = gr.State("")
 
     with gr.Row():
-        sft_model = tr.bind(
+        c["sft_model"] = tr.bind(
             gr.Dropdown(label=t("chat.left_model"), allow_custom_value=True, elem_id="chat-left-model", scale=3),
             "chat.left_model",
         )
-        dpo_model = tr.bind(
+        c["dpo_model"] = tr.bind(
             gr.Dropdown(label=t("chat.right_model"), allow_custom_value=True, elem_id="chat-right-model", scale=3),
             "chat.right_model",
         )
-        beta = tr.bind(
+        c["beta"] = tr.bind(
             gr.Number(value=DEFAULT_BETA, label=t("chat.beta"), minimum=0, elem_id="chat-beta", scale=1), "chat.beta"
         )
-        blind = tr.bind(gr.Checkbox(label=t("chat.blind"), value=False, elem_id="chat-blind", scale=2), "chat.blind")
-    note = gr.Markdown(elem_id="chat-note")
+        c["blind"] = tr.bind(
+            gr.Checkbox(label=t("chat.blind"), value=False, elem_id="chat-blind", scale=2), "chat.blind"
+        )
+    c["note"] = gr.Markdown(elem_id="chat-note")
     tr.bind(gr.Markdown(t("chat.english_only"), elem_classes=["kbd-hint"]), "chat.english_only", "value")
 
+    regen = {}
     with gr.Row(equal_height=True):
-        columns = {}
         for which in SIDES:
             with gr.Column():
-                name = gr.Markdown(elem_id=f"chat-{which}-name")
-                bot = gr.Chatbot(
+                c[f"{which}_name"] = gr.Markdown(elem_id=f"chat-{which}-name")
+                c[f"{which}_bot"] = gr.Chatbot(
                     elem_id=f"chat-{which}",
                     height=380,
                     sanitize_html=True,
@@ -499,24 +632,21 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
                     buttons=["copy"],
                     group_consecutive_messages=False,
                 )
-                reward = gr.Markdown(elem_id=f"chat-reward-{which}", elem_classes=["reward-line"])
-                regen = tr.bind(
+                c[f"{which}_reward"] = gr.Markdown(elem_id=f"chat-reward-{which}", elem_classes=["reward-line"])
+                regen[which] = tr.bind(
                     gr.Button(t("chat.regen"), size="sm", elem_id=f"chat-regen-{which}"), "chat.regen", "value"
                 )
-            columns[which] = (name, bot, reward, regen)
 
     with gr.Row(elem_classes=["vote-row"]):
-        vote_buttons = {
-            key: tr.bind(
+        for key in VOTES:
+            c[f"vote_{key}"] = tr.bind(
                 gr.Button(t(f"chat.vote_{key}"), interactive=False, elem_id=f"chat-vote-{key}"),
                 f"chat.vote_{key}",
                 "value",
             )
-            for key in VOTES
-        }
-    tally = gr.Markdown(tally_text(stored_tally(ctx, "", "")), elem_id="chat-tally")
+    c["tally"] = gr.Markdown(tally_text(stored_tally(ctx, "", "")), elem_id="chat-tally")
     with gr.Row():
-        text = tr.bind(
+        c["text"] = tr.bind(
             gr.Textbox(label=t("chat.input"), lines=2, scale=6, elem_id="chat-input", autofocus=False), "chat.input"
         )
         with gr.Column(scale=1, min_width=120):
@@ -525,14 +655,14 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
     with gr.Accordion(t("chat.sampling"), open=False) as sampling:
         tr.bind(sampling, "chat.sampling")
         with gr.Row():
-            temperature = tr.bind(
+            c["temperature"] = tr.bind(
                 gr.Slider(0, 2, value=0.7, step=0.05, label=t("chat.temperature"), elem_id="chat-temperature"),
                 "chat.temperature",
             )
-            top_p = tr.bind(
+            c["top_p"] = tr.bind(
                 gr.Slider(0.05, 1, value=0.9, step=0.05, label=t("chat.top_p"), elem_id="chat-top-p"), "chat.top_p"
             )
-            max_new = tr.bind(
+            c["max_new"] = tr.bind(
                 gr.Slider(
                     1,
                     ctx.settings.max_new_tokens_limit,
@@ -543,78 +673,77 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
                 ),
                 "chat.max_new_tokens",
             )
-            seed = tr.bind(
+            c["seed"] = tr.bind(
                 gr.Number(value=-1, precision=0, label=t("chat.seed") + " (−1: random)", elem_id="chat-seed"),
                 "chat.seed",
             )
+    timer = gr.Timer(POLL_SECONDS)
 
-    names = [columns["left"][0], columns["right"][0]]
-    bots = [columns["left"][1], columns["right"][1]]
-    rewards = [columns["left"][2], columns["right"][2]]
-    votes = list(vote_buttons.values())
-    side_states = {"left": left_state, "right": right_state}
+    def pick(*names: str) -> list[Any]:
+        return [c[name] for name in names]
 
-    begin = gr.on(
-        [send.click, text.submit],
-        h.begin_turn,
-        inputs=[
-            text,
-            turn,
-            left_state,
-            right_state,
-            sft_model,
-            dpo_model,
-            blind,
-            beta,
-            temperature,
-            top_p,
-            max_new,
-            seed,
-        ],
-        outputs=[turn, left_state, right_state, text, *bots, *names, *rewards, *votes],
-        concurrency_limit=None,
+    panes = (*SIDES, "left_bot", "right_bot", "left_reward", "right_reward", *VOTE_KEYS)
+    # One event per turn (no .then chain): the first update echoes the message, the rest stream both answers.
+    gr.on(
+        [send.click, c["text"].submit],
+        by_component(h.send, c),
+        inputs=pick(
+            "text",
+            "turn",
+            "left",
+            "right",
+            "sft_model",
+            "dpo_model",
+            "blind",
+            "beta",
+            "temperature",
+            "top_p",
+            "max_new",
+            "seed",
+        ),
+        outputs=pick("turn", "text", "left_name", "right_name", *panes),
+        concurrency_id="chat-generate",
+        show_progress="hidden",
         api_name="chat_send",
     )
-
-    def chain_stream(event: Any, which: str) -> None:
-        state = side_states[which]
-        bot, reward = columns[which][1], columns[which][2]
-        streamed = event.then(
-            bind(h.stream, which),
-            inputs=[turn, state],
-            outputs=[bot, state, reward],
-            concurrency_id=f"chat-{which}",
-            show_progress="minimal",
-        )
-        streamed.then(h.after_stream, inputs=[turn, left_state, right_state], outputs=votes, concurrency_limit=None)
-
     for which in SIDES:
-        chain_stream(begin, which)
-        regen_event = columns[which][3].click(
-            bind(h.regenerate, which),
-            inputs=[turn],
-            outputs=[side_states[which], columns[which][1], columns[which][2], *votes],
-            concurrency_limit=None,
+        regen[which].click(
+            by_component(bind(h.regenerate, which), c),
+            inputs=pick("turn", "left", "right"),
+            outputs=pick(*panes),
+            concurrency_id="chat-generate",
+            show_progress="hidden",
         )
-        chain_stream(regen_event, which)
-
-    for key, button in vote_buttons.items():
-        button.click(
-            bind(h.vote, key),
-            inputs=[turn, left_state, right_state],
-            outputs=[turn, *names, *rewards, tally, *votes],
+    for key in VOTES:
+        c[f"vote_{key}"].click(
+            by_component(bind(h.vote, key), c),
+            inputs=pick("turn", "left", "right"),
+            outputs=pick("turn", "left_name", "right_name", "left_reward", "right_reward", "tally", *VOTE_KEYS),
             concurrency_limit=None,
             api_name=f"chat_vote_{key}",
         )
     # The chatbots' own trash buttons clear the whole turn too, so display and state never disagree.
     gr.on(
-        [clear.click, *(bot.clear for bot in bots)],
-        h.clear,
-        inputs=[turn],
-        outputs=[turn, left_state, right_state, *bots, *rewards, *votes],
+        [clear.click, c["left_bot"].clear, c["right_bot"].clear],
+        by_component(h.clear, c),
+        outputs=pick("turn", *panes),
     )
-    gr.on([sft_model.change, dpo_model.change], h.models_changed, inputs=[sft_model, dpo_model], outputs=[beta, tally])
+    gr.on(
+        [c["sft_model"].change, c["dpo_model"].change],
+        by_component(h.models_changed, c),
+        inputs=pick("sft_model", "dpo_model"),
+        outputs=pick("beta", "tally", "note"),
+        show_progress="hidden",
+    )
+    pickers = pick("sft_model", "dpo_model", "beta", "note", "runs_seen")
+    timer.tick(
+        by_component(h.poll_models, c),
+        inputs=pick("sft_model", "dpo_model", "runs_seen"),
+        outputs=pickers,
+        show_progress="hidden",
+        concurrency_limit=None,
+    )
     return {
-        "load": (h.load, [], [sft_model, dpo_model, beta, note]),
-        "select": (h.refresh_models, [sft_model, dpo_model], [sft_model, dpo_model]),
+        "load": (by_component(h.load, c), [], pickers),
+        "select": (by_component(h.refresh_models, c), pick("sft_model", "dpo_model"), pickers),
     }

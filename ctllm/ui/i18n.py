@@ -243,6 +243,14 @@ STRINGS: dict[str, tuple[str, str]] = {
     "chat.vote_right": ("Right better ▶", "右边更好 ▶"),
     "chat.vote_tie": ("= Tie", "= 一样好"),
     "chat.vote_bothbad": ("✗ Both bad", "✗ 都不好"),
+    "chat.same_model": (
+        "⚠ Both sides are the same model ({model}): the answers differ only by sampling, and implicit rewards are 0.",
+        "⚠ 两侧是同一个模型（{model}）：回答的差别只来自采样，隐式奖励为 0。",
+    ),
+    "chat.no_run_yet": (
+        "No finished training run yet: the right side switches to the newest run as soon as one finishes (Train tab).",
+        "还没有完成的训练运行：一旦有运行完成（训练页），右侧会自动切换到最新的运行。",
+    ),
     "chat.english_only": (
         "The embedded model (SmolLM2-135M) answers English only; for Chinese pick the CT-LLM presets "
         "(m-a-p/CT-LLM-SFT, m-a-p/CT-LLM-SFT-DPO).",

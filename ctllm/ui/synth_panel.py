@@ -17,10 +17,16 @@ from typing import Any
 import gradio as gr
 
 from ctllm.errors import UserError
+from ctllm.jobs.devices import parse_devices
+from ctllm.models.registry import list_models
+from ctllm.paths import safe_resolve
+from ctllm.synth import SynthOptions, preflight, start_synth_job
+from ctllm.synth.filters import NEAR_IDENTICAL_THRESHOLD
 from ctllm.ui.auth import Forbidden, Role, require
 from ctllm.ui.context import AppContext
 from ctllm.ui.i18n import Translator, t
 from ctllm.ui.render import code_block, inert_inline
+from ctllm.ui.train_tab import format_duration, shown_command
 
 KIND = "synth"
 ACTIVE = ("queued", "running", "cancelling")
@@ -68,8 +74,6 @@ def filter_counts(filtered: Any) -> str:
 
 def progress_markdown(job: Any, status: dict[str, Any] | None, now: float) -> str:
     """State, prompts done / total, ETA, speed, pairs added and filter counts of one synthesis job."""
-    from ctllm.ui.train_tab import format_duration
-
     status = status or {}
     collection = status.get("collection") or argv_value(job.argv, "--collection") or "?"
     parts = [f"**Synthesis job {job.id}** · collection {inert_inline(str(collection))} · **{job.state}**"]
@@ -166,8 +170,6 @@ class SynthHandlers:
 
     def _prompts_source(self, upload: str | None, typed: str | None) -> tuple[Path, bool]:
         """(the prompts file, whether it is an upload) — a typed path only inside the operator's allowed folders."""
-        from ctllm.paths import safe_resolve
-
         if upload:
             return Path(upload), True
         typed = (typed or "").strip()
@@ -200,10 +202,6 @@ class SynthHandlers:
         """Check the form, the models and the prompts file, then start the job. Returns (job id, message, timer,
         job picker); on a bad input nothing starts and the message says which field or file is at fault."""
         user = require(request, Role.ADMIN, self.ctx.settings)
-        from ctllm.jobs.devices import parse_devices
-        from ctllm.synth import SynthOptions, preflight, start_synth_job
-        from ctllm.synth.filters import NEAR_IDENTICAL_THRESHOLD
-        from ctllm.ui.train_tab import shown_command
 
         settings = self.ctx.settings
         try:
@@ -292,7 +290,6 @@ class SynthHandlers:
             require(request, Role.ADMIN, self.ctx.settings)
         except Forbidden:
             return gr.update(visible=False), gr.skip(), gr.skip(), gr.skip(), None, gr.update(active=False)
-        from ctllm.models.registry import list_models
 
         self.ctx.wait_until_ready()
         self.ctx.jobs.poll()

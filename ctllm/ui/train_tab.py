@@ -20,9 +20,24 @@ from typing import Any
 import gradio as gr
 
 from ctllm.dpo.config import LOSS_TYPES, SCHEDULERS, TrainConfig
+from ctllm.dpo.presets import list_presets, load_preset
 from ctllm.errors import UserError
+from ctllm.evaluate import (
+    EVAL_JSON,
+    before_after,
+    export_csv,
+    figures,
+    headline,
+    headline_text,
+    load_result,
+    result_rows,
+)
+from ctllm.evaluate.report import BEFORE_AFTER
 from ctllm.jobs.log_text import readable_log
+from ctllm.jobs.score_job import start_score_job
 from ctllm.jobs.train_job import data_spec, plan_train_job, shown_command, start_train_job
+from ctllm.models.registry import list_models
+from ctllm.runs import list_runs, read_config, read_metrics, read_status
 from ctllm.ui import plots
 from ctllm.ui.auth import Role, require
 from ctllm.ui.context import SAMPLES_COLLECTION, AppContext
@@ -148,8 +163,6 @@ def field_updates(error: str | None) -> dict[str, Any]:
 
 def _rpo_alpha(run_dir: Path) -> float | None:
     """The run's NLL weight; None while its config.yaml is not written yet."""
-    from ctllm.runs import read_config
-
     config = read_config(run_dir)
     if not config:
         return None
@@ -184,8 +197,6 @@ def read_new_metrics(run_dir: Path, cache: dict[str, Any]) -> tuple[dict[str, An
 
     A file that shrank or was replaced (a resumed run rewrites it) is read again from the start.
     """
-    from ctllm.runs import read_metrics
-
     signature = _metrics_signature(run_dir / "metrics.jsonl")
     same_file = cache.get("run_dir") == str(run_dir)
     if same_file and signature == cache.get("signature"):
@@ -201,8 +212,6 @@ def read_new_metrics(run_dir: Path, cache: dict[str, Any]) -> tuple[dict[str, An
 
 
 def _global_batch(run_dir: Path) -> int | None:
-    from ctllm.runs import read_config
-
     value = (read_config(run_dir).get("resolved") or {}).get("global_batch")
     return value if isinstance(value, int) and value > 0 else None
 
@@ -213,8 +222,6 @@ def job_preset(job: Any) -> str:
 
 
 def best_eval_accuracy(run_dir: Path) -> float | None:
-    from ctllm.runs import read_metrics
-
     values = [r.get("eval_rewards/accuracies") for r in read_metrics(run_dir)]
     numbers = [v for v in values if isinstance(v, (int, float))]
     return max(numbers) if numbers else None
@@ -222,9 +229,6 @@ def best_eval_accuracy(run_dir: Path) -> float | None:
 
 def before_after_cells(run_dir: Path) -> list[str]:
     """The history's SFT → DPO cells of a run, from its eval.json ("–" where it has none)."""
-    from ctllm.evaluate import before_after, headline, load_result
-    from ctllm.evaluate.report import BEFORE_AFTER
-
     result = load_result(run_dir)
     numbers = headline(result) if result else {}
     return [before_after(numbers, key) for key, _ in BEFORE_AFTER]
@@ -232,16 +236,11 @@ def before_after_cells(run_dir: Path) -> list[str]:
 
 def eval_runs(runs_dir: Path) -> list[str]:
     """Runs with an end-of-run evaluation (eval.json), newest first."""
-    from ctllm.evaluate import EVAL_JSON
-    from ctllm.runs import list_runs
-
     return [run["name"] for run in list_runs(runs_dir) if (Path(run["path"]) / EVAL_JSON).is_file()]
 
 
 def eval_view(result: dict[str, Any] | None, run: str) -> tuple[str, list[list[Any]], list[Any]]:
     """(summary Markdown, table rows, one figure per EVAL_CHARTS name) of a run's evaluation."""
-    from ctllm.evaluate import figures, headline, headline_text, result_rows
-
     if not result:
         message = (
             "Pick a run, or click one in the job history."
@@ -284,7 +283,6 @@ class TrainHandlers:
     def preset_values(self, preset: str, request: gr.Request | None = None) -> dict[str, Any]:
         """The form filled from a preset (the data and run name the user chose are kept)."""
         require(request, Role.VIEWER, self.ctx.settings)
-        from ctllm.dpo.presets import load_preset
 
         config = load_preset(preset) if preset else TrainConfig()
         names = ("model", "ref_model", *(f.name for f in FIELDS))
@@ -346,7 +344,6 @@ class TrainHandlers:
     def score(self, run: str | None, collection: str | None, request: gr.Request | None = None) -> dict[str, Any]:
         """Start a background job scoring ``collection`` with ``run`` (its final model against its reference)."""
         user = require(request, Role.ADMIN, self.ctx.settings)
-        from ctllm.jobs.score_job import start_score_job
 
         trained = [job for job in self.ctx.jobs.list_jobs(limit=100, kinds=TRAIN_KINDS) if job.name == run]
         devices = trained[0].devices if trained else "cpu"  # where the run trained fits its model
@@ -406,8 +403,6 @@ class TrainHandlers:
     def _lists(self, job_id: int | None, seen: dict[str, Any]) -> dict[str, Any]:
         """The run picker, the history, the compare and evaluation run lists: only those that changed since
         ``seen`` (what this page last received), and ``seen`` brought up to date."""
-        from ctllm.runs import list_runs
-
         jobs = self.ctx.jobs.list_jobs(limit=100, kinds=TRAIN_KINDS)
         runs_dir = self.ctx.settings.runs_dir
         current = {
@@ -472,8 +467,6 @@ class TrainHandlers:
     def history_rows(self, jobs: list[Any]) -> list[list[Any]]:
         """The job history table: state, preset, data hash, best eval accuracy, SFT → DPO numbers, duration (running
         jobs: their time so far)."""
-        from ctllm.runs import read_status
-
         rows = []
         for job in jobs:
             key = (job.id, job.state, job.finished)
@@ -505,7 +498,6 @@ class TrainHandlers:
 
     def compare(self, runs: list[str] | None, metric: str, request: gr.Request | None = None) -> Any:
         require(request, Role.VIEWER, self.ctx.settings)
-        from ctllm.runs import read_metrics
 
         chosen = {name: read_metrics(self.ctx.settings.runs_dir / name) for name in runs or []}
         return plots.overlay_figure(chosen, metric or "loss")
@@ -514,7 +506,6 @@ class TrainHandlers:
     def show_eval(self, run: str | None, request: gr.Request | None = None) -> dict[str, Any]:
         """Summary, table, charts and CSV file of ``run``'s eval.json; the CSV is exported for download."""
         require(request, Role.VIEWER, self.ctx.settings)
-        from ctllm.evaluate import EVAL_JSON, export_csv, load_result
 
         run = (run or "").strip()
         result = None
@@ -550,7 +541,6 @@ class TrainHandlers:
     def load(self, request: gr.Request | None = None) -> dict[str, Any]:
         """On page load: pickers (models, collections, runs) and the job to watch (a running one re-attaches)."""
         require(request, Role.VIEWER, self.ctx.settings)
-        from ctllm.models.registry import list_models
 
         self.ctx.jobs.poll()
         models = [(spec.label, spec.ref) for spec in list_models(self.ctx.settings)]
@@ -592,8 +582,6 @@ def _widget(field: Field) -> Any:
 
 
 def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
-    from ctllm.dpo.presets import list_presets, load_preset
-
     h = TrainHandlers(ctx)
     presets = list_presets()
     preset_default = DEFAULT_PRESET if DEFAULT_PRESET in presets else (presets[0] if presets else "")

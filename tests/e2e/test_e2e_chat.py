@@ -76,3 +76,23 @@ def test_chat_both_sides_vote_and_find_the_pair(app: RunningApp, page, artifacts
     page.screenshot(path=str(artifacts_dir / "chat-vote-in-pairs.png"), full_page=True)
     assert "chat" in text_of(page, "#pairs-pair-info")
     assert not page.errors, page.errors
+
+
+def test_a_run_finished_elsewhere_appears_in_the_open_chat_tab(app: RunningApp, page, embedded_model_dir: Path) -> None:
+    """No reload: the tab's timer finds the run (finished by the CLI, another tab or another user) and the DPO side,
+    still the SFT model, switches to it; the note follows."""
+    page.goto(app.url)
+    page.get_by_role("tab", name="Chat").click()
+    wait_for_text(page, "#chat-note", "same model")
+    final = app.data_dir / "runs" / "elsewhere" / "final"
+    final.mkdir(parents=True)
+    for item in embedded_model_dir.iterdir():
+        if item.is_file():
+            os.link(item, final / item.name)
+    (final.parent / "status.json").write_text('{"state": "finished"}', encoding="utf-8")
+    page.wait_for_function(
+        "() => (document.querySelector('#chat-right-model input') || {}).value?.includes('latest finished run')",
+        timeout=30_000,
+    )
+    page.wait_for_function("() => !document.getElementById('chat-note').innerText.includes('same model')")
+    assert not page.errors, page.errors
