@@ -14,7 +14,7 @@ from ctllm.paths import ASSETS_DIR
 from ctllm.settings import Settings
 from ctllm.ui import chat_tab, pairs_tab, train_tab
 from ctllm.ui.auth import Role, identify, login_button, require
-from ctllm.ui.context import AppContext
+from ctllm.ui.context import CHAT_VOTES_COLLECTION, AppContext
 from ctllm.ui.help import HELP
 from ctllm.ui.i18n import LANGUAGE_CHOICES, Translator, t
 
@@ -59,7 +59,7 @@ def build_app(settings: Settings, ctx: AppContext | None = None) -> gr.Blocks:
                 )
                 who = gr.Markdown(elem_id="ui-user")
                 login_button(settings)  # on a Space: "Sign in with Hugging Face"; the page reloads signed in
-        with gr.Tabs(elem_id="main-tabs"):
+        with gr.Tabs(elem_id="main-tabs") as tabs:
             with gr.Tab(t("tab.pairs"), id="pairs", elem_id="pairs-tab") as tab:
                 tr.bind(tab, "tab.pairs")
                 pairs = pairs_tab.build(ctx, tr)
@@ -73,6 +73,14 @@ def build_app(settings: Settings, ctx: AppContext | None = None) -> gr.Blocks:
                 tr.bind(tab, "tab.chat")
                 chat = chat_tab.build(ctx, tr)
                 loads.append(("chat_load", chat))
+                see_votes = tr.bind(
+                    gr.Button(t("chat.see_votes"), size="sm", elem_id="chat-see-votes"), "chat.see_votes", "value"
+                )
+            # Your votes, all of them: the Pairs tab's default filter ("not labelled by me") would hide them.
+            fn, inputs, outputs = pairs_tab.open_collection_event(pairs, CHAT_VOTES_COLLECTION)
+            see_votes.click(lambda: gr.Tabs(selected="pairs"), outputs=[tabs], show_progress="hidden").then(
+                fn, inputs, outputs, show_progress="hidden"
+            )
             fn, inputs, outputs = chat["select"]
             tab.select(fn, inputs=inputs, outputs=outputs, show_progress="hidden")
             with gr.Tab(t("tab.help"), id="help", elem_id="help-tab") as tab:

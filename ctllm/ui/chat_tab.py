@@ -12,7 +12,6 @@ Handlers return ``{name: value}`` dicts; :func:`by_component` turns the names in
 
 from __future__ import annotations
 
-import inspect
 import random
 import threading
 import time
@@ -31,7 +30,7 @@ from ctllm.pairs.store import DuplicatePair
 from ctllm.runs import read_config
 from ctllm.ui.auth import Role, User, require
 from ctllm.ui.context import CHAT_VOTES_COLLECTION, AppContext
-from ctllm.ui.handlers import bind
+from ctllm.ui.handlers import bind, keyed
 from ctllm.ui.i18n import Translator, t
 from ctllm.ui.render import chat_display, inert_inline
 
@@ -567,28 +566,8 @@ def stored_tally(ctx: AppContext, sft: str, dpo: str) -> dict[str, int]:
 
 
 def by_component(handler: Callable[..., Any], components: Mapping[str, Any]) -> Callable[..., Any]:
-    """``handler`` (returning or yielding ``{name: value}``) as a Gradio handler returning ``{component: value}``;
-    its signature stays visible to Gradio (for the ``gr.Request``)."""
-    handler = bind(handler)  # resolves the annotations Gradio reads
-
-    def keyed(values: Mapping[str, Any]) -> dict[Any, Any]:
-        return {components[name]: value for name, value in values.items()}
-
-    if inspect.isgeneratorfunction(handler):
-
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            for values in handler(*args, **kwargs):
-                yield keyed(values)
-
-    else:
-
-        def wrapped(*args: Any, **kwargs: Any) -> Any:
-            return keyed(handler(*args, **kwargs))
-
-    wrapped.__name__ = getattr(handler, "__name__", "handler")
-    wrapped.__signature__ = inspect.signature(handler)  # type: ignore[attr-defined]
-    wrapped.__annotations__ = dict(getattr(handler, "__annotations__", {}))
-    return wrapped
+    """``handler`` (returning or yielding ``{name: value}``) as a Gradio handler returning ``{component: value}``."""
+    return keyed(bind(handler), components)
 
 
 def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:

@@ -27,6 +27,12 @@ from ctllm.errors import UserError
 log = logging.getLogger("ctllm.ui")
 
 
+def nothing_if_empty(result: Any) -> Any:
+    """An empty ``{component: value}`` dict means "change nothing"; Gradio reads it as one value and fails, so it
+    gets ``gr.skip()``, which skips every output."""
+    return gr.skip() if isinstance(result, dict) and not result else result
+
+
 @contextmanager
 def user_errors(name: str) -> Iterator[None]:
     """A UserError becomes a ``gr.Error`` shown on the page; either is logged as one line, without a traceback
@@ -52,13 +58,14 @@ def bind(method: Callable[..., Any], *bound: Any) -> Callable[..., Any]:
 
         def handler(*args: Any, **kwargs: Any) -> Any:
             with user_errors(name):
-                yield from method(*bound, *args, **kwargs)
+                for result in method(*bound, *args, **kwargs):
+                    yield nothing_if_empty(result)
 
     else:
 
         def handler(*args: Any, **kwargs: Any) -> Any:
             with user_errors(name):
-                return method(*bound, *args, **kwargs)
+                return nothing_if_empty(method(*bound, *args, **kwargs))
 
     name = getattr(method, "__name__", "handler")
     handler.__name__ = name
@@ -85,17 +92,29 @@ def form(method: Callable[..., Any], names: Sequence[str], extra: int = 0) -> Ca
     return handler
 
 
-def keyed(handler: Callable[..., Mapping[str, Any]], components: Mapping[str, Any]) -> Callable[..., Any]:
-    """``handler`` (made by :func:`bind` or :func:`form`) returns ``{name: value}`` for the components it changes;
-    Gradio gets ``{component: value}``. Register it with ``outputs=list(components.values())``; a name left out
-    leaves its component as it is."""
+def keyed(handler: Callable[..., Any], components: Mapping[str, Any]) -> Callable[..., Any]:
+    """``handler`` (made by :func:`bind` or :func:`form`) returns, or yields, ``{name: value}`` for the components it
+    changes; Gradio gets ``{component: value}``. Register it with ``outputs=list(components.values())``; a name left
+    out leaves its component as it is."""
 
-    def wrapped(*args: Any, **kwargs: Any) -> dict[Any, Any]:
-        result = handler(*args, **kwargs)
+    def by_component(result: Mapping[str, Any]) -> Any:
+        if nothing_if_empty(result) == gr.skip():  # nothing to change (an empty dict, or one bind already skipped)
+            return gr.skip()
         unknown = set(result) - set(components)
         if unknown:
             raise KeyError(f"{handler.__name__} returned values for no component: {sorted(unknown)}")
-        return {components[name]: value for name, value in result.items()}
+        return nothing_if_empty({components[name]: value for name, value in result.items()})
+
+    if inspect.isgeneratorfunction(handler):
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            for result in handler(*args, **kwargs):
+                yield by_component(result)
+
+    else:
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            return by_component(handler(*args, **kwargs))
 
     wrapped.__name__ = handler.__name__
     wrapped.__signature__ = inspect.signature(handler)  # type: ignore[attr-defined]

@@ -243,6 +243,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "chat.vote_right": ("Right better ▶", "右边更好 ▶"),
     "chat.vote_tie": ("= Tie", "= 一样好"),
     "chat.vote_bothbad": ("✗ Both bad", "✗ 都不好"),
+    "chat.see_votes": ("See your votes in the Pairs tab", "在“偏好对”页查看你的投票"),
     "chat.same_model": (
         "⚠ Both sides are the same model ({model}): the answers differ only by sampling, and implicit rewards are 0.",
         "⚠ 两侧是同一个模型（{model}）：回答的差别只来自采样，隐式奖励为 0。",

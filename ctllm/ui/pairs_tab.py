@@ -1167,10 +1167,10 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         **fast,
     )
     # .change, not .input: an import, the poll or another tab sets the dropdown too, and the view must follow.
-    collection.change(h.collection_changed, inputs=[*ui.filters, view], outputs=ui.opened, **fast)
+    collection.change(bind(h.collection_changed), inputs=[*ui.filters, view], outputs=ui.opened, **fast)
     gr.on(
         [go.click, page.submit],
-        h.browse,
+        bind(h.browse),
         inputs=[*ui.filters, page, view],
         outputs=shown,
         api_name="pairs_page",
@@ -1178,44 +1178,44 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
     )
     prev_page.click(bind(h.turn_page, -1), inputs=[view], outputs=shown, **fast)
     next_page.click(bind(h.turn_page, 1), inputs=[view], outputs=shown, **fast)
-    table.select(h.open_pair, inputs=[view], outputs=shown, **fast)
+    table.select(bind(h.open_pair), inputs=[view], outputs=shown, **fast)
     prev_pair.click(bind(h.move, -1), inputs=[view], outputs=shown, **fast)
     next_pair.click(bind(h.move, 1), inputs=[view], outputs=shown, **fast)
     for verdict, button in vote_buttons.items():
         button.click(
             bind(h.vote, verdict), inputs=[view, reason], outputs=[*shown, reason], api_name=f"label_{verdict}", **fast
         )
-    undo.click(h.undo, inputs=[view], outputs=[*shown, reason], api_name="label_undo", **fast)
-    edit_load.click(h.load_edit, inputs=[view, edit_which], outputs=[edit_text], **fast)
-    edit_save.click(h.save_edit, inputs=[view, edit_which, edit_text], outputs=shown, api_name="edit_pair")
+    undo.click(bind(h.undo), inputs=[view], outputs=[*shown, reason], api_name="label_undo", **fast)
+    edit_load.click(bind(h.load_edit), inputs=[view, edit_which], outputs=[edit_text], **fast)
+    edit_save.click(bind(h.save_edit), inputs=[view, edit_which, edit_text], outputs=shown, api_name="edit_pair")
     add_save.click(
-        h.add_pair,
+        bind(h.add_pair),
         inputs=[add_collection, add_system, add_prompt, add_chosen, add_rejected, view],
         outputs=[add_message, collection, *shown],
         api_name="add_pair",
     )
-    stats_run.click(h.statistics, inputs=[view], outputs=[stats], api_name="pairs_statistics")
+    stats_run.click(bind(h.statistics), inputs=[view], outputs=[stats], api_name="pairs_statistics")
     import_run.click(
-        h.import_file,
+        bind(h.import_file),
         inputs=[upload, import_path, import_format, import_mapping, import_collection, import_abort, view],
         outputs=[import_report, *ui.opened],
         concurrency_limit=1,
         api_name="import_pairs",
     )
     export_run.click(
-        h.export,
+        bind(h.export),
         inputs=[view, export_format],
         outputs=[export_report, export_file],
         concurrency_limit=1,
         api_name="export_collection",
     )
     gr.Timer(POLL_SECONDS).tick(
-        h.poll, inputs=[collection, signature, view], outputs=[collection, progress, signature], **fast,
+        bind(h.poll), inputs=[collection, signature, view], outputs=[collection, progress, signature], **fast,
         api_name="pairs_poll", api_visibility="undocumented",
     )
     return {
-        "load": (h.load, [], [*ui.opened, add_collection]),
-        "select": (h.tab_selected, [collection, view], [collection, *shown]),
+        "load": (bind(h.load), [], [*ui.opened, add_collection]),
+        "select": (bind(h.tab_selected), [collection, view], [collection, *shown]),
         "handlers": h,
         "ui": ui,
     }

@@ -85,7 +85,7 @@ EVAL_PLOT_NAMES = tuple(f"eval_{name}" for name in EVAL_CHARTS)
 # What the timer may change, the status, figures and log first (API clients read them by position).
 POLL_OUTPUTS = (
     "status", *PLOT_NAMES, "log", "cache", "cancel", "resume", "job_id", "seen", "armed", "watch", "history",
-    "compare_runs", "eval_run", "score_status",
+    "compare_runs", "eval_run", "score_status", "data", "eval_data", "score_collection",
 )  # fmt: skip
 SCROLL_LOG_TO_END = """() => { requestAnimationFrame(() => {
   const box = document.querySelector('#train-log textarea');
@@ -401,8 +401,8 @@ class TrainHandlers:
         }
 
     def _lists(self, job_id: int | None, seen: dict[str, Any]) -> dict[str, Any]:
-        """The run picker, the history, the compare and evaluation run lists: only those that changed since
-        ``seen`` (what this page last received), and ``seen`` brought up to date."""
+        """The run picker, the history, the compare and evaluation run lists, the collection pickers: only those that
+        changed since ``seen`` (what this page last received), and ``seen`` brought up to date."""
         jobs = self.ctx.jobs.list_jobs(limit=100, kinds=TRAIN_KINDS)
         runs_dir = self.ctx.settings.runs_dir
         current = {
@@ -410,6 +410,7 @@ class TrainHandlers:
             "history": self.history_rows(jobs),
             "runs": [run["name"] for run in list_runs(runs_dir)],
             "evaluated": eval_runs(runs_dir),
+            "collections": [c.name for c in self.ctx.store.list_collections()],
         }
         out: dict[str, Any] = {}
         if current["watch"] != seen.get("watch"):
@@ -421,6 +422,10 @@ class TrainHandlers:
             out["compare_runs"] = gr.update(choices=current["runs"])
         if current["evaluated"] != seen.get("evaluated"):
             out["eval_run"] = gr.update(choices=current["evaluated"])
+        if seen and current["collections"] != seen.get("collections"):  # an import or a vote elsewhere; load sets them
+            names = current["collections"]
+            out |= {"data": gr.update(choices=names), "eval_data": gr.update(choices=["", *names]),
+                    "score_collection": gr.update(choices=names)}
         if out:
             out["seen"] = current
         return out
@@ -666,7 +671,10 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
                 )
             ui["message"] = gr.Markdown(elem_id="train-message")
             ui["command"] = tr.bind(
-                gr.Code(label=t("train.command"), language="shell", interactive=False, elem_id="train-command"),
+                gr.Code(
+                    label=t("train.command"), language="shell", interactive=False, wrap_lines=True,
+                    elem_id="train-command",
+                ),
                 "train.command",
             )
         with gr.Column(scale=3):

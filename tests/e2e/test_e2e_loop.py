@@ -1,0 +1,169 @@
+"""The whole loop in one open page, never reloaded: import a file, label with keys, train a tiny run to the end, chat
+with it (it appears on the right by itself), vote and follow the link to the vote, score the pairs with the run and
+see that score on the open pair. A screenshot of each stage lands in tests/artifacts/loop-*.png."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MODEL_CACHE, REPO
+from tests.e2e.conftest import RunningApp, start_app, stop_app, text_of, wait_for_text
+
+pytestmark = pytest.mark.e2e
+
+PAIRS = 12
+QUESTION = "Say something kind."
+REWARD = re.compile(r"=\s*([+-]?\d+\.\d+)")
+SHOWN = "ids => Object.fromEntries(ids.map(id => [id, (document.getElementById(id) || {}).innerText || '']))"
+
+
+@pytest.fixture
+def app(tmp_path: Path, tiny_model_dir: Path) -> Iterator[RunningApp]:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    with (incoming / "loop.jsonl").open("w", encoding="utf-8") as handle:
+        for i in range(PAIRS):
+            pair = {"prompt": f"Loop question {i}: how do I say thank you?", "chosen": f"Say thank you warmly ({i}).",
+                    "rejected": f"Do not bother ({i})."}
+            handle.write(json.dumps(pair) + "\n")
+    roots = ",".join(str(p) for p in (tmp_path / "data", incoming, MODEL_CACHE, REPO / "assets"))
+    running = start_app(tmp_path, extra_env={"CTLLM_ALLOWED_ROOTS": roots, "CTLLM_SFT_MODEL": str(tiny_model_dir)})
+    running.incoming = incoming  # type: ignore[attr-defined]
+    yield running
+    stop_app(running)
+
+
+def fill(page, elem_id: str, value: str, enter: bool = False) -> None:
+    box = page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+    box.fill(value)
+    box.press("Enter" if enter else "Tab")
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    page.locator(f"#{elem_id} input").first.click()
+    page.get_by_role("option").filter(has_text=option).first.click()  # a label may add a count: "loop (12)"
+
+
+def input_value(page, elem_id: str) -> str:
+    return page.locator(f"#{elem_id} input").first.input_value()
+
+
+def wait_value(page, elem_id: str, needle: str, timeout_ms: int = 60_000) -> None:
+    page.wait_for_function(
+        "([id, needle]) => { const el = document.querySelector('#' + id + ' input');"
+        " return !!el && el.value.includes(needle); }",
+        arg=[elem_id, needle],
+        timeout=timeout_ms,
+    )
+
+
+VOTES_ON = "() => !document.getElementById('chat-vote-left').disabled"
+
+
+def answer(page, side: str) -> str:
+    bubbles = page.locator(f"#chat-{side} .message.bot, #chat-{side} [data-testid='bot']")
+    return bubbles.last.inner_text() if bubbles.count() else ""
+
+
+def reward_of(page, side: str) -> float:
+    found = REWARD.search(text_of(page, f"#chat-reward-{side}"))
+    assert found, text_of(page, f"#chat-reward-{side}")
+    return float(found.group(1))
+
+
+def test_the_whole_loop_in_one_open_page(app: RunningApp, page, artifacts_dir: Path, tiny_model_dir: Path) -> None:
+    stage = iter(range(1, 100))
+
+    def shot(name: str) -> None:
+        page.screenshot(path=str(artifacts_dir / f"loop-{next(stage)}-{name}.png"), full_page=True)
+
+    page.goto(app.url)
+    wait_for_text(page, "#pairs-progress", "Mine: 0 /")
+    try:
+        # 1. Import a file: the view opens the new collection (pair, table, page info, progress).
+        page.locator("#pairs-import-box").get_by_text("Import", exact=True).first.click()
+        fill(page, "pairs-import-path", str(app.incoming / "loop.jsonl"))  # type: ignore[attr-defined]
+        fill(page, "pairs-import-collection", "loop")
+        page.locator("#pairs-import-run").click()
+        wait_value(page, "pairs-collection", "loop")
+        wait_for_text(page, "#pairs-prompt", "Loop question")
+        wait_for_text(page, "#pairs-page-info", f"{PAIRS} pairs")
+        wait_for_text(page, "#pairs-progress", f"Mine: 0 / {PAIRS}")
+        shot("imported")
+
+        # 2. Label with keys (1 = first better), focus outside any text box.
+        for done in (1, 2, 3):
+            page.locator("#pairs-prompt").click()
+            page.keyboard.press("1")
+            wait_for_text(page, "#pairs-progress", f"Mine: {done} / {PAIRS}")
+        shot("labelled")
+
+        # 3. Train a tiny run on that collection, to the end.
+        page.get_by_role("tab", name="Train").click()
+        fill(page, "train-model", str(tiny_model_dir), enter=True)
+        fill(page, "train-data", "loop", enter=True)
+        fill(page, "train-epochs", "1")
+        fill(page, "train-lr", "0.01")  # a tiny model moves far enough in 6 steps for rewards to show (3 decimals)
+        fill(page, "train-batch-size", "2")
+        fill(page, "train-max-length", "64")
+        page.get_by_text("More settings").click()
+        fill(page, "train-run-name", "loop-run")
+        page.locator("#train-final-eval input").uncheck()
+        page.locator("#train-start").click()
+        wait_for_text(page, "#train-message", "Started job", timeout_ms=60_000)
+        wait_for_text(page, "#train-status", "finished", timeout_ms=300_000)
+        wait_for_text(page, "#train-history", "finished", timeout_ms=30_000)
+        shot("trained")
+
+        # 4. Chat: the finished run is on the right without a reload, the SFT model on the left.
+        page.get_by_role("tab", name="Chat").click()
+        wait_value(page, "chat-right-model", "loop-run")  # "latest finished run (loop-run)"
+        assert input_value(page, "chat-left-model") == str(tiny_model_dir)
+        fill(page, "chat-input", QUESTION)
+        page.locator("#chat-send").click()
+        wait_for_text(page, "#chat-reward-left", "implicit reward", timeout_ms=120_000)
+        wait_for_text(page, "#chat-reward-right", "implicit reward", timeout_ms=120_000)
+        assert reward_of(page, "right") != 0.0 or reward_of(page, "left") != 0.0, "the run is still the SFT model"
+        page.wait_for_function(VOTES_ON, timeout=60_000)
+        for _ in range(3):  # a tiny model may say the same on both sides; a new seed on the right (as a user would)
+            if answer(page, "left") != answer(page, "right"):
+                break
+            page.locator("#chat-regen-right").click()
+            page.wait_for_function(f"() => !({VOTES_ON})()", timeout=30_000)
+            page.wait_for_function(VOTES_ON, timeout=60_000)
+        shot("chat")
+
+        # 5. Vote, then the link opens the vote among all pairs (the default filter would hide one's own votes).
+        page.locator("#chat-vote-left").click()
+        wait_for_text(page, "#chat-tally", "Saved", timeout_ms=30_000)
+        page.locator("#chat-see-votes").click()
+        wait_value(page, "pairs-collection", "chat votes")
+        wait_for_text(page, "#pairs-prompt", QUESTION)
+        assert input_value(page, "pairs-label-state") == "all"
+        shot("vote-in-pairs")
+
+        # 6. Score the collection's pairs with the run (a background job), then sort the Pairs tab by that score.
+        page.get_by_role("tab", name="Train").click()
+        page.locator("#train-history").get_by_text("loop-run", exact=True).filter(visible=True).first.click()
+        wait_for_text(page, "#train-score-target", "loop-run")
+        choose(page, "train-score-collection", "loop")
+        page.locator("#train-score").click()
+        wait_for_text(page, "#train-score-status", "finished", timeout_ms=180_000)
+        shot("scored")
+        page.get_by_role("tab", name="Pairs").click()
+        choose(page, "pairs-collection", "loop")
+        wait_for_text(page, "#pairs-prompt", "Loop question")
+        wait_for_text(page, "#pairs-pair-info", "loop-run margin")  # the run's score reached the open page
+        assert "error" not in text_of(page, "#pairs-message").lower(), text_of(page, "#pairs-message")
+        shot("sorted-by-score")
+    except Exception as error:  # say what the page and the app showed
+        shown = page.evaluate(SHOWN, ["pairs-message", "pairs-page-info", "pairs-progress", "train-message",
+                                      "train-status", "train-score-status", "chat-note", "chat-tally"])
+        shot("failed")
+        raise AssertionError(f"{shown}\n{app.log()[-3000:]}") from error
+    assert not page.errors, page.errors
