@@ -135,9 +135,9 @@ def test_no_endpoint_lets_a_user_turn_remote_code_on(app: RunningApp) -> None:
             for parameter in endpoint["parameters"]:
                 described = json.dumps(parameter).lower()
                 assert "remote" not in described and "trust" not in described, (name, parameter)
-    client.predict(text="hi", sft_spec="ct-llm-sft", dpo_spec="embedded", max_new_tokens=4, api_name="/chat_send")
-    _chat, reward_line = client.predict(api_name="/stream")  # the left side: the SFT model, here ct-llm-sft
-    shown = str(reward_line).replace("\\", "")
+    outputs = client.predict(text="hi", sft_spec="ct-llm-sft", dpo_spec="embedded", max_new_tokens=4,
+                             api_name="/chat_send")  # the left side: the SFT model, here ct-llm-sft
+    shown = str(outputs).replace("\\", "")
     assert "needs trust_remote_code" in shown and "CTLLM_TRUST_REMOTE_CODE=1" in shown, shown
 
 

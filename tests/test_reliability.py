@@ -98,7 +98,7 @@ def test_a_long_chat_generation_does_not_hold_up_labelling(tmp_path: Path, embed
         chatter = Client(app.url, auth=("ann0", "pw0"), verbose=False)
         annotator = Client(app.url, auth=("ann1", "pw1"), verbose=False)
         annotator.predict(api_name="/load")
-        chatter.predict(
+        stream = chatter.submit(  # one streaming event per turn, as the browser sends it
             text="Tell me a long story.",
             sft_spec=str(model),
             dpo_spec=str(model),
@@ -107,13 +107,13 @@ def test_a_long_chat_generation_does_not_hold_up_labelling(tmp_path: Path, embed
             seed=0,
             api_name="/chat_send",
         )
-        stream = chatter.submit(api_name="/stream")  # the left side's answer, as the browser starts it
         updates: list[tuple[float, str]] = []
         finished: list[float] = []
 
         def follow() -> None:
-            for chat, _reward in stream:
-                updates.append((time.monotonic(), answer_text(chat)))
+            for outputs in stream:
+                left_pane = next(value for value in outputs if isinstance(value, list))  # the first chatbot
+                updates.append((time.monotonic(), answer_text(left_pane)))
             finished.append(time.monotonic())
 
         follower = threading.Thread(target=follow)

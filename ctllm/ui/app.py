@@ -76,11 +76,14 @@ def build_app(settings: Settings, ctx: AppContext | None = None) -> gr.Blocks:
                 see_votes = tr.bind(
                     gr.Button(t("chat.see_votes"), size="sm", elem_id="chat-see-votes"), "chat.see_votes", "value"
                 )
-            # Your votes, all of them: the Pairs tab's default filter ("not labelled by me") would hide them.
-            fn, inputs, outputs = pairs_tab.open_collection_event(pairs, CHAT_VOTES_COLLECTION)
-            see_votes.click(lambda: gr.Tabs(selected="pairs"), outputs=[tabs], show_progress="hidden").then(
-                fn, inputs, outputs, show_progress="hidden"
-            )
+            # Your votes, all of them: the Pairs tab's default filter ("not labelled by me") would hide them. One event
+            # switches the tab and opens the collection, so the tab's own select handler reads the new view.
+            open_votes, _, opened = pairs_tab.open_collection_event(pairs, CHAT_VOTES_COLLECTION)
+
+            def see_votes_in_pairs(request: gr.Request | None = None) -> dict[Any, Any]:
+                return {tabs: gr.Tabs(selected="pairs"), **open_votes(request=request)}
+
+            see_votes.click(see_votes_in_pairs, outputs=[tabs, *opened], show_progress="hidden")
             fn, inputs, outputs = chat["select"]
             tab.select(fn, inputs=inputs, outputs=outputs, show_progress="hidden")
             with gr.Tab(t("tab.help"), id="help", elem_id="help-tab") as tab:
