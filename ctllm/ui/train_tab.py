@@ -42,7 +42,7 @@ from ctllm.ui import plots
 from ctllm.ui.auth import Role, require
 from ctllm.ui.context import SAMPLES_COLLECTION, AppContext
 from ctllm.ui.handlers import bind, form, keyed
-from ctllm.ui.i18n import t
+from ctllm.ui.i18n import STRINGS, t
 from ctllm.ui.job_progress import format_duration, phase_text, progress_text
 from ctllm.ui.render import inert_inline
 
@@ -147,6 +147,12 @@ HELP = {f.name: f.help for f in FIELDS} | {
 }
 
 
+def field_help(name: str) -> str | None:
+    """A form field's hint in the session's language."""
+    key = f"train-{name.replace('_', '-')}.info"
+    return t(key) if key in STRINGS else HELP.get(name) or None
+
+
 def field_updates(error: str | None) -> dict[str, Any]:
     """One update per form input: the failing field's help text replaced by the reason."""
     failing = None
@@ -156,7 +162,7 @@ def field_updates(error: str | None) -> dict[str, Any]:
         if failing == "data" and "eval" in error.lower():
             failing = "eval_data"
     return {
-        name: gr.update(info=f"⚠ {error}") if name == failing else gr.update(info=HELP.get(name) or None)
+        name: gr.update(info=f"⚠ {error}") if name == failing else gr.update(info=field_help(name))
         for name in FORM_NAMES
     }
 
