@@ -105,18 +105,21 @@ def test_roles_from_settings(tmp_path: Path) -> None:
     assert identify(gr.Request(username="c"), open_annotation).role == Role.ANNOTATOR
 
 
-def test_every_string_has_both_languages_and_bindings_switch() -> None:
+def test_every_string_has_both_languages_and_components_switch_by_elem_id() -> None:
     for key, (en, zh) in STRINGS.items():
         assert en and zh, key
-    tr = Translator()
-    tr.bind(object(), "tab.pairs")
-    tr.bind(object(), "app.title", "value", "## {}")
+    with gr.Blocks() as demo:
+        tab = gr.Markdown(elem_id="app-title")
+        box = gr.Textbox(elem_id="pairs-search")
+        gr.Markdown(elem_id="no-strings-for-me")
+        tr = Translator()
+        tr.localize(demo)
+    assert tr.components == [tab, box]
+    assert (tab.value, box.label) == ("## " + t("app.title", "en"), t("pairs-search.label", "en"))
     assert tr.updates("zh") == [
-        {"__type__": "update", "label": "偏好对"},
         {"__type__": "update", "value": "## " + t("app.title", "zh")},
+        {"__type__": "update", "label": "搜索（中英文子串）"},
     ]
-    with pytest.raises(KeyError):
-        tr.bind(object(), "no.such.key")
 
 
 def test_plots_wait_for_the_first_step_then_draw_train_and_eval_on_the_same_axes() -> None:

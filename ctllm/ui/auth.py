@@ -21,6 +21,7 @@ from typing import Any
 import gradio as gr
 
 from ctllm.settings import Settings
+from ctllm.ui.i18n import use_language
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,9 @@ def identify(request: gr.Request | None, settings: Settings) -> User:
 
 
 def require(request: gr.Request | None, role: Role, settings: Settings) -> User:
-    """The user behind ``request`` if they hold ``role``; otherwise raise :class:`Forbidden`."""
+    """The user behind ``request`` if they hold ``role``; otherwise raise :class:`Forbidden`. From here on the
+    handler's :func:`ctllm.ui.i18n.t` speaks the language that ``request``'s session chose."""
+    use_language(request)
     user = identify(request, settings)
     if not user.can(role):
         raise Forbidden(

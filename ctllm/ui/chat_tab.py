@@ -31,7 +31,7 @@ from ctllm.runs import read_config
 from ctllm.ui.auth import Role, User, require
 from ctllm.ui.context import CHAT_VOTES_COLLECTION, AppContext
 from ctllm.ui.handlers import bind, keyed
-from ctllm.ui.i18n import Translator, t
+from ctllm.ui.i18n import t
 from ctllm.ui.render import chat_display, inert_inline
 
 SIDES = ("left", "right")
@@ -570,7 +570,7 @@ def by_component(handler: Callable[..., Any], components: Mapping[str, Any]) -> 
     return keyed(bind(handler), components)
 
 
-def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
+def build(ctx: AppContext) -> dict[str, Any]:
     """The tab's components and events (inside an open ``gr.Tab``); returns what the page load and the tab's
     selection must run."""
     h = ChatHandlers(ctx)
@@ -578,22 +578,12 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
     c["runs_seen"] = gr.State("")
 
     with gr.Row():
-        c["sft_model"] = tr.bind(
-            gr.Dropdown(label=t("chat.left_model"), allow_custom_value=True, elem_id="chat-left-model", scale=3),
-            "chat.left_model",
-        )
-        c["dpo_model"] = tr.bind(
-            gr.Dropdown(label=t("chat.right_model"), allow_custom_value=True, elem_id="chat-right-model", scale=3),
-            "chat.right_model",
-        )
-        c["beta"] = tr.bind(
-            gr.Number(value=DEFAULT_BETA, label=t("chat.beta"), minimum=0, elem_id="chat-beta", scale=1), "chat.beta"
-        )
-        c["blind"] = tr.bind(
-            gr.Checkbox(label=t("chat.blind"), value=False, elem_id="chat-blind", scale=2), "chat.blind"
-        )
+        c["sft_model"] = gr.Dropdown(allow_custom_value=True, elem_id="chat-left-model", scale=3)
+        c["dpo_model"] = gr.Dropdown(allow_custom_value=True, elem_id="chat-right-model", scale=3)
+        c["beta"] = gr.Number(value=DEFAULT_BETA, minimum=0, elem_id="chat-beta", scale=1)
+        c["blind"] = gr.Checkbox(value=False, elem_id="chat-blind", scale=2)
     c["note"] = gr.Markdown(elem_id="chat-note")
-    tr.bind(gr.Markdown(t("chat.english_only"), elem_classes=["kbd-hint"]), "chat.english_only", "value")
+    gr.Markdown(elem_id="chat-english-only", elem_classes=["kbd-hint"])
 
     regen = {}
     with gr.Row(equal_height=True):
@@ -612,50 +602,29 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
                     group_consecutive_messages=False,
                 )
                 c[f"{which}_reward"] = gr.Markdown(elem_id=f"chat-reward-{which}", elem_classes=["reward-line"])
-                regen[which] = tr.bind(
-                    gr.Button(t("chat.regen"), size="sm", elem_id=f"chat-regen-{which}"), "chat.regen", "value"
-                )
+                regen[which] = gr.Button(size="sm", elem_id=f"chat-regen-{which}")
 
     with gr.Row(elem_classes=["vote-row"]):
         for key in VOTES:
-            c[f"vote_{key}"] = tr.bind(
-                gr.Button(t(f"chat.vote_{key}"), interactive=False, elem_id=f"chat-vote-{key}"),
-                f"chat.vote_{key}",
-                "value",
-            )
+            c[f"vote_{key}"] = gr.Button(interactive=False, elem_id=f"chat-vote-{key}")
     c["tally"] = gr.Markdown(tally_text(stored_tally(ctx, "", "")), elem_id="chat-tally")
     with gr.Row():
-        c["text"] = tr.bind(
-            gr.Textbox(label=t("chat.input"), lines=2, scale=6, elem_id="chat-input", autofocus=False), "chat.input"
-        )
+        c["text"] = gr.Textbox(lines=2, scale=6, elem_id="chat-input", autofocus=False)
         with gr.Column(scale=1, min_width=120):
-            send = tr.bind(gr.Button(t("chat.send"), variant="primary", elem_id="chat-send"), "chat.send", "value")
-            clear = tr.bind(gr.Button(t("chat.clear"), elem_id="chat-clear"), "chat.clear", "value")
-    with gr.Accordion(t("chat.sampling"), open=False) as sampling:
-        tr.bind(sampling, "chat.sampling")
+            send = gr.Button(variant="primary", elem_id="chat-send")
+            clear = gr.Button(elem_id="chat-clear")
+    with gr.Accordion(open=False, elem_id="chat-sampling-box"):
         with gr.Row():
-            c["temperature"] = tr.bind(
-                gr.Slider(0, 2, value=0.7, step=0.05, label=t("chat.temperature"), elem_id="chat-temperature"),
-                "chat.temperature",
+            c["temperature"] = gr.Slider(0, 2, value=0.7, step=0.05, elem_id="chat-temperature")
+            c["top_p"] = gr.Slider(0.05, 1, value=0.9, step=0.05, elem_id="chat-top-p")
+            c["max_new"] = gr.Slider(
+                1,
+                ctx.settings.max_new_tokens_limit,
+                value=min(256, ctx.settings.max_new_tokens_limit),
+                step=1,
+                elem_id="chat-max-new-tokens",
             )
-            c["top_p"] = tr.bind(
-                gr.Slider(0.05, 1, value=0.9, step=0.05, label=t("chat.top_p"), elem_id="chat-top-p"), "chat.top_p"
-            )
-            c["max_new"] = tr.bind(
-                gr.Slider(
-                    1,
-                    ctx.settings.max_new_tokens_limit,
-                    value=min(256, ctx.settings.max_new_tokens_limit),
-                    step=1,
-                    label=t("chat.max_new_tokens"),
-                    elem_id="chat-max-new-tokens",
-                ),
-                "chat.max_new_tokens",
-            )
-            c["seed"] = tr.bind(
-                gr.Number(value=-1, precision=0, label=t("chat.seed") + " (−1: random)", elem_id="chat-seed"),
-                "chat.seed",
-            )
+            c["seed"] = gr.Number(value=-1, precision=0, elem_id="chat-seed")
     timer = gr.Timer(POLL_SECONDS)
 
     def pick(*names: str) -> list[Any]:
@@ -725,4 +694,5 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
     return {
         "load": (by_component(h.load, c), [], pickers),
         "select": (by_component(h.refresh_models, c), pick("sft_model", "dpo_model"), pickers),
+        "language": (by_component(h.refresh_models, c), pick("sft_model", "dpo_model"), pickers),
     }

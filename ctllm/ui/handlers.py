@@ -3,7 +3,7 @@
 Gradio reads a handler's signature to decide what to pass: the listed inputs by position, plus the
 ``gr.Request`` (and ``gr.SelectData``) wherever a parameter is annotated so. :func:`bind` fixes leading
 arguments (like ``functools.partial``) while keeping that signature visible, and keeps generators generators
-(Gradio streams only from generator functions).
+(Gradio streams only from generator functions), each step speaking the session's language (:func:`ctllm.ui.i18n.t`).
 
 Ordinary user errors (a :class:`ctllm.errors.UserError`, or a ``gr.Error`` a handler raises) reach the page as a
 message and the app log as one line, never as a traceback: :func:`bind` and :func:`form` convert them.
@@ -23,6 +23,7 @@ from typing import Any
 import gradio as gr
 
 from ctllm.errors import UserError
+from ctllm.ui.i18n import session_language, steps_in
 
 log = logging.getLogger("ctllm.ui")
 
@@ -57,8 +58,9 @@ def bind(method: Callable[..., Any], *bound: Any) -> Callable[..., Any]:
     if inspect.isgeneratorfunction(method):
 
         def handler(*args: Any, **kwargs: Any) -> Any:
+            lang = session_language(next((a for a in (*args, *kwargs.values()) if isinstance(a, gr.Request)), None))
             with user_errors(name):
-                for result in method(*bound, *args, **kwargs):
+                for result in steps_in(lang, method(*bound, *args, **kwargs)):
                     yield nothing_if_empty(result)
 
     else:

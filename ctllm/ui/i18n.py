@@ -1,107 +1,328 @@
-"""Interface strings in English and Chinese, switchable at run time.
+"""Interface strings in English and Chinese, switchable at run time, per browser session.
 
-Components are created with their English label and bound to a key; switching the language returns one
-``gr.update`` per bound component. Strings used inside handlers' messages go through :func:`t`.
+:data:`STRINGS` holds two kinds of entries:
+- ``"<elem_id>.<attr>"``: what the component with that ``elem_id`` shows as ``attr`` (label, info, placeholder,
+  value), plus ``"<elem_id>.choice.<value>"`` and ``"<elem_id>.header.<name>"`` for choice labels and table
+  headers. Components are created with just their ``elem_id``; :meth:`Translator.localize` walks the built
+  Blocks once, gives them their English text and makes the language switch's updates.
+- dotted keys for what handlers write, through :func:`t`, which speaks the language of the session being served.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
 
+from ctllm.ui.help import HELP
+
 LANGUAGES = ("en", "zh")
 LANGUAGE_CHOICES = [("English", "en"), ("中文", "zh")]
 
 STRINGS: dict[str, tuple[str, str]] = {
-    # App frame.
-    "app.title": ("CT-LLM DPO Studio", "CT-LLM DPO 工作台"),
-    "app.subtitle": (
+    # Component texts by elem_id (see Translator.localize).
+    "app-title.value": ("## CT-LLM DPO Studio", "## CT-LLM DPO 工作台"),
+    "app-subtitle.value": (
         "Collect and label preference pairs, train with DPO, and compare the models side by side.",
         "收集并标注偏好对，用 DPO 训练，再并排比较模型。",
     ),
-    "app.language": ("Interface language", "界面语言"),
-    "app.user": ("Signed in as", "当前用户"),
-    "tab.pairs": ("Pairs", "偏好对"),
-    "tab.train": ("Train", "训练"),
-    "tab.chat": ("Chat", "对话"),
-    "tab.help": ("Help", "帮助"),
-    # Pairs tab.
-    "pairs.collection": ("Collection", "数据集"),
-    "pairs.search": ("Search (Chinese or English substring)", "搜索（中英文子串）"),
-    "pairs.language": ("Language", "语言"),
-    "pairs.source": ("Source", "来源"),
-    "pairs.label_state": ("Label state", "标注状态"),
-    "pairs.sort": ("Sort", "排序"),
-    "pairs.score_run": ("Run for score sort", "按得分排序所用的运行"),
-    "pairs.page": ("Page", "页码"),
-    "pairs.go": ("Go", "跳转"),
-    "pairs.prev_page": ("◀ Page", "◀ 上一页"),
-    "pairs.next_page": ("Page ▶", "下一页 ▶"),
-    "pairs.table": ("Pairs on this page (click a row to open it)", "本页偏好对（点击一行打开）"),
-    "pairs.context": ("System prompt and earlier turns", "系统提示与之前的对话"),
-    "pairs.prompt": ("Prompt", "提示"),
-    "pairs.first": ("Response 1", "回答 1"),
-    "pairs.second": ("Response 2", "回答 2"),
-    "pairs.vote_first": ("1 · First better", "1 · 回答 1 更好"),
-    "pairs.vote_second": ("2 · Second better", "2 · 回答 2 更好"),
-    "pairs.vote_tie": ("3 · Tie", "3 · 一样好"),
-    "pairs.vote_bothbad": ("4 · Both bad", "4 · 都不好"),
-    "pairs.vote_skip": ("s · Skip", "s · 跳过"),
-    "pairs.prev": ("← Previous", "← 上一个"),
-    "pairs.next": ("Next →", "下一个 →"),
-    "pairs.undo": ("u · Undo", "u · 撤销"),
-    "pairs.reason": ("Reason (optional)", "理由（可选）"),
-    "pairs.keys": (
-        "Keys: 1 2 3 4 vote · s skip · ← → move · u undo (not while typing in a box).",
-        "快捷键：1 2 3 4 投票 · s 跳过 · ← → 移动 · u 撤销（在输入框中输入时无效）。",
-    ),
-    "pairs.edit": (
+    "ui-lang.label": ("Interface language", "界面语言"),
+    "pairs-context-box.label": ("System prompt and earlier turns", "系统提示与之前的对话"),
+    "pairs-edit-box.label": (
         "Edit a response (saved as a new version; the original is kept)",
         "编辑回答（另存为新版本，保留原版）",
     ),
-    "pairs.edit_which": ("Which response", "哪个回答"),
-    "pairs.edit_text": ("New text", "新文本"),
-    "pairs.edit_load": ("Load current text", "载入当前文本"),
-    "pairs.edit_save": ("Save as new version", "保存为新版本"),
-    "pairs.add": ("Add a pair by hand", "手动添加偏好对"),
-    "pairs.add_system": ("System prompt (optional)", "系统提示（可选）"),
-    "pairs.add_prompt": ("Prompt", "提示"),
-    "pairs.add_chosen": ("Better response (chosen)", "更好的回答（chosen）"),
-    "pairs.add_rejected": ("Worse response (rejected)", "较差的回答（rejected）"),
-    "pairs.add_collection": ("Into collection", "加入数据集"),
-    "pairs.add_save": ("Add pair", "添加"),
-    "pairs.stats": ("Progress, agreement and statistics", "进度、一致性与统计"),
-    "pairs.stats_refresh": ("Compute statistics", "计算统计"),
-    "pairs.import": ("Import", "导入"),
-    "pairs.import_file": (
-        "Upload a file (JSON, JSONL, Parquet, CSV, TSV)",
-        "上传文件（JSON、JSONL、Parquet、CSV、TSV）",
+    "pairs-add-box.label": ("Add a pair by hand", "手动添加偏好对"),
+    "pairs-stats-box.label": ("Progress, agreement and statistics", "进度、一致性与统计"),
+    "pairs-import-box.label": ("Import", "导入"),
+    "pairs-export-box.label": ("Export", "导出"),
+    "pairs-first-heading.value": ("#### Response 1", "#### 回答 1"),
+    "pairs-second-heading.value": ("#### Response 2", "#### 回答 2"),
+    "pairs-keys.value": (
+        "Keys: 1 2 3 4 vote · s skip · ← → move · u undo (not while typing in a box).",
+        "快捷键：1 2 3 4 投票 · s 跳过 · ← → 移动 · u 撤销（在输入框中输入时无效）。",
     ),
-    "pairs.import_path": ("…or a path on the server / a hub dataset id", "……或服务器上的路径 / Hub 数据集 id"),
-    "pairs.import_format": ("Format (auto: detect)", "格式（auto：自动检测）"),
-    "pairs.import_mapping": (
+    "pairs-tab.label": ("Pairs", "偏好对"),
+    "pairs-collection.label": ("Collection", "数据集"),
+    "pairs-search.label": ("Search (Chinese or English substring)", "搜索（中英文子串）"),
+    "pairs-search-run.value": ("Search", "搜索"),
+    "pairs-language.label": ("Language", "语言"),
+    "pairs-source.label": ("Source", "来源"),
+    "pairs-label-state.label": ("Label state", "标注状态"),
+    "pairs-sort.label": ("Sort", "排序"),
+    "pairs-score-name.label": ("Run for score sort", "按得分排序所用的运行"),
+    "pairs-edit-text.label": ("New text", "新文本"),
+    "pairs-edit-save.value": ("Save as new version", "保存为新版本"),
+    "pairs-add-collection.label": ("Into collection", "加入数据集"),
+    "pairs-add-system.label": ("System prompt (optional)", "系统提示（可选）"),
+    "pairs-add-prompt.label": ("Prompt", "提示"),
+    "pairs-add-save.value": ("Add pair", "添加"),
+    "pairs-stats-run.value": ("Compute statistics", "计算统计"),
+    "pairs-import-mapping.label": (
         'Column mapping when detection fails (JSON, e.g. {"prompt": "question", "chosen": "good", "rejected": "bad"})',
         '检测失败时的列映射（JSON，例如 {"prompt": "question", "chosen": "good", "rejected": "bad"}）',
     ),
-    "pairs.import_collection": ("Collection name", "数据集名称"),
-    "pairs.import_abort": (
+    "pairs-import-abort.label": (
         "Abort on the first bad row (default: skip and report)",
         "遇到错误行即中止（默认：跳过并报告）",
     ),
-    "pairs.import_run": ("Import", "导入"),
-    "pairs.export": ("Export", "导出"),
-    "pairs.export_format": ("Export format", "导出格式"),
-    "pairs.export_run": ("Export collection", "导出数据集"),
-    "pairs.export_file": ("Download", "下载"),
-    "pairs.search_run": ("Search", "搜索"),
-    "pairs.table_legend": (
-        "Δ len: characters of the chosen response minus the rejected one (as stored; below 0: chosen is shorter) · "
-        "mine: your verdict · n: labels on the pair, by everyone",
-        "Δ len：chosen 回答字符数减去 rejected 回答字符数（按存储；小于 0 表示 chosen 更短）· "
-        "mine：你的判断 · n：该偏好对的标注数（所有人）",
+    "pairs-import-run.value": ("Import", "导入"),
+    "pairs-export-file.label": ("Download", "下载"),
+    "pairs-prompt-heading.value": ("#### Prompt", "#### 提示"),
+    "pairs-table.label": ("Pairs on this page (click a row to open it)", "本页偏好对（点击一行打开）"),
+    "pairs-table-legend.value": (
+        "Δ len: characters of the chosen response minus the rejected one (as stored; below 0: chosen is shorter) "
+        "· mine: your verdict · n: labels on the pair, by everyone",
+        "Δ 长度：chosen 回答字符数减去 rejected 回答字符数（按存储；小于 0 表示 chosen 更短）· "
+        "我的：你的判断 · 标注数：该偏好对的标注数（所有人）",
     ),
+    "pairs-edit-which.label": ("Which response", "哪个回答"),
+    "pairs-edit-load.value": ("Load current text", "载入当前文本"),
+    "pairs-add-chosen.label": ("Better response (chosen)", "更好的回答（chosen）"),
+    "pairs-add-rejected.label": ("Worse response (rejected)", "较差的回答（rejected）"),
+    "pairs-import-file.label": (
+        "Upload a file (JSON, JSONL, Parquet, CSV, TSV)",
+        "上传文件（JSON、JSONL、Parquet、CSV、TSV）",
+    ),
+    "pairs-export-format.label": ("Export format", "导出格式"),
+    "pairs-export-run.value": ("Export collection", "导出数据集"),
+    "pairs-prev.value": ("← Previous", "← 上一个"),
+    "pairs-next.value": ("Next →", "下一个 →"),
+    "pairs-undo.value": ("u · Undo", "u · 撤销"),
+    "pairs-reason.label": ("Reason (optional)", "理由（可选）"),
+    "pairs-prev-page.value": ("◀ Page", "◀ 上一页"),
+    "pairs-page.label": ("Page", "页码"),
+    "pairs-go.value": ("Go", "跳转"),
+    "pairs-next-page.value": ("Page ▶", "下一页 ▶"),
+    "pairs-import-path.label": ("…or a path on the server / a hub dataset id", "……或服务器上的路径 / Hub 数据集 id"),
+    "pairs-import-format.label": ("Format (auto: detect)", "格式（auto：自动检测）"),
+    "pairs-import-collection.label": ("Collection name", "数据集名称"),
+    "vote-first.value": ("1 · First better", "1 · 回答 1 更好"),
+    "vote-second.value": ("2 · Second better", "2 · 回答 2 更好"),
+    "vote-tie.value": ("3 · Tie", "3 · 一样好"),
+    "vote-bothbad.value": ("4 · Both bad", "4 · 都不好"),
+    "vote-skip.value": ("s · Skip", "s · 跳过"),
+    "synth-panel.label": ("Synthesize pairs (admin)", "合成偏好对（管理员）"),
+    "synth-explain.value": (
+        "Chosen = the file's own answer (or the strong model's when a prompt has none); rejected = the weak model's "
+        "answer. Runs as a background job; pairs appear in the collection as they are made, ready for review. "
+        "Empty, cut-off, wrong-language and near-identical pairs are dropped and counted.",
+        "chosen = 文件自带的回答（没有时用强模型的回答）；rejected = 弱模型的回答。作为后"
+        "台任务运行；生成的偏好对随即出现在数据集中，可供审阅。空回答、被截断、语言不符和几乎相同的对会被丢弃"
+        "并计数。",
+    ),
+    "synth-log.label": ("Log (last lines)", "日志（最后几行）"),
+    "synth-file.label": (
+        "Prompts file (alpaca, sharegpt, JSON/JSONL, CSV, Parquet, or .txt one prompt a line)",
+        "提示文件（alpaca、sharegpt、JSON/JSONL、CSV、Parquet，或每行一个提示的 .txt）",
+    ),
+    "synth-weak.label": ("Weak model (writes the rejected answers)", "弱模型（生成 rejected 回答）"),
+    "synth-strong.label": (
+        "Strong model (writes chosen answers for prompts without one)",
+        "强模型（为没有回答的提示生成 chosen 回答）",
+    ),
+    "synth-max-new.label": ("Max new tokens", "最大生成长度"),
+    "synth-batch-size.label": ("Batch size (prompts per forward)", "批大小（每次前向的提示数）"),
+    "synth-limit.label": ("Limit (0: all prompts)", "数量上限（0：全部）"),
+    "synth-temperature.label": ("Temperature (0: greedy)", "温度（0：贪心）"),
+    "synth-top-p.label": ("Top-p", "Top-p"),
+    "synth-seed.label": ("Seed (-1: the earlier run's, or new)", "随机种子（-1：沿用上次或新抽取）"),
+    "synth-near-threshold.label": ("Near-identical below (edit distance)", "几乎相同阈值（编辑距离）"),
+    "synth-split.label": ("Split of the new pairs", "新偏好对的划分"),
+    "synth-threads.label": ("CPU threads (0: default)", "CPU 线程数（0：默认）"),
+    "synth-devices.label": ("Devices (cpu, or GPU ids such as 0)", "设备（cpu，或 GPU 编号如 0）"),
+    "synth-start.value": ("Start synthesis", "开始合成"),
+    "synth-job.label": ("Synthesis job shown", "显示的合成任务"),
+    "synth-cancel.value": ("Cancel", "取消"),
+    "synth-resume.value": ("Resume", "继续"),
+    "synth-path.label": ("…or a path on the server", "……或服务器上的路径"),
+    "synth-collection.label": ("Collection (empty: synth-<file name>)", "数据集（留空：synth-<文件名>）"),
+    "train-hyper-box.label": ("Hyperparameters", "超参数"),
+    "train-advanced-box.label": ("More settings", "更多设置"),
+    "train-history-box.label": ("Job history", "任务历史"),
+    "train-eval-box.label": (
+        "Evaluation: SFT vs DPO (click a run in the history)",
+        "评估：SFT 对比 DPO（点击历史中的运行）",
+    ),
+    "train-compare-box.label": ("Compare runs", "比较运行"),
+    "train-tab.label": ("Train", "训练"),
+    "train-refresh.value": ("Refresh", "刷新"),
+    "train-preset.label": ("Preset", "预设"),
+    "train-model.label": ("SFT model (policy starts here)", "SFT 模型（策略模型的起点）"),
+    "train-ref-model.label": ("Reference model (empty: same as the SFT model)", "参考模型（留空：与 SFT 模型相同）"),
+    "train-data.label": ("Training pairs (collection)", "训练数据（数据集）"),
+    "train-command.label": ("Command for the same run", "同一运行的命令行"),
+    "train-explain.value": (
+        "**How to read the plots.** The loss starts at ln 2 ≈ 0.693 and the margin (chosen reward minus rejected "
+        "reward) should grow while accuracy rises towards 1. Both rewards often fall below zero while the margin "
+        "grows: that is normal, because the reward is how much more (or less) likely the policy makes a response "
+        "than the reference model did, and only the gap between them is trained. With an NLL term (rpo_alpha "
+        "> 0) the logged loss is DPO + α·NLL and starts near the chosen answers' NLL (often 5 to 8), so the loss "
+        "plot then shows the DPO part (from ln 2) and the NLL (right axis) separately.",
+        "**如何看这些曲线。** 损失从 ln 2 ≈ 0.693 开始，奖励差（chosen 奖励减 re"
+        "jected 奖励）应逐渐增大，准确率逐渐升向 1。两个奖励常常一起降到零以下而奖励差仍在增大：这是"
+        "正常的，因为奖励衡量的是策略模型相对参考模型给某个回答的概率高了（或低了）多少，训练只拉开两者之间的"
+        "差距。使用 NLL 项（rpo_alpha > 0）时，记录的损失是 DPO + α·NLL，起点接"
+        "近 chosen 回答的 NLL（常在 5 到 8 之间），因此损失图会分开显示 DPO 部分（从 "
+        "ln 2 开始）和 NLL（右侧坐标轴）。",
+    ),
+    "train-log.label": ("Log (last lines)", "日志（最后几行）"),
+    "train-score-target.value": (
+        "Click a finished run in the history to score a collection with it (for “sort by run score” in Pairs).",
+        "点击历史中已完成的运行，用它给某个数据集打分（供偏好对页面“按运行分数排序”使用）。",
+    ),
+    "train-score-collection.label": ("Collection to score", "要打分的数据集"),
+    "train-score.value": ("Score pairs with this run", "用此运行给偏好对打分"),
+    "train-eval-run.label": ("Run", "运行"),
+    "train-eval-csv.label": ("Table as CSV", "表格（CSV）"),
+    "train-compare-runs.label": ("Runs", "运行"),
+    "train-compare-metric.label": ("Metric", "指标"),
+    "train-eval-data.label": (
+        "Held-out pairs (empty: split 'test' if marked, else a fraction)",
+        "验证集（留空：使用标记为 test 的对，否则按比例划分）",
+    ),
+    "train-eval-fraction.label": ("Held-out fraction (when no split is marked)", "验证集比例（无标记时）"),
+    "train-show-command.value": ("Show command", "显示命令"),
+    "train-start.value": ("Start training", "开始训练"),
+    "train-job.label": ("Run shown", "显示的运行"),
+    "train-cancel.value": ("Cancel", "取消"),
+    "train-resume.value": ("Resume", "继续"),
+    "train-run-name.label": ("Run name (empty: automatic)", "运行名称（留空：自动）"),
+    "train-devices.label": ("Devices (e.g. cpu, cuda, cuda:0,1)", "设备（例如 cpu、cuda、cuda:0,1）"),
+    "train-num-processes.label": ("Processes", "进程数"),
+    "chat-left-model.label": ("Left: SFT (reference) model", "左侧：SFT（参考）模型"),
+    "chat-right-model.label": ("Right: DPO model (a run or any model spec)", "右侧：DPO 模型（某次运行或任意模型）"),
+    "chat-beta.label": ("β for the implicit reward", "隐式奖励的 β"),
+    "chat-blind.label": (
+        "Blind mode (sides shuffled, names hidden until the vote)",
+        "盲评模式（左右随机，投票后显示名称）",
+    ),
+    "chat-input.label": ("Message to both models", "发给两个模型的消息"),
+    "chat-send.value": ("Send", "发送"),
+    "chat-see-votes.value": ("See your votes in the Pairs tab", "在“偏好对”页查看你的投票"),
+    "chat-clear.value": ("Clear", "清空"),
+    "chat-temperature.label": ("Temperature (0: greedy)", "温度（0：贪心）"),
+    "chat-top-p.label": ("Top-p", "Top-p"),
+    "chat-max-new-tokens.label": ("Max new tokens", "最大生成长度"),
+    "chat-seed.label": ("Seed", "随机种子"),
+    "chat-sampling-box.label": ("Sampling (shared by both sides)", "采样参数（两侧共用）"),
+    "chat-english-only.value": (
+        "The embedded model (SmolLM2-135M) answers English only; "
+        "for Chinese pick the CT-LLM presets (m-a-p/CT-LLM-SFT, m-a-p/CT-LLM-SFT-DPO).",
+        "内置模型（SmolLM2-135M）只能用英文回答；中文请选择 CT-LLM 预设（m-a-p/CT-LLM-SFT、m-a-p/CT-LLM-SFT-DPO）。",
+    ),
+    "chat-vote-left.value": ("◀ Left better", "◀ 左边更好"),
+    "chat-vote-right.value": ("Right better ▶", "右边更好 ▶"),
+    "chat-vote-tie.value": ("= Tie", "= 一样好"),
+    "chat-vote-bothbad.value": ("✗ Both bad", "✗ 都不好"),
+    "chat-regen-left.value": ("Regenerate", "重新生成"),
+    "chat-regen-right.value": ("Regenerate", "重新生成"),
+    "chat-tab.label": ("Chat", "对话"),
+    "help-tab.label": ("Help", "帮助"),
+    # Train tab: the hyperparameter fields (label and hint).
+    "train-beta.label": ("β", "β"),
+    "train-beta.info": (
+        "β: how far the policy may move from the reference (CT-LLM: 0.5)",
+        "β：策略模型可偏离参考模型的程度（CT-LLM：0.5）",
+    ),
+    "train-loss-type.label": ("loss type", "损失类型"),
+    "train-loss-type.info": ("sigmoid (DPO), hinge, ipo, robust", "sigmoid（DPO）、hinge、ipo、robust"),
+    "train-lr.label": ("lr", "学习率"),
+    "train-lr.info": ("learning rate (CT-LLM: 1e-6 full fine-tuning)", "学习率（CT-LLM：全参数微调 1e-6）"),
+    "train-batch-size.label": ("batch size", "批大小"),
+    "train-batch-size.info": ("pairs per device per micro-batch", "每个设备每个微批次的偏好对数"),
+    "train-grad-accum.label": ("grad accum", "梯度累积"),
+    "train-grad-accum.info": ("micro-batches per optimizer step", "每次优化器更新的微批次数"),
+    "train-epochs.label": ("epochs", "轮数"),
+    "train-epochs.info": ("passes over the training pairs", "遍历训练偏好对的轮数"),
+    "train-max-steps.label": ("max steps", "最大步数"),
+    "train-max-steps.info": (
+        "0: run the epochs; > 0: stop after this many steps",
+        "0：按轮数训练；> 0：达到该步数后停止",
+    ),
+    "train-max-length.label": ("max length", "最大长度"),
+    "train-max-length.info": ("tokens of prompt + response kept", "保留的提示 + 回答 token 数"),
+    "train-lora.label": ("lora", "LoRA"),
+    "train-lora.info": ("LoRA adapter instead of full fine-tuning", "用 LoRA 适配器代替全参数微调"),
+    "train-lora-r.label": ("lora r", "LoRA 秩"),
+    "train-lora-r.info": ("LoRA rank", "LoRA 的秩 r"),
+    "train-warmup-ratio.label": ("warmup ratio", "预热比例"),
+    "train-warmup-ratio.info": ("share of steps with a rising learning rate", "学习率逐步上升的步数占比"),
+    "train-weight-decay.label": ("weight decay", "权重衰减"),
+    "train-weight-decay.info": ("AdamW weight decay", "AdamW 权重衰减"),
+    "train-eval-every.label": ("eval every", "评估间隔"),
+    "train-eval-every.info": (
+        "steps between held-out evaluations (0: at the end)",
+        "两次验证集评估之间的步数（0：仅在结束时）",
+    ),
+    "train-seed.label": ("seed", "随机种子"),
+    "train-seed.info": ("random seed", "随机种子"),
+    "train-label-smoothing.label": ("label smoothing", "标签平滑"),
+    "train-label-smoothing.info": ("cDPO / robust ε", "cDPO / robust 的 ε"),
+    "train-rpo-alpha.label": ("rpo alpha", "RPO α"),
+    "train-rpo-alpha.info": (
+        "RPO: weight of the chosen NLL (0: off); the loss plot then splits DPO and NLL",
+        "RPO：chosen 回答 NLL 的权重（0：关闭）；此时损失图分开显示 DPO 与 NLL",
+    ),
+    "train-scheduler.label": ("scheduler", "学习率调度"),
+    "train-scheduler.info": ("learning-rate schedule", "学习率调度方式"),
+    "train-lora-alpha.label": ("lora alpha", "LoRA α"),
+    "train-lora-alpha.info": ("LoRA α", "LoRA 缩放系数 α"),
+    "train-precompute-ref.label": ("precompute ref", "预计算参考"),
+    "train-precompute-ref.info": (
+        "reference log-probs in one pass before training",
+        "训练前一次性计算参考模型的对数概率",
+    ),
+    "train-max-grad-norm.label": ("max grad norm", "梯度裁剪"),
+    "train-max-grad-norm.info": ("gradient clipping (0: off)", "梯度范数裁剪（0：关闭）"),
+    "train-save-every.label": ("save every", "保存间隔"),
+    "train-save-every.info": ("steps between checkpoints (0: at the end)", "两次保存检查点之间的步数（0：仅在结束时）"),
+    "train-logging-every.label": ("logging every", "日志间隔"),
+    "train-logging-every.info": ("steps between metric lines", "两次记录指标之间的步数"),
+    "train-final-eval.label": ("final eval", "最终评估"),
+    "train-final-eval.info": (
+        "at the end: SFT vs DPO on held-out pairs and prompt lists",
+        "结束时：在验证偏好对和提示列表上比较 SFT 与 DPO",
+    ),
+    "train-final-eval-limit.label": ("final eval limit", "最终评估上限"),
+    "train-final-eval-limit.info": (
+        "prompts per list in that evaluation (0: all)",
+        "该评估中每个列表的提示数（0：全部）",
+    ),
+    "train-devices.info": ("cpu, or GPU ids such as 0 or 0,1", "cpu，或 GPU 编号如 0 或 0,1"),
+    "train-num-processes.info": ("1, or N processes through accelerate", "1，或通过 accelerate 启动 N 个进程"),
+    "pairs-language.choice.all": ("all", "全部"),
+    "pairs-language.choice.zh": ("Chinese", "中文"),
+    "pairs-language.choice.en": ("English", "英文"),
+    "pairs-language.choice.other": ("other", "其他"),
+    "pairs-label-state.choice.all": ("all", "全部"),
+    "pairs-label-state.choice.not_mine": ("not labelled by me", "我未标注"),
+    "pairs-label-state.choice.unlabelled": ("unlabelled (by anyone)", "未标注（所有人）"),
+    "pairs-label-state.choice.mine": ("labelled by me", "我已标注"),
+    "pairs-label-state.choice.labelled": ("labelled (by anyone)", "已标注（任何人）"),
+    "pairs-label-state.choice.disagreement": ("disagreement", "有分歧"),
+    "pairs-sort.choice.id": ("import order", "导入顺序"),
+    "pairs-sort.choice.length_diff": ("length difference, chosen shorter first", "长度差，chosen 较短的在前"),
+    "pairs-sort.choice.-length_diff": ("length difference, chosen longer first", "长度差，chosen 较长的在前"),
+    "pairs-sort.choice.score": ("run score: lowest margin first", "运行得分：奖励差最小的在前"),
+    "pairs-edit-which.choice.first": ("Response 1", "回答 1"),
+    "pairs-edit-which.choice.second": ("Response 2", "回答 2"),
+    "pairs-table.header.lang": ("lang", "语言"),
+    "pairs-table.header.prompt": ("prompt", "提示"),
+    "pairs-table.header.Δ len": ("Δ len", "Δ 长度"),
+    "pairs-table.header.mine": ("mine", "我的"),
+    "pairs-table.header.n": ("n", "标注数"),
+    # Handler messages (see t).
+    "app.title": ("CT-LLM DPO Studio", "CT-LLM DPO 工作台"),
+    "app.user": ("Signed in as", "当前用户"),
+    "app.role.viewer": ("viewer", "查看者"),
+    "app.role.annotator": ("annotator", "标注者"),
+    "app.role.admin": ("admin", "管理员"),
+    # Pairs tab.
     "pairs.page_of": ("Page {page} of {pages}", "第 {page} 页，共 {pages} 页"),
     "pairs.matches": ("{n} pairs match", "{n} 个偏好对符合条件"),
     "pairs.matches_text": ("{n} pairs match “{text}”", "{n} 个偏好对匹配“{text}”"),
@@ -139,111 +360,11 @@ STRINGS: dict[str, tuple[str, str]] = {
     "pairs.nothing_to_undo": ("Nothing to undo.", "没有可撤销的操作。"),
     "pairs.undid": ("Undid your “{verdict}” on pair {pair}.", "已撤销你对偏好对 {pair} 的“{verdict}”。"),
     # Synthesize panel (Pairs tab, admin only).
-    "synth.panel": ("Synthesize pairs (admin)", "合成偏好对（管理员）"),
-    "synth.explain": (
-        "Chosen = the file's own answer (or the strong model's when a prompt has none); rejected = the weak model's "
-        "answer. Runs as a background job; pairs appear in the collection as they are made, ready for review. "
-        "Empty, cut-off, wrong-language and near-identical pairs are dropped and counted.",
-        "chosen = 文件自带的回答（没有时用强模型的回答）；rejected = 弱模型的回答。作为后台任务运行；"
-        "生成的偏好对随即出现在数据集中，可供审阅。空回答、被截断、语言不符和几乎相同的对会被丢弃并计数。",
-    ),
-    "synth.file": (
-        "Prompts file (alpaca, sharegpt, JSON/JSONL, CSV, Parquet, or .txt one prompt a line)",
-        "提示文件（alpaca、sharegpt、JSON/JSONL、CSV、Parquet，或每行一个提示的 .txt）",
-    ),
-    "synth.path": ("…or a path on the server", "……或服务器上的路径"),
-    "synth.collection": ("Collection (empty: synth-<file name>)", "数据集（留空：synth-<文件名>）"),
-    "synth.weak": ("Weak model (writes the rejected answers)", "弱模型（生成 rejected 回答）"),
-    "synth.strong": (
-        "Strong model (writes chosen answers for prompts without one)",
-        "强模型（为没有回答的提示生成 chosen 回答）",
-    ),
-    "synth.max_new_tokens": ("Max new tokens", "最大生成长度"),
-    "synth.batch_size": ("Batch size (prompts per forward)", "批大小（每次前向的提示数）"),
-    "synth.limit": ("Limit (0: all prompts)", "数量上限（0：全部）"),
-    "synth.temperature": ("Temperature (0: greedy)", "温度（0：贪心）"),
-    "synth.top_p": ("Top-p", "Top-p"),
-    "synth.seed": ("Seed (-1: the earlier run's, or new)", "随机种子（-1：沿用上次或新抽取）"),
-    "synth.near": ("Near-identical below (edit distance)", "几乎相同阈值（编辑距离）"),
-    "synth.split": ("Split of the new pairs", "新偏好对的划分"),
-    "synth.threads": ("CPU threads (0: default)", "CPU 线程数（0：默认）"),
-    "synth.devices": ("Devices (cpu, or GPU ids such as 0)", "设备（cpu，或 GPU 编号如 0）"),
-    "synth.start": ("Start synthesis", "开始合成"),
-    "synth.cancel": ("Cancel", "取消"),
-    "synth.resume": ("Resume", "继续"),
-    "synth.job": ("Synthesis job shown", "显示的合成任务"),
-    "synth.log": ("Log (last lines)", "日志（最后几行）"),
     # Train tab.
-    "train.model": ("SFT model (policy starts here)", "SFT 模型（策略模型的起点）"),
-    "train.ref_model": ("Reference model (empty: same as the SFT model)", "参考模型（留空：与 SFT 模型相同）"),
-    "train.collection": ("Training pairs (collection)", "训练数据（数据集）"),
-    "train.eval_data": (
-        "Held-out pairs (empty: split 'test' if marked, else a fraction)",
-        "验证集（留空：使用标记为 test 的对，否则按比例划分）",
-    ),
-    "train.eval_fraction": ("Held-out fraction (when no split is marked)", "验证集比例（无标记时）"),
-    "train.preset": ("Preset", "预设"),
-    "train.run_name": ("Run name (empty: automatic)", "运行名称（留空：自动）"),
-    "train.hyper": ("Hyperparameters", "超参数"),
-    "train.advanced": ("More settings", "更多设置"),
-    "train.devices": ("Devices (e.g. cpu, cuda, cuda:0,1)", "设备（例如 cpu、cuda、cuda:0,1）"),
-    "train.processes": ("Processes", "进程数"),
-    "train.show_command": ("Show command", "显示命令"),
-    "train.command": ("Command for the same run", "同一运行的命令行"),
-    "train.start": ("Start training", "开始训练"),
-    "train.cancel": ("Cancel", "取消"),
-    "train.resume": ("Resume", "继续"),
-    "train.watch": ("Run shown", "显示的运行"),
     "train.status": ("Status", "状态"),
-    "train.log": ("Log (last lines)", "日志（最后几行）"),
-    "train.history": ("Job history", "任务历史"),
-    "train.refresh": ("Refresh", "刷新"),
-    "train.compare": ("Compare runs", "比较运行"),
-    "train.compare_runs": ("Runs", "运行"),
-    "train.compare_metric": ("Metric", "指标"),
-    "train.eval_box": ("Evaluation: SFT vs DPO (click a run in the history)", "评估：SFT 对比 DPO（点击历史中的运行）"),
-    "train.eval_run": ("Run", "运行"),
-    "train.eval_csv": ("Table as CSV", "表格（CSV）"),
-    "train.explain": (
-        "**How to read the plots.** The loss starts at ln 2 ≈ 0.693 and the margin (chosen reward minus rejected "
-        "reward) should grow while accuracy rises towards 1. Both rewards often fall below zero while the margin "
-        "grows: that is normal, because the reward is how much more (or less) likely the policy makes a response "
-        "than the reference model did, and only the gap between them is trained. With an NLL term (rpo_alpha > 0) "
-        "the logged loss is DPO + α·NLL and starts near the chosen answers' NLL (often 5 to 8), so the loss plot "
-        "then shows the DPO part (from ln 2) and the NLL (right axis) separately.",
-        "**如何看这些曲线。** 损失从 ln 2 ≈ 0.693 开始，奖励差（chosen 奖励减 rejected 奖励）应逐渐增大，"
-        "准确率逐渐升向 1。两个奖励常常一起降到零以下而奖励差仍在增大：这是正常的，因为奖励衡量的是策略模型相对参考模型"
-        "给某个回答的概率高了（或低了）多少，训练只拉开两者之间的差距。使用 NLL 项（rpo_alpha > 0）时，记录的损失是 "
-        "DPO + α·NLL，起点接近 chosen 回答的 NLL（常在 5 到 8 之间），因此损失图会分开显示 DPO 部分（从 ln 2 开始）"
-        "和 NLL（右侧坐标轴）。",
-    ),
     "train.confirm_cancel": ("Confirm cancel", "确认取消"),
-    "train.score": ("Score pairs with this run", "用此运行给偏好对打分"),
-    "train.score_collection": ("Collection to score", "要打分的数据集"),
     "train.score_run": ("Run to score with", "用于打分的运行"),
-    "train.score_pick": (
-        "Click a finished run in the history to score a collection with it (for “sort by run score” in Pairs).",
-        "点击历史中已完成的运行，用它给某个数据集打分（供偏好对页面“按运行分数排序”使用）。",
-    ),
     # Chat tab.
-    "chat.left_model": ("Left: SFT (reference) model", "左侧：SFT（参考）模型"),
-    "chat.right_model": ("Right: DPO model (a run or any model spec)", "右侧：DPO 模型（某次运行或任意模型）"),
-    "chat.beta": ("β for the implicit reward", "隐式奖励的 β"),
-    "chat.blind": ("Blind mode (sides shuffled, names hidden until the vote)", "盲评模式（左右随机，投票后显示名称）"),
-    "chat.input": ("Message to both models", "发给两个模型的消息"),
-    "chat.send": ("Send", "发送"),
-    "chat.clear": ("Clear", "清空"),
-    "chat.regen": ("Regenerate", "重新生成"),
-    "chat.sampling": ("Sampling (shared by both sides)", "采样参数（两侧共用）"),
-    "chat.temperature": ("Temperature (0: greedy)", "温度（0：贪心）"),
-    "chat.top_p": ("Top-p", "Top-p"),
-    "chat.max_new_tokens": ("Max new tokens", "最大生成长度"),
-    "chat.seed": ("Seed", "随机种子"),
-    "chat.vote_left": ("◀ Left better", "◀ 左边更好"),
-    "chat.vote_right": ("Right better ▶", "右边更好 ▶"),
-    "chat.vote_tie": ("= Tie", "= 一样好"),
-    "chat.vote_bothbad": ("✗ Both bad", "✗ 都不好"),
-    "chat.see_votes": ("See your votes in the Pairs tab", "在“偏好对”页查看你的投票"),
     "chat.same_model": (
         "⚠ Both sides are the same model ({model}): the answers differ only by sampling, and implicit rewards are 0.",
         "⚠ 两侧是同一个模型（{model}）：回答的差别只来自采样，隐式奖励为 0。",
@@ -252,38 +373,118 @@ STRINGS: dict[str, tuple[str, str]] = {
         "No finished training run yet: the right side switches to the newest run as soon as one finishes (Train tab).",
         "还没有完成的训练运行：一旦有运行完成（训练页），右侧会自动切换到最新的运行。",
     ),
-    "chat.english_only": (
-        "The embedded model (SmolLM2-135M) answers English only; for Chinese pick the CT-LLM presets "
-        "(m-a-p/CT-LLM-SFT, m-a-p/CT-LLM-SFT-DPO).",
-        "内置模型（SmolLM2-135M）只能用英文回答；中文请选择 CT-LLM 预设（m-a-p/CT-LLM-SFT、m-a-p/CT-LLM-SFT-DPO）。",
-    ),
 }
 
 
-def t(key: str, lang: str = "en") -> str:
-    """The string for ``key`` in ``lang`` (English when the language or key is unknown)."""
+STRINGS["help-text.value"] = (HELP["en"], HELP["zh"])
+ATTRS = ("label", "info", "placeholder", "value")
+MAX_SESSIONS = 10_000  # languages remembered, oldest forgotten first
+
+_language: ContextVar[str] = ContextVar("ctllm_ui_language", default="en")
+_sessions: dict[str, str] = {}
+
+
+def t(key: str, lang: str | None = None) -> str:
+    """The string for ``key`` in ``lang`` (default: the language of the session being served; English when the
+    language or key is unknown)."""
     pair = STRINGS.get(key)
     if pair is None:
         return key
-    return pair[1] if lang == "zh" else pair[0]
+    return pair[1] if (lang or _language.get()) == "zh" else pair[0]
+
+
+def labelled(elem_id: str, kind: str, values: Iterable[Any], lang: str | None = None) -> list[tuple[str, Any]]:
+    """``(label, value)`` of each value, the label from ``"<elem_id>.<kind>.<value>"`` (kind: choice or header)
+    where the table has it, else the value itself (data such as collection names stays as it is)."""
+    return [
+        (t(f"{elem_id}.{kind}.{value}", lang) if f"{elem_id}.{kind}.{value}" in STRINGS else str(value), value)
+        for value in values
+    ]
+
+
+def headers(elem_id: str, names: Iterable[str], lang: str | None = None) -> list[str]:
+    """A table's column headers in ``lang``."""
+    return [label for label, _ in labelled(elem_id, "header", names, lang)]
+
+
+def remember_language(request: gr.Request | None, lang: str) -> None:
+    """The language the session behind ``request`` chose (the language radio's handler records it)."""
+    session = getattr(request, "session_hash", None)
+    if session:
+        _sessions.pop(session, None)
+        _sessions[session] = lang if lang in LANGUAGES else "en"
+        while len(_sessions) > MAX_SESSIONS:
+            del _sessions[next(iter(_sessions))]
+
+
+def session_language(request: gr.Request | None) -> str:
+    return _sessions.get(getattr(request, "session_hash", None) or "", "en")
+
+
+def use_language(request: gr.Request | None) -> str:
+    """Make :func:`t` speak the language of ``request``'s session for the rest of this handler call."""
+    lang = session_language(request)
+    _language.set(lang)
+    return lang
+
+
+@contextmanager
+def speaking(lang: str) -> Iterator[None]:
+    token = _language.set(lang)
+    try:
+        yield
+    finally:
+        _language.reset(token)
+
+
+def steps_in(lang: str, steps: Iterator[Any]) -> Iterator[Any]:
+    """A streaming handler's steps, each produced in ``lang``: Gradio runs every step of a generator in a fresh
+    copy of the context, so a language set by the first step would be gone in the next."""
+    while True:
+        with speaking(lang):
+            try:
+                item = next(steps)
+            except StopIteration as stop:
+                return stop.value
+        yield item
+
+
+def _children(block: Any) -> Iterator[Any]:
+    for child in getattr(block, "children", None) or ():
+        yield child
+        yield from _children(child)
 
 
 @dataclass
 class Translator:
-    """Remembers which component shows which string, so the language switch can update them all."""
+    """The components that show table strings, found by :meth:`localize`."""
 
-    bindings: list[tuple[Any, str, str, str]] = field(default_factory=list)
+    components: list[Any] = field(default_factory=list)
 
-    def bind(self, component: Any, key: str, attr: str = "label", template: str = "{}") -> Any:
-        """Show string ``key`` as ``attr`` of ``component`` (``template`` wraps it, e.g. a Markdown heading)."""
-        if key not in STRINGS:
-            raise KeyError(f"no interface string {key!r}")
-        self.bindings.append((component, key, attr, template))
-        return component
+    def localize(self, root: Any) -> None:
+        """Walk the blocks under ``root`` (call inside the open Blocks, after everything is built): each component
+        whose ``elem_id`` has strings gets its English text now and an update on every language switch."""
+        for block in _children(root):
+            texts = self.texts(block, "en")
+            if texts:
+                for attr, value in texts.items():
+                    setattr(block, attr, value)
+                self.components.append(block)
 
-    @property
-    def components(self) -> list[Any]:
-        return [binding[0] for binding in self.bindings]
+    @staticmethod
+    def texts(block: Any, lang: str) -> dict[str, Any]:
+        """What ``block`` shows in ``lang``: its table strings, choice labels when every choice has one, headers."""
+        elem_id = getattr(block, "elem_id", None)
+        if not elem_id:
+            return {}
+        texts: dict[str, Any] = {attr: t(f"{elem_id}.{attr}", lang) for attr in ATTRS if f"{elem_id}.{attr}" in STRINGS}
+        values = [choice[1] for choice in getattr(block, "choices", None) or ()]
+        if values and all(f"{elem_id}.choice.{value}" in STRINGS for value in values):
+            texts["choices"] = labelled(elem_id, "choice", values, lang)
+        names = getattr(block, "headers", None)
+        if names and any(f"{elem_id}.header.{name}" in STRINGS for name in names):
+            texts["headers"] = headers(elem_id, names, lang)
+        return texts
 
     def updates(self, lang: str) -> list[Any]:
-        return [gr.update(**{attr: template.format(t(key, lang))}) for _, key, attr, template in self.bindings]
+        return [gr.update(**self.texts(block, lang)) for block in self.components]

@@ -33,7 +33,7 @@ from ctllm.paths import safe_resolve
 from ctllm.ui.auth import Forbidden, Role, User, require
 from ctllm.ui.context import HAND_WRITTEN_COLLECTION, SAMPLES_COLLECTION, AppContext
 from ctllm.ui.handlers import bind
-from ctllm.ui.i18n import Translator, t
+from ctllm.ui.i18n import t
 from ctllm.ui.render import (
     code_block,
     inert_inline,
@@ -871,7 +871,7 @@ def looks_like_hub_id(text: str) -> bool:
     )
 
 
-def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
+def build(ctx: AppContext) -> dict[str, Any]:
     """The tab's components and events (inside an open ``gr.Tab``). Returns the page load and tab select events
     as (fn, inputs, outputs), the handlers ("handlers") and the components ("ui"; see
     :func:`open_collection_event` for opening a collection from another tab)."""
@@ -879,246 +879,126 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
     signature = gr.State(())
 
     with gr.Row():
-        collection = tr.bind(
-            gr.Dropdown([], label=t("pairs.collection"), elem_id="pairs-collection", scale=2), "pairs.collection"
+        collection = gr.Dropdown([], elem_id="pairs-collection", scale=2)
+        search = gr.Textbox(elem_id="pairs-search", scale=3, min_width=180)
+        search_run = gr.Button(elem_id="pairs-search-run", scale=0, min_width=80)
+        language = gr.Dropdown(LANGUAGE_CHOICES, value=ALL, elem_id="pairs-language", scale=1)
+        source = gr.Dropdown([ALL], value=ALL, elem_id="pairs-source", scale=1)
+        label_state = gr.Dropdown(
+            LABEL_STATE_CHOICES, value="not_mine", elem_id="pairs-label-state", scale=2, min_width=200
         )
-        search = tr.bind(
-            gr.Textbox(label=t("pairs.search"), elem_id="pairs-search", scale=3, min_width=180), "pairs.search"
-        )
-        search_run = tr.bind(
-            gr.Button(t("pairs.search_run"), elem_id="pairs-search-run", scale=0, min_width=80),
-            "pairs.search_run",
-            "value",
-        )
-        language = tr.bind(
-            gr.Dropdown(LANGUAGE_CHOICES, value=ALL, label=t("pairs.language"), elem_id="pairs-language", scale=1),
-            "pairs.language",
-        )
-        source = tr.bind(
-            gr.Dropdown([ALL], value=ALL, label=t("pairs.source"), elem_id="pairs-source", scale=1), "pairs.source"
-        )
-        label_state = tr.bind(
-            gr.Dropdown(
-                LABEL_STATE_CHOICES,
-                value="not_mine",
-                label=t("pairs.label_state"),
-                elem_id="pairs-label-state",
-                scale=2,
-                min_width=200,
-            ),
-            "pairs.label_state",
-        )
-        sort = tr.bind(
-            gr.Dropdown(SORT_CHOICES, value="id", label=t("pairs.sort"), elem_id="pairs-sort", scale=2), "pairs.sort"
-        )
-        score_name = tr.bind(
-            gr.Dropdown([], label=t("pairs.score_run"), elem_id="pairs-score-name", scale=2), "pairs.score_run"
-        )
+        sort = gr.Dropdown(SORT_CHOICES, value="id", elem_id="pairs-sort", scale=2)
+        score_name = gr.Dropdown([], elem_id="pairs-score-name", scale=2)
 
     with gr.Row():
         with gr.Column(scale=5):
             info = gr.Markdown(elem_id="pairs-pair-info")
-            with gr.Accordion(t("pairs.context"), open=False) as context_box:
-                tr.bind(context_box, "pairs.context")
+            with gr.Accordion(open=False, elem_id="pairs-context-box"):
                 context = gr.Markdown(elem_id="pairs-context", sanitize_html=True)
-            tr.bind(
-                gr.Markdown(f"#### {t('pairs.prompt')}", elem_id="pairs-prompt-heading"),
-                "pairs.prompt",
-                "value",
-                "#### {}",
-            )
+            gr.Markdown(elem_id="pairs-prompt-heading")
             prompt = gr.Markdown(elem_id="pairs-prompt", elem_classes=["prompt-card"], sanitize_html=True)
             with gr.Row(equal_height=True):
                 with gr.Column():
-                    tr.bind(gr.Markdown(f"#### {t('pairs.first')}"), "pairs.first", "value", "#### {}")
+                    gr.Markdown(elem_id="pairs-first-heading")
                     first = gr.Markdown(elem_id="pairs-first", elem_classes=["response-card"], sanitize_html=True)
                 with gr.Column():
-                    tr.bind(gr.Markdown(f"#### {t('pairs.second')}"), "pairs.second", "value", "#### {}")
+                    gr.Markdown(elem_id="pairs-second-heading")
                     second = gr.Markdown(elem_id="pairs-second", elem_classes=["response-card"], sanitize_html=True)
             with gr.Row(elem_classes=["vote-row"]):
                 vote_buttons = {}
-                for verdict, key, elem, variant in (
-                    ("first", "pairs.vote_first", "vote-first", "primary"),
-                    ("second", "pairs.vote_second", "vote-second", "primary"),
-                    ("tie", "pairs.vote_tie", "vote-tie", "secondary"),
-                    ("both_bad", "pairs.vote_bothbad", "vote-bothbad", "secondary"),
-                    ("skip", "pairs.vote_skip", "vote-skip", "secondary"),
+                for verdict, elem, variant in (
+                    ("first", "vote-first", "primary"),
+                    ("second", "vote-second", "primary"),
+                    ("tie", "vote-tie", "secondary"),
+                    ("both_bad", "vote-bothbad", "secondary"),
+                    ("skip", "vote-skip", "secondary"),
                 ):
-                    vote_buttons[verdict] = tr.bind(gr.Button(t(key), variant=variant, elem_id=elem), key, "value")
+                    vote_buttons[verdict] = gr.Button(variant=variant, elem_id=elem)
             with gr.Row():
-                prev_pair = tr.bind(
-                    gr.Button(t("pairs.prev"), size="sm", elem_id="pairs-prev", min_width=90), "pairs.prev", "value"
-                )
-                next_pair = tr.bind(
-                    gr.Button(t("pairs.next"), size="sm", elem_id="pairs-next", min_width=90), "pairs.next", "value"
-                )
-                undo = tr.bind(
-                    gr.Button(t("pairs.undo"), size="sm", elem_id="pairs-undo", min_width=90), "pairs.undo", "value"
-                )
-                reason = tr.bind(
-                    gr.Textbox(label=t("pairs.reason"), elem_id="pairs-reason", scale=3, max_lines=2), "pairs.reason"
-                )
-            tr.bind(gr.Markdown(t("pairs.keys"), elem_classes=["kbd-hint"]), "pairs.keys", "value")
+                prev_pair = gr.Button(size="sm", elem_id="pairs-prev", min_width=90)
+                next_pair = gr.Button(size="sm", elem_id="pairs-next", min_width=90)
+                undo = gr.Button(size="sm", elem_id="pairs-undo", min_width=90)
+                reason = gr.Textbox(elem_id="pairs-reason", scale=3, max_lines=2)
+            gr.Markdown(elem_id="pairs-keys", elem_classes=["kbd-hint"])
             message = gr.Markdown(elem_id="pairs-message")
             progress = gr.Markdown(elem_id="pairs-progress")
         with gr.Column(scale=4, min_width=420):
             with gr.Row(elem_id="pairs-page-row", equal_height=True):
-                prev_page = tr.bind(
-                    gr.Button(t("pairs.prev_page"), size="sm", elem_id="pairs-prev-page", scale=0, min_width=70),
-                    "pairs.prev_page",
-                    "value",
+                prev_page = gr.Button(size="sm", elem_id="pairs-prev-page", scale=0, min_width=70)
+                page = gr.Number(
+                    value=1,
+                    precision=0,
+                    minimum=1,
+                    elem_id="pairs-page",
+                    min_width=60,
+                    show_label=False,
+                    container=False,
+                    scale=1,
                 )
-                page = tr.bind(
-                    gr.Number(
-                        value=1,
-                        precision=0,
-                        minimum=1,
-                        label=t("pairs.page"),
-                        elem_id="pairs-page",
-                        min_width=60,
-                        show_label=False,
-                        container=False,
-                        scale=1,
-                    ),
-                    "pairs.page",
-                )
-                go = tr.bind(
-                    gr.Button(t("pairs.go"), size="sm", elem_id="pairs-go", scale=0, min_width=50), "pairs.go", "value"
-                )
-                next_page = tr.bind(
-                    gr.Button(t("pairs.next_page"), size="sm", elem_id="pairs-next-page", scale=0, min_width=70),
-                    "pairs.next_page",
-                    "value",
-                )
+                go = gr.Button(size="sm", elem_id="pairs-go", scale=0, min_width=50)
+                next_page = gr.Button(size="sm", elem_id="pairs-next-page", scale=0, min_width=70)
             page_info = gr.Markdown(elem_id="pairs-page-info")
-            table = tr.bind(
-                gr.Dataframe(
-                    headers=TABLE_HEADERS,
-                    interactive=False,
-                    wrap=True,
-                    elem_id="pairs-table",
-                    label=t("pairs.table"),
-                    max_height=640,
-                    column_widths=TABLE_WIDTHS,
-                    datatype="str",
-                ),
-                "pairs.table",
+            table = gr.Dataframe(
+                headers=TABLE_HEADERS,
+                interactive=False,
+                wrap=True,
+                elem_id="pairs-table",
+                max_height=640,
+                column_widths=TABLE_WIDTHS,
+                datatype="str",
             )
-            tr.bind(
-                gr.Markdown(t("pairs.table_legend"), elem_id="pairs-table-legend", elem_classes=["kbd-hint"]),
-                "pairs.table_legend",
-                "value",
-            )
+            gr.Markdown(elem_id="pairs-table-legend", elem_classes=["kbd-hint"])
 
-    with gr.Accordion(t("pairs.edit"), open=False) as edit_box:
-        tr.bind(edit_box, "pairs.edit")
+    with gr.Accordion(open=False, elem_id="pairs-edit-box"):
         with gr.Row():
-            edit_which = tr.bind(
-                gr.Radio(
-                    [("Response 1", "first"), ("Response 2", "second")],
-                    value="first",
-                    label=t("pairs.edit_which"),
-                    elem_id="pairs-edit-which",
-                ),
-                "pairs.edit_which",
+            edit_which = gr.Radio(
+                [("Response 1", "first"), ("Response 2", "second")], value="first", elem_id="pairs-edit-which"
             )
-            edit_load = tr.bind(
-                gr.Button(t("pairs.edit_load"), size="sm", elem_id="pairs-edit-load"), "pairs.edit_load", "value"
-            )
-        edit_text = tr.bind(
-            gr.Textbox(label=t("pairs.edit_text"), lines=6, elem_id="pairs-edit-text"), "pairs.edit_text"
-        )
-        edit_save = tr.bind(gr.Button(t("pairs.edit_save"), elem_id="pairs-edit-save"), "pairs.edit_save", "value")
+            edit_load = gr.Button(size="sm", elem_id="pairs-edit-load")
+        edit_text = gr.Textbox(lines=6, elem_id="pairs-edit-text")
+        edit_save = gr.Button(elem_id="pairs-edit-save")
 
-    with gr.Accordion(t("pairs.add"), open=False) as add_box:
-        tr.bind(add_box, "pairs.add")
-        add_collection = tr.bind(
-            gr.Dropdown(
-                [HAND_WRITTEN_COLLECTION],
-                value=HAND_WRITTEN_COLLECTION,
-                allow_custom_value=True,
-                label=t("pairs.add_collection"),
-                elem_id="pairs-add-collection",
-            ),
-            "pairs.add_collection",
+    with gr.Accordion(open=False, elem_id="pairs-add-box"):
+        add_collection = gr.Dropdown(
+            [HAND_WRITTEN_COLLECTION],
+            value=HAND_WRITTEN_COLLECTION,
+            allow_custom_value=True,
+            elem_id="pairs-add-collection",
         )
-        add_system = tr.bind(gr.Textbox(label=t("pairs.add_system"), elem_id="pairs-add-system"), "pairs.add_system")
-        add_prompt = tr.bind(
-            gr.Textbox(label=t("pairs.add_prompt"), lines=2, elem_id="pairs-add-prompt"), "pairs.add_prompt"
-        )
+        add_system = gr.Textbox(elem_id="pairs-add-system")
+        add_prompt = gr.Textbox(lines=2, elem_id="pairs-add-prompt")
         with gr.Row():
-            add_chosen = tr.bind(
-                gr.Textbox(label=t("pairs.add_chosen"), lines=4, elem_id="pairs-add-chosen"), "pairs.add_chosen"
-            )
-            add_rejected = tr.bind(
-                gr.Textbox(label=t("pairs.add_rejected"), lines=4, elem_id="pairs-add-rejected"), "pairs.add_rejected"
-            )
-        add_save = tr.bind(gr.Button(t("pairs.add_save"), elem_id="pairs-add-save"), "pairs.add_save", "value")
+            add_chosen = gr.Textbox(lines=4, elem_id="pairs-add-chosen")
+            add_rejected = gr.Textbox(lines=4, elem_id="pairs-add-rejected")
+        add_save = gr.Button(elem_id="pairs-add-save")
         add_message = gr.Markdown(elem_id="pairs-add-message")
 
-    with gr.Accordion(t("pairs.stats"), open=False) as stats_box:
-        tr.bind(stats_box, "pairs.stats")
-        stats_run = tr.bind(
-            gr.Button(t("pairs.stats_refresh"), size="sm", elem_id="pairs-stats-run"), "pairs.stats_refresh", "value"
-        )
+    with gr.Accordion(open=False, elem_id="pairs-stats-box"):
+        stats_run = gr.Button(size="sm", elem_id="pairs-stats-run")
         stats = gr.Markdown(elem_id="pairs-stats")
 
-    with gr.Accordion(t("pairs.import"), open=False, elem_id="pairs-import-box") as import_box:
-        tr.bind(import_box, "pairs.import")
+    with gr.Accordion(open=False, elem_id="pairs-import-box"):
         with gr.Row():
-            upload = tr.bind(
-                gr.File(
-                    label=t("pairs.import_file"),
-                    type="filepath",
-                    elem_id="pairs-import-file",
-                    file_types=[".json", ".jsonl", ".parquet", ".csv", ".tsv"],
-                ),
-                "pairs.import_file",
+            upload = gr.File(
+                type="filepath", elem_id="pairs-import-file", file_types=[".json", ".jsonl", ".parquet", ".csv", ".tsv"]
             )
             with gr.Column():
-                import_path = tr.bind(
-                    gr.Textbox(label=t("pairs.import_path"), elem_id="pairs-import-path"), "pairs.import_path"
-                )
-                import_format = tr.bind(
-                    gr.Dropdown(
-                        ["auto", *FORMATS], value="auto", label=t("pairs.import_format"), elem_id="pairs-import-format"
-                    ),
-                    "pairs.import_format",
-                )
-                import_collection = tr.bind(
-                    gr.Textbox(label=t("pairs.import_collection"), elem_id="pairs-import-collection"),
-                    "pairs.import_collection",
-                )
-        import_mapping = tr.bind(
-            gr.Textbox(label=t("pairs.import_mapping"), elem_id="pairs-import-mapping"), "pairs.import_mapping"
-        )
-        import_abort = tr.bind(
-            gr.Checkbox(label=t("pairs.import_abort"), elem_id="pairs-import-abort"), "pairs.import_abort"
-        )
-        import_run = tr.bind(gr.Button(t("pairs.import_run"), elem_id="pairs-import-run"), "pairs.import_run", "value")
+                import_path = gr.Textbox(elem_id="pairs-import-path")
+                import_format = gr.Dropdown(["auto", *FORMATS], value="auto", elem_id="pairs-import-format")
+                import_collection = gr.Textbox(elem_id="pairs-import-collection")
+        import_mapping = gr.Textbox(elem_id="pairs-import-mapping")
+        import_abort = gr.Checkbox(elem_id="pairs-import-abort")
+        import_run = gr.Button(elem_id="pairs-import-run")
         import_report = gr.Markdown(elem_id="pairs-import-report")
 
-    build_synth_panel(ctx, tr, collection)
+    build_synth_panel(ctx, collection)
 
-    with gr.Accordion(t("pairs.export"), open=False) as export_box:
-        tr.bind(export_box, "pairs.export")
+    with gr.Accordion(open=False, elem_id="pairs-export-box"):
         with gr.Row():
-            export_format = tr.bind(
-                gr.Dropdown(
-                    list(EXPORT_FORMATS),
-                    value=EXPORT_FORMATS[0],
-                    label=t("pairs.export_format"),
-                    elem_id="pairs-export-format",
-                ),
-                "pairs.export_format",
-            )
-            export_run = tr.bind(
-                gr.Button(t("pairs.export_run"), elem_id="pairs-export-run"), "pairs.export_run", "value"
-            )
+            export_format = gr.Dropdown(list(EXPORT_FORMATS), value=EXPORT_FORMATS[0], elem_id="pairs-export-format")
+            export_run = gr.Button(elem_id="pairs-export-run")
         export_report = gr.Markdown(elem_id="pairs-export-report")
-        export_file = tr.bind(
-            gr.File(label=t("pairs.export_file"), interactive=False, elem_id="pairs-export-file"), "pairs.export_file"
-        )
+        export_file = gr.File(interactive=False, elem_id="pairs-export-file")
 
     ui = PairsUI(
         view=view,
@@ -1210,12 +1090,17 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         api_name="export_collection",
     )
     gr.Timer(POLL_SECONDS).tick(
-        bind(h.poll), inputs=[collection, signature, view], outputs=[collection, progress, signature], **fast,
-        api_name="pairs_poll", api_visibility="undocumented",
+        bind(h.poll),
+        inputs=[collection, signature, view],
+        outputs=[collection, progress, signature],
+        **fast,
+        api_name="pairs_poll",
+        api_visibility="undocumented",
     )
     return {
         "load": (bind(h.load), [], [*ui.opened, add_collection]),
         "select": (bind(h.tab_selected), [collection, view], [collection, *shown]),
+        "language": (bind(h.tab_selected), [collection, view], [collection, *shown]),
         "handlers": h,
         "ui": ui,
     }
@@ -1235,4 +1120,4 @@ def open_collection_event(tab: dict[str, Any], name: str) -> tuple[Any, list[Any
 def standalone(ctx: AppContext) -> PairsHandlers:
     """The tab built in a Blocks of its own, for scripts and tests that call the handlers directly."""
     with gr.Blocks():
-        return build(ctx, Translator())["handlers"]
+        return build(ctx)["handlers"]

@@ -68,6 +68,8 @@ def with_dpo_loss(rows: Sequence[Row], rpo_alpha: float) -> list[dict[str, objec
                 row[f"{prefix}dpo_loss"] = loss - rpo_alpha * nll
         out.append(row)
     return out
+
+
 WAITING_TEXT = "Waiting for the first step…"
 
 

@@ -24,7 +24,6 @@ from ctllm.synth import SynthOptions, preflight, start_synth_job
 from ctllm.synth.filters import NEAR_IDENTICAL_THRESHOLD
 from ctllm.ui.auth import Forbidden, Role, require
 from ctllm.ui.context import AppContext
-from ctllm.ui.i18n import Translator, t
 from ctllm.ui.render import code_block, inert_inline
 from ctllm.ui.train_tab import format_duration, shown_command
 
@@ -305,103 +304,47 @@ class SynthHandlers:
         )
 
 
-def build(ctx: AppContext, tr: Translator, collection_picker: Any) -> SynthHandlers:
+def build(ctx: AppContext, collection_picker: Any) -> SynthHandlers:
     """The panel (inside the Pairs tab's layout); ``collection_picker`` is the tab's collection dropdown, whose
     choices the panel refreshes while a job adds a collection."""
     h = SynthHandlers(ctx)
     job_id = gr.State(None)
     known = gr.State(None)
 
-    with gr.Accordion(t("synth.panel"), open=False, visible=False, elem_id="synth-panel") as panel:
-        tr.bind(panel, "synth.panel")
-        tr.bind(gr.Markdown(t("synth.explain"), elem_classes=["explain-box"]), "synth.explain", "value")
+    with gr.Accordion(open=False, visible=False, elem_id="synth-panel") as panel:
+        gr.Markdown(elem_id="synth-explain", elem_classes=["explain-box"])
         with gr.Row():
-            upload = tr.bind(
-                gr.File(label=t("synth.file"), type="filepath", file_types=PROMPT_FILE_TYPES, elem_id="synth-file"),
-                "synth.file",
-            )
+            upload = gr.File(type="filepath", file_types=PROMPT_FILE_TYPES, elem_id="synth-file")
             with gr.Column():
-                path = tr.bind(gr.Textbox(label=t("synth.path"), elem_id="synth-path"), "synth.path")
-                collection = tr.bind(
-                    gr.Textbox(label=t("synth.collection"), elem_id="synth-collection"), "synth.collection"
-                )
+                path = gr.Textbox(elem_id="synth-path")
+                collection = gr.Textbox(elem_id="synth-collection")
         with gr.Row():
-            weak = tr.bind(
-                gr.Dropdown(
-                    [("embedded", "embedded")],
-                    value="embedded",
-                    allow_custom_value=True,
-                    label=t("synth.weak"),
-                    elem_id="synth-weak",
-                ),
-                "synth.weak",
+            weak = gr.Dropdown(
+                [("embedded", "embedded")], value="embedded", allow_custom_value=True, elem_id="synth-weak"
             )
-            strong = tr.bind(
-                gr.Dropdown(
-                    [("none (the file's answers only)", "")],
-                    value="",
-                    allow_custom_value=True,
-                    label=t("synth.strong"),
-                    elem_id="synth-strong",
-                ),
-                "synth.strong",
+            strong = gr.Dropdown(
+                [("none (the file's answers only)", "")], value="", allow_custom_value=True, elem_id="synth-strong"
             )
         with gr.Row():
-            max_new_tokens = tr.bind(
-                gr.Number(value=256, precision=0, minimum=1, label=t("synth.max_new_tokens"), elem_id="synth-max-new"),
-                "synth.max_new_tokens",
-            )
-            batch_size = tr.bind(
-                gr.Number(value=8, precision=0, minimum=1, label=t("synth.batch_size"), elem_id="synth-batch-size"),
-                "synth.batch_size",
-            )
-            limit = tr.bind(
-                gr.Number(value=0, precision=0, minimum=0, label=t("synth.limit"), elem_id="synth-limit"),
-                "synth.limit",
-            )
-            temperature = tr.bind(
-                gr.Number(value=0.7, minimum=0, label=t("synth.temperature"), elem_id="synth-temperature"),
-                "synth.temperature",
-            )
-            top_p = tr.bind(
-                gr.Number(value=0.9, minimum=0, maximum=1, label=t("synth.top_p"), elem_id="synth-top-p"),
-                "synth.top_p",
-            )
-            seed = tr.bind(
-                gr.Number(value=-1, precision=0, minimum=-1, label=t("synth.seed"), elem_id="synth-seed"), "synth.seed"
-            )
+            max_new_tokens = gr.Number(value=256, precision=0, minimum=1, elem_id="synth-max-new")
+            batch_size = gr.Number(value=8, precision=0, minimum=1, elem_id="synth-batch-size")
+            limit = gr.Number(value=0, precision=0, minimum=0, elem_id="synth-limit")
+            temperature = gr.Number(value=0.7, minimum=0, elem_id="synth-temperature")
+            top_p = gr.Number(value=0.9, minimum=0, maximum=1, elem_id="synth-top-p")
+            seed = gr.Number(value=-1, precision=0, minimum=-1, elem_id="synth-seed")
         with gr.Row():
-            near_threshold = tr.bind(
-                gr.Number(value=0.1, minimum=0, maximum=1, label=t("synth.near"), elem_id="synth-near-threshold"),
-                "synth.near",
-            )
-            split = tr.bind(gr.Textbox(value="train", label=t("synth.split"), elem_id="synth-split"), "synth.split")
-            threads = tr.bind(
-                gr.Number(value=0, precision=0, minimum=0, label=t("synth.threads"), elem_id="synth-threads"),
-                "synth.threads",
-            )
-            devices = tr.bind(
-                gr.Textbox(value="cpu", label=t("synth.devices"), elem_id="synth-devices"), "synth.devices"
-            )
+            near_threshold = gr.Number(value=0.1, minimum=0, maximum=1, elem_id="synth-near-threshold")
+            split = gr.Textbox(value="train", elem_id="synth-split")
+            threads = gr.Number(value=0, precision=0, minimum=0, elem_id="synth-threads")
+            devices = gr.Textbox(value="cpu", elem_id="synth-devices")
         with gr.Row():
-            start = tr.bind(
-                gr.Button(t("synth.start"), variant="primary", elem_id="synth-start"), "synth.start", "value"
-            )
-            watch = tr.bind(gr.Dropdown([], label=t("synth.job"), elem_id="synth-job", scale=3), "synth.job")
-            cancel = tr.bind(
-                gr.Button(t("synth.cancel"), variant="stop", interactive=False, elem_id="synth-cancel"),
-                "synth.cancel",
-                "value",
-            )
-            resume = tr.bind(
-                gr.Button(t("synth.resume"), interactive=False, elem_id="synth-resume"), "synth.resume", "value"
-            )
+            start = gr.Button(variant="primary", elem_id="synth-start")
+            watch = gr.Dropdown([], elem_id="synth-job", scale=3)
+            cancel = gr.Button(variant="stop", interactive=False, elem_id="synth-cancel")
+            resume = gr.Button(interactive=False, elem_id="synth-resume")
         message = gr.Markdown(elem_id="synth-message")
         status = gr.Markdown(NO_JOB, elem_id="synth-status")
-        log = tr.bind(
-            gr.Textbox(label=t("synth.log"), lines=4, max_lines=8, interactive=False, elem_id="synth-log"),
-            "synth.log",
-        )
+        log = gr.Textbox(lines=4, max_lines=8, interactive=False, elem_id="synth-log")
 
     timer = gr.Timer(value=2, active=False)
     form = [upload, path, collection, weak, strong, max_new_tokens, batch_size, limit, temperature, top_p, seed]

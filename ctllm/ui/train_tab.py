@@ -42,7 +42,7 @@ from ctllm.ui import plots
 from ctllm.ui.auth import Role, require
 from ctllm.ui.context import SAMPLES_COLLECTION, AppContext
 from ctllm.ui.handlers import bind, form, keyed
-from ctllm.ui.i18n import Translator, t
+from ctllm.ui.i18n import STRINGS, t
 from ctllm.ui.job_progress import format_duration, phase_text, progress_text
 from ctllm.ui.render import inert_inline
 
@@ -147,6 +147,12 @@ HELP = {f.name: f.help for f in FIELDS} | {
 }
 
 
+def field_help(name: str) -> str | None:
+    """A form field's hint in the session's language."""
+    key = f"train-{name.replace('_', '-')}.info"
+    return t(key) if key in STRINGS else HELP.get(name) or None
+
+
 def field_updates(error: str | None) -> dict[str, Any]:
     """One update per form input: the failing field's help text replaced by the reason."""
     failing = None
@@ -156,7 +162,7 @@ def field_updates(error: str | None) -> dict[str, Any]:
         if failing == "data" and "eval" in error.lower():
             failing = "eval_data"
     return {
-        name: gr.update(info=f"⚠ {error}") if name == failing else gr.update(info=HELP.get(name) or None)
+        name: gr.update(info=f"⚠ {error}") if name == failing else gr.update(info=field_help(name))
         for name in FORM_NAMES
     }
 
@@ -586,7 +592,7 @@ def _widget(field: Field) -> Any:
     return gr.Textbox(**common)
 
 
-def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
+def build(ctx: AppContext) -> dict[str, Any]:
     h = TrainHandlers(ctx)
     presets = list_presets()
     preset_default = DEFAULT_PRESET if DEFAULT_PRESET in presets else (presets[0] if presets else "")
@@ -603,144 +609,60 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
 
     with gr.Row():
         with gr.Column(scale=2, min_width=380):
-            widgets["preset"] = tr.bind(
-                gr.Dropdown(presets, value=preset_default, label=t("train.preset"), elem_id="train-preset"),
-                "train.preset",
+            widgets["preset"] = gr.Dropdown(presets, value=preset_default, elem_id="train-preset")
+            widgets["model"] = gr.Dropdown(
+                [defaults.model], value=defaults.model, allow_custom_value=True, elem_id="train-model"
             )
-            widgets["model"] = tr.bind(
-                gr.Dropdown(
-                    [defaults.model],
-                    value=defaults.model,
-                    allow_custom_value=True,
-                    label=t("train.model"),
-                    elem_id="train-model",
-                ),
-                "train.model",
-            )
-            widgets["ref_model"] = tr.bind(
-                gr.Textbox(value=defaults.ref_model, label=t("train.ref_model"), elem_id="train-ref-model"),
-                "train.ref_model",
-            )
-            widgets["data"] = tr.bind(
-                gr.Dropdown([], allow_custom_value=True, label=t("train.collection"), elem_id="train-data"),
-                "train.collection",
-            )
+            widgets["ref_model"] = gr.Textbox(value=defaults.ref_model, elem_id="train-ref-model")
+            widgets["data"] = gr.Dropdown([], allow_custom_value=True, elem_id="train-data")
             with gr.Row():
-                widgets["eval_data"] = tr.bind(
-                    gr.Dropdown(
-                        [""], value="", allow_custom_value=True, label=t("train.eval_data"), elem_id="train-eval-data"
-                    ),
-                    "train.eval_data",
-                )
-                widgets["eval_fraction"] = tr.bind(
-                    gr.Number(
-                        value=defaults.eval_fraction, label=t("train.eval_fraction"), elem_id="train-eval-fraction"
-                    ),
-                    "train.eval_fraction",
-                )
-            with gr.Accordion(t("train.hyper"), open=True) as hyper:
-                tr.bind(hyper, "train.hyper")
+                widgets["eval_data"] = gr.Dropdown([""], value="", allow_custom_value=True, elem_id="train-eval-data")
+                widgets["eval_fraction"] = gr.Number(value=defaults.eval_fraction, elem_id="train-eval-fraction")
+            with gr.Accordion(open=True, elem_id="train-hyper-box"):
                 with gr.Row():
                     for field in [f for f in FIELDS if not f.advanced]:
                         widgets[field.name] = _widget(field)
-            with gr.Accordion(t("train.advanced"), open=False) as advanced:
-                tr.bind(advanced, "train.advanced")
+            with gr.Accordion(open=False, elem_id="train-advanced-box"):
                 with gr.Row():
-                    widgets["run_name"] = tr.bind(
-                        gr.Textbox(label=t("train.run_name"), elem_id="train-run-name"), "train.run_name"
-                    )
-                    widgets["devices"] = tr.bind(
-                        gr.Textbox(value="cpu", label=t("train.devices"), elem_id="train-devices"), "train.devices"
-                    )
-                    widgets["num_processes"] = tr.bind(
-                        gr.Number(
-                            value=1, precision=0, minimum=1, label=t("train.processes"), elem_id="train-num-processes"
-                        ),
-                        "train.processes",
-                    )
+                    widgets["run_name"] = gr.Textbox(elem_id="train-run-name")
+                    widgets["devices"] = gr.Textbox(value="cpu", elem_id="train-devices")
+                    widgets["num_processes"] = gr.Number(value=1, precision=0, minimum=1, elem_id="train-num-processes")
                     for field in [f for f in FIELDS if f.advanced]:
                         widgets[field.name] = _widget(field)
             for field in FIELDS:
                 widgets[field.name].value = getattr(defaults, field.name)
             with gr.Row():
-                show = tr.bind(
-                    gr.Button(t("train.show_command"), elem_id="train-show-command"), "train.show_command", "value"
-                )
-                start = tr.bind(
-                    gr.Button(t("train.start"), variant="primary", elem_id="train-start"), "train.start", "value"
-                )
+                show = gr.Button(elem_id="train-show-command")
+                start = gr.Button(variant="primary", elem_id="train-start")
             ui["message"] = gr.Markdown(elem_id="train-message")
-            ui["command"] = tr.bind(
-                gr.Code(
-                    label=t("train.command"), language="shell", interactive=False, wrap_lines=True,
-                    elem_id="train-command",
-                ),
-                "train.command",
-            )
+            ui["command"] = gr.Code(language="shell", interactive=False, wrap_lines=True, elem_id="train-command")
         with gr.Column(scale=3):
             with gr.Row():
-                ui["watch"] = tr.bind(
-                    gr.Dropdown([], label=t("train.watch"), elem_id="train-job", scale=3), "train.watch"
-                )
-                ui["cancel"] = tr.bind(
-                    gr.Button(t("train.cancel"), variant="stop", interactive=False, elem_id="train-cancel", scale=1),
-                    "train.cancel",
-                    "value",
-                )
-                ui["resume"] = tr.bind(
-                    gr.Button(t("train.resume"), interactive=False, elem_id="train-resume", scale=1),
-                    "train.resume",
-                    "value",
-                )
+                ui["watch"] = gr.Dropdown([], elem_id="train-job", scale=3)
+                ui["cancel"] = gr.Button(variant="stop", interactive=False, elem_id="train-cancel", scale=1)
+                ui["resume"] = gr.Button(interactive=False, elem_id="train-resume", scale=1)
             ui["status"] = gr.Markdown("No job yet.", elem_id="train-status")
-            tr.bind(
-                gr.Markdown(t("train.explain"), elem_classes=["explain-box"], elem_id="train-explain"),
-                "train.explain",
-                "value",
-            )
+            gr.Markdown(elem_classes=["explain-box"], elem_id="train-explain")
             # Empty until the first timer tick draws them: building plotly figures here (its first use imports
             # plotly's validators) would add seconds to the app's start.
             for row in (plots.PANELS[:2], plots.PANELS[2:]):
                 with gr.Row():
                     for panel in row:
                         ui[f"plot_{panel.key}"] = gr.Plot(show_label=False, elem_id=f"train-plot-{panel.key}")
-            ui["log"] = tr.bind(
-                gr.Textbox(
-                    label=t("train.log"),
-                    lines=8,
-                    max_lines=12,
-                    interactive=False,
-                    autoscroll=True,
-                    elem_id="train-log",
-                ),
-                "train.log",
-            )
+            ui["log"] = gr.Textbox(lines=8, max_lines=12, interactive=False, autoscroll=True, elem_id="train-log")
 
-    with gr.Accordion(t("train.history"), open=True) as history_box:
-        tr.bind(history_box, "train.history")
-        refresh = tr.bind(gr.Button(t("train.refresh"), size="sm", elem_id="train-refresh"), "train.refresh", "value")
+    with gr.Accordion(open=True, elem_id="train-history-box"):
+        refresh = gr.Button(size="sm", elem_id="train-refresh")
         ui["history"] = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False, elem_id="train-history", wrap=True)
         with gr.Row(equal_height=True):
-            ui["score_target"] = tr.bind(
-                gr.Markdown(t("train.score_pick"), elem_id="train-score-target"), "train.score_pick", "value"
-            )
-            ui["score_collection"] = tr.bind(
-                gr.Dropdown([], label=t("train.score_collection"), elem_id="train-score-collection"),
-                "train.score_collection",
-            )
-            score_button = tr.bind(gr.Button(t("train.score"), elem_id="train-score"), "train.score", "value")
+            ui["score_target"] = gr.Markdown(elem_id="train-score-target")
+            ui["score_collection"] = gr.Dropdown([], elem_id="train-score-collection")
+            score_button = gr.Button(elem_id="train-score")
         ui["score_status"] = gr.Markdown(elem_id="train-score-status")
-    with gr.Accordion(t("train.eval_box"), open=False, elem_id="train-eval-box") as eval_box:
-        tr.bind(eval_box, "train.eval_box")
+    with gr.Accordion(open=False, elem_id="train-eval-box"):
         with gr.Row():
-            ui["eval_run"] = tr.bind(
-                gr.Dropdown([], label=t("train.eval_run"), allow_custom_value=True, elem_id="train-eval-run", scale=2),
-                "train.eval_run",
-            )
-            ui["eval_csv"] = tr.bind(
-                gr.File(label=t("train.eval_csv"), interactive=False, elem_id="train-eval-csv", scale=1),
-                "train.eval_csv",
-            )
+            ui["eval_run"] = gr.Dropdown([], allow_custom_value=True, elem_id="train-eval-run", scale=2)
+            ui["eval_csv"] = gr.File(interactive=False, elem_id="train-eval-csv", scale=1)
         ui["eval_summary"] = gr.Markdown("Pick a run, or click one in the job history.", elem_id="train-eval-summary")
         ui["eval_table"] = gr.Dataframe(
             headers=EVAL_TABLE_HEADERS, interactive=False, elem_id="train-eval-table", wrap=True
@@ -748,19 +670,10 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         with gr.Row():
             for name, key in zip(EVAL_PLOT_NAMES, EVAL_CHARTS, strict=True):
                 ui[name] = gr.Plot(show_label=False, elem_id=f"train-eval-{key}")
-    with gr.Accordion(t("train.compare"), open=False) as compare_box:
-        tr.bind(compare_box, "train.compare")
+    with gr.Accordion(open=False, elem_id="train-compare-box"):
         with gr.Row():
-            ui["compare_runs"] = tr.bind(
-                gr.Dropdown([], multiselect=True, label=t("train.compare_runs"), elem_id="train-compare-runs"),
-                "train.compare_runs",
-            )
-            compare_metric = tr.bind(
-                gr.Dropdown(
-                    COMPARE_METRICS, value="loss", label=t("train.compare_metric"), elem_id="train-compare-metric"
-                ),
-                "train.compare_metric",
-            )
+            ui["compare_runs"] = gr.Dropdown([], multiselect=True, elem_id="train-compare-runs")
+            compare_metric = gr.Dropdown(COMPARE_METRICS, value="loss", elem_id="train-compare-metric")
         compare_plot = gr.Plot(show_label=False, elem_id="train-compare-plot")
     ui.update(widgets)
     outputs = list(ui.values())
@@ -813,4 +726,4 @@ def build(ctx: AppContext, tr: Translator) -> dict[str, Any]:
         api_visibility="undocumented",
     )
 
-    return {"load": (wire(h.load), [], outputs)}
+    return {"load": (wire(h.load), [], outputs), "language": (wire(h.refresh), [ui["job_id"]], outputs)}
