@@ -8,7 +8,8 @@
 - chat: the Chat tab's own handlers (the code a browser's event runs, minus the Gradio queue) on the embedded
   model, models already loaded: first token on each side with both streaming at once (goal <= 1 s each), and
   both sides' 128-token answers together vs one side alone (goal <= 1.3x), for two models (the right side a
-  second copy of the model, as a DPO run would be: two threads) and for one model on both sides (one batch of 2).
+  second copy of the model, as a DPO run would be: two threads) and for one model on both sides (one batch of 2);
+  then a turn with history on one model, re-encoded in one batch of 2 against continued from the kept KV caches.
   Browser-side time to first token: bench/bench_chat_browser.py.
 - pairs: a store of 229k synthetic pairs (183k Chinese + 46k English, written straight through the store API);
   server time of the Pairs tab's handlers for a page turn, a page-number jump deep in the collection, a label
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,8 +150,11 @@ def bench_chat(data_dir: Path, tokens: int) -> None:
                     last[which] = now
         return {w: (first[w], last[w], latest[w].answer) for w in sides}
 
+    def turn_args(text: str, turn: Turn, left: Side, right: Side, dpo: str = "embedded") -> tuple:
+        return text, turn, left, right, "embedded", dpo, False, 0.1, 0.0, 1.0, tokens, 0
+
     def both(dpo: str) -> dict[str, tuple[float, float, str]]:
-        return timed(h.send(prompt, Turn(), Side(), Side(), "embedded", dpo, False, 0.1, 0.0, 1.0, tokens, 0), SIDES)
+        return timed(h.send(*turn_args(prompt, Turn(), Side(), Side(), dpo)), SIDES)
 
     warm = {
         k: v
@@ -169,6 +174,17 @@ def bench_chat(data_dir: Path, tokens: int) -> None:
             f"chat, {label}: first token left {times['left'][0]:.2f} s, right {times['right'][0]:.2f} s "
             f"(goal <= 1 s: {verdict(worst_first, 1.0)}); both answers {together:.2f} s = {together / one:.2f}x "
             f"one side (goal <= 1.3x: {verdict(together / one, 1.3)}) [{load()}]"
+        )
+    # A turn with history, one model on both sides: re-encoding both conversations in one batch of 2 (no chat id:
+    # no kept caches) against each side continuing alone from its kept KV cache (the Chat tab's path).
+    first = {k: v for update in h.send(*turn_args(prompt, Turn(), Side(), Side())) for k, v in update.items()}
+    turn, left, right = first["turn"], first["left"], first["right"]
+    follow_up = "Now tell the same story from the storm's point of view."
+    for label, chat_id in (("re-encoded, one batch of 2", ""), ("continued from kept caches", turn.chat_id)):
+        times = timed(h.send(*turn_args(follow_up, replace(turn, chat_id=chat_id), left, right)), SIDES)
+        print(
+            f"chat with history, {label}: first token on both sides {max(times[w][0] for w in SIDES):.2f} s, "
+            f"both answers {max(times[w][1] for w in SIDES):.2f} s (goal <= 1.5 s to the first token) [{load()}]"
         )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -24,6 +25,7 @@ import gradio as gr
 
 from ctllm.errors import UserError
 from ctllm.evaluate import EVAL_JSON, headline, headline_text, load_result
+from ctllm.models.kv_reuse import CHAT_CACHES
 from ctllm.models.registry import LATEST_RUN, RUN_PREFIX, list_models, resolve_spec, run_names
 from ctllm.pairs.schema import Message, Pair
 from ctllm.pairs.store import DuplicatePair
@@ -64,6 +66,7 @@ class Turn:
     sampling: Sampling = field(default_factory=Sampling)
     voted: str = ""
     conversation: tuple[str, ...] = ()  # the concrete models and blind flag the conversation started with
+    chat_id: str = ""  # names this conversation's kept KV caches (ctllm.models.kv_reuse)
 
     def role(self, which: str) -> str:
         return ("dpo" if which == "left" else "sft") if self.swapped else ("sft" if which == "left" else "dpo")
@@ -339,10 +342,11 @@ class ChatHandlers:
         turn = turn or Turn()
         conversation = (concrete_spec(self.ctx, sft_spec), concrete_spec(self.ctx, dpo_spec), str(bool(blind)))
         if turn.user and conversation == turn.conversation:
-            swapped = turn.swapped
+            swapped, chat_id = turn.swapped, turn.chat_id
             left, right = continued(left, turn.user), continued(right, turn.user)
         else:  # a new conversation: the models (or blind mode) changed, or this is the first message
-            swapped = bool(blind) and random.random() < 0.5
+            CHAT_CACHES.forget(turn.chat_id)
+            swapped, chat_id = bool(blind) and random.random() < 0.5, uuid.uuid4().hex
             left, right = Side(), Side()
         shared_seed = int(seed) if seed is not None and seed >= 0 else random.randrange(2**31)
         turn = Turn(
@@ -354,6 +358,7 @@ class ChatHandlers:
             beta=float(beta) if beta and beta > 0 else DEFAULT_BETA,
             sampling=Sampling(float(temperature), float(top_p), int(max_new_tokens), shared_seed),
             conversation=conversation,
+            chat_id=chat_id,
         )
         return turn, {"left": replace(left, seed=shared_seed), "right": replace(right, seed=shared_seed)}
 
@@ -392,7 +397,8 @@ class ChatHandlers:
             except UserError as error:
                 sides[side_name] = replace(sides[side_name], error=str(error), done=True)
                 continue
-            jobs[side_name] = ChatJob(loaded, sides[side_name].messages(turn.user), params)
+            key = (turn.chat_id, side_name) if turn.chat_id else None
+            jobs[side_name] = ChatJob(loaded, sides[side_name].messages(turn.user), params, cache_key=key)
         shown = 0.0
         try:
             for texts in stream_chats(list(jobs.values())):
@@ -463,8 +469,9 @@ class ChatHandlers:
             **vote_updates(False),
         }
 
-    def clear(self, request: gr.Request | None = None) -> dict[str, Any]:
+    def clear(self, turn: Turn | None = None, request: gr.Request | None = None) -> dict[str, Any]:
         require(request, Role.VIEWER, self.ctx.settings)
+        CHAT_CACHES.forget(turn.chat_id if turn else "")
         return {
             "turn": Turn(),
             **{which: Side() for which in SIDES},
@@ -674,6 +681,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
     gr.on(
         [clear.click, c["left_bot"].clear, c["right_bot"].clear],
         by_component(h.clear, c),
+        inputs=pick("turn"),
         outputs=pick("turn", *panes),
     )
     gr.on(
