@@ -162,7 +162,7 @@ def test_a_tiny_run_reaches_the_plots_and_the_history(ctx: AppContext, tiny_mode
     assert not {"watch", "history", "compare_runs", "eval_run"} & set(again)  # the lists did not change either
     # The page followed the run to its end: the picker and the history say "finished", without a Refresh.
     assert (f"{job_id} · tiny-ui · finished", job_id) in result["watch"]["choices"]
-    assert result["history"][0][2] == "finished"
+    assert result["history"]["data"][0][2] == "finished"
     row = h.history()[0]
     assert row[:4] == [job_id, "tiny-ui", "finished", "cpu-demo"] and row[4] != "–"
     assert 0 <= float(row[5]) <= 1  # best held-out reward accuracy

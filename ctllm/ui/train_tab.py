@@ -42,7 +42,7 @@ from ctllm.ui import plots
 from ctllm.ui.auth import Role, require
 from ctllm.ui.context import SAMPLES_COLLECTION, AppContext
 from ctllm.ui.handlers import bind, form, keyed
-from ctllm.ui.i18n import STRINGS, t
+from ctllm.ui.i18n import STRINGS, headers, t
 from ctllm.ui.job_progress import format_duration, phase_text, progress_text
 from ctllm.ui.render import inert_inline
 
@@ -422,8 +422,8 @@ class TrainHandlers:
         if current["watch"] != seen.get("watch"):
             choices = [(f"{job_id_} · {name} · {state}", job_id_) for job_id_, name, state in current["watch"]]
             out["watch"] = gr.update(choices=choices, value=job_id)
-        if current["history"] != seen.get("history"):
-            out["history"] = current["history"]
+        if current["history"] != seen.get("history"):  # headers too: plain rows would bring back the English ones
+            out["history"] = {"data": current["history"], "headers": headers("train-history", HISTORY_HEADERS)}
         if current["runs"] != seen.get("runs"):
             out["compare_runs"] = gr.update(choices=current["runs"])
         if current["evaluated"] != seen.get("evaluated"):

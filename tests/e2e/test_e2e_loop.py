@@ -13,12 +13,19 @@ import pytest
 
 from tests.conftest import MODEL_CACHE, REPO
 from tests.e2e.conftest import RunningApp, start_app, stop_app, text_of, wait_for_text
+from tests.test_ui_i18n import english_words
 
 pytestmark = pytest.mark.e2e
 
 PAIRS = 12
 QUESTION = "Say something kind."
 REWARD = re.compile(r"=\s*([+-]?\d+\.\d+)")
+# What a user reads as a label: component labels, buttons, tab names, table headers, accordion titles (visible only).
+LABELS = """() => [...document.querySelectorAll(
+  '[data-testid="block-info"], button, [role="tab"], th, .label-wrap span, label span')]
+  .filter(el => el.offsetParent !== null).map(el => el.innerText.trim()).filter(Boolean)"""
+# Gradio's own frontend strings follow the browser's locale, not the app's switch; "English" names itself.
+GRADIO_CHROME = {"English", "Drop File Here\n- or -\nClick to Upload", "Use via API", "Settings"}
 SHOWN = "ids => Object.fromEntries(ids.map(id => [id, (document.getElementById(id) || {}).innerText || '']))"
 
 
@@ -160,7 +167,17 @@ def test_the_whole_loop_in_one_open_page(app: RunningApp, page, artifacts_dir: P
         wait_for_text(page, "#pairs-prompt", "Loop question")
         wait_for_text(page, "#pairs-pair-info", "loop-run margin")  # the run's score reached the open page
         assert "error" not in text_of(page, "#pairs-message").lower(), text_of(page, "#pairs-message")
-        shot("sorted-by-score")
+        shot("score-in-pairs")
+
+        # 7. 中文: no English label, button, tab or table header left on any tab.
+        page.locator("#ui-lang").get_by_text("中文").click()
+        page.get_by_role("tab", name="训练").wait_for(timeout=30_000)
+        for tab in ("偏好对", "训练", "对话"):
+            page.get_by_role("tab", name=tab).click()
+            labels = page.evaluate(LABELS)
+            left = {text: words for text in labels if (words := english_words(text)) and text not in GRADIO_CHROME}
+            assert not left, f"English left on the {tab} tab: {left}"
+            shot(f"zh-{tab}")
     except Exception as error:  # say what the page and the app showed
         shown = page.evaluate(SHOWN, ["pairs-message", "pairs-page-info", "pairs-progress", "train-message",
                                       "train-status", "train-score-status", "chat-note", "chat-tally"])
