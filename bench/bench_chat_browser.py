@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, RunningApp, free_port, stop_app, wait_for_http  # noqa: E402
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, RunningApp, start_app, stop_app  # noqa: E402
 
 MAX_NEW_TOKENS = 64
 QUESTIONS = ("Write a short story about a lighthouse keeper.", "Now make it funnier.")
@@ -68,25 +67,7 @@ def start(app_repo: Path, tmp: Path) -> RunningApp:
     cached = model_cache() / folder.name
     if cached.exists():  # the converted model: the app does not convert it again
         os.symlink(cached, folder)
-    port = free_port()
-    log_path = tmp / "app.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "GRADIO_ANALYTICS_ENABLED": "0"}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(app_repo / "app.py"), "--data-dir", str(data_dir), "--port", str(port)],
-            cwd=app_repo,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    app = RunningApp(f"http://127.0.0.1:{port}/", data_dir, log_path, process)
-    try:
-        wait_for_http(app.url, process, log_path)
-    except BaseException:
-        stop_app(app)
-        raise
-    return app
+    return start_app(tmp, repo=app_repo)
 
 
 def browser_rounds(app: RunningApp, rounds: int) -> list[dict[str, dict[str, float]]]:

@@ -62,7 +62,10 @@ def wait_for_http(url: str, process: subprocess.Popen, log_path: Path, timeout: 
     raise TimeoutError(f"the app did not answer within {timeout} s:\n{log_path.read_text()[-4000:]}")
 
 
-def start_app(tmp: Path, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> RunningApp:
+def start_app(
+    tmp: Path, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = (), repo: Path = REPO
+) -> RunningApp:
+    """``repo``'s app.py on a free port with its own data dir under ``tmp`` (a benchmark may start another checkout)."""
     data_dir = tmp / "data"
     port = free_port()
     log_path = tmp / "app.log"
@@ -71,8 +74,8 @@ def start_app(tmp: Path, extra_env: dict[str, str] | None = None, args: tuple[st
     env.update(extra_env or {})
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, str(REPO / "app.py"), "--data-dir", str(data_dir), *args],
-            cwd=REPO,
+            [sys.executable, str(repo / "app.py"), "--data-dir", str(data_dir), *args],
+            cwd=repo,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
