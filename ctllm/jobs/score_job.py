@@ -19,6 +19,7 @@ from typing import Any
 from ctllm.errors import UserError
 from ctllm.jobs.commands import ctllm_command
 from ctllm.jobs.devices import CPU, parse_devices
+from ctllm.pairs.store import Store
 from ctllm.runs import read_config
 from ctllm.settings import Settings
 
@@ -62,7 +63,6 @@ def plan_score(settings: Settings, run: str, collection: str) -> ScorePlan:
     collection = (collection or "").strip()
     if not collection:
         raise UserError("Pick a collection to score.")
-    from ctllm.pairs.store import Store
 
     with Store(settings.db_path) as store:
         if store.find_collection(collection) is None:

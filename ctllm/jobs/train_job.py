@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from ctllm.dpo.config import COLLECTION_PREFIX, TrainConfig, convert_value
+from ctllm.dpo.presets import load_preset, resolve_config
 from ctllm.errors import UserError
 from ctllm.jobs.commands import ctllm_command
 from ctllm.jobs.devices import CPU, parse_devices
 from ctllm.jobs.manager import settings_env
+from ctllm.models.registry import resolve_spec
 from ctllm.runs import STATUS_NAME
 from ctllm.settings import Settings
 
@@ -40,8 +42,6 @@ def data_spec(value: str) -> str:
 
 def form_to_config(form: Mapping[str, Any]) -> tuple[str, TrainConfig, dict[str, Any]]:
     """(preset, validated config, overrides relative to the preset). Raises UserError naming the field."""
-    from ctllm.dpo.presets import load_preset, resolve_config
-
     preset = form.get("preset") or ""
     base = load_preset(preset) if preset else TrainConfig()
     values: dict[str, Any] = {}
@@ -88,8 +88,6 @@ def job_devices(devices: Any, processes: Any) -> tuple[str, int]:
 def check_models(config: TrainConfig, settings: Settings) -> None:
     """Refuse before start what the job would only find out inside: a missing or out-of-bounds model, a hub id
     while offline, a model whose own code the operator has not allowed."""
-    from ctllm.models.registry import resolve_spec
-
     for name in ("model", "ref_model"):
         spec = getattr(config, name)
         if spec:

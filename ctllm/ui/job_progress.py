@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ctllm.evaluate import headline_text, summary_headline
 from ctllm.ui.render import inert_inline
 
 # The phases before step 1, numbered as the user sees them ("step 2 of 4").
@@ -100,8 +101,6 @@ def progress_text(
 
 
 def _summary_text(summary: Mapping[str, Any]) -> str:
-    from ctllm.evaluate import headline_text, summary_headline
-
     text = ""
     keys = [k for k in ("eval_rewards/accuracies", "eval_rewards/margins") if isinstance(summary.get(k), (int, float))]
     if keys:
