@@ -888,7 +888,9 @@ def build(ctx: AppContext) -> dict[str, Any]:
             LABEL_STATE_CHOICES, value="not_mine", elem_id="pairs-label-state", scale=2, min_width=200
         )
         sort = gr.Dropdown(SORT_CHOICES, value="id", elem_id="pairs-sort", scale=2)
-        score_name = gr.Dropdown([], elem_id="pairs-score-name", scale=2)
+        # A custom value is allowed so that choices and value sent together (a collection just opened) are kept: the
+        # browser otherwise drops a value that was not among the previous choices. The server checks the name.
+        score_name = gr.Dropdown([], allow_custom_value=True, elem_id="pairs-score-name", scale=2)
 
     with gr.Row():
         with gr.Column(scale=5):

@@ -1,6 +1,6 @@
 """The whole loop in one open page, never reloaded: import a file, label with keys, train a tiny run to the end, chat
 with it (it appears on the right by itself), vote and follow the link to the vote, score the pairs with the run and
-see that score on the open pair. A screenshot of each stage lands in tests/artifacts/loop-*.png."""
+sort by that score. A screenshot of each stage lands in tests/artifacts/loop-*.png."""
 
 from __future__ import annotations
 
@@ -166,6 +166,10 @@ def test_the_whole_loop_in_one_open_page(app: RunningApp, page, artifacts_dir: P
         choose(page, "pairs-collection", "loop")
         wait_for_text(page, "#pairs-prompt", "Loop question")
         wait_for_text(page, "#pairs-pair-info", "loop-run margin")  # the run's score reached the open page
+        wait_value(page, "pairs-score-name", "loop-run")
+        choose(page, "pairs-sort", "run score: lowest margin first")
+        wait_value(page, "pairs-sort", "run score")
+        wait_for_text(page, "#pairs-page-info", f"{PAIRS} pairs")
         assert "error" not in text_of(page, "#pairs-message").lower(), text_of(page, "#pairs-message")
         shot("score-in-pairs")
 
