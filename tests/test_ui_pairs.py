@@ -80,7 +80,7 @@ def test_page_shows_first_pair_with_sides_in_annotator_order(ctx: AppContext, h:
     expected_first = stored.pair.chosen if view.shown_first == "chosen" else stored.pair.rejected
     assert out["first"] == expected_first
     assert view.shown_first == shown_first("local", stored.root_id)
-    assert len(out["table"]) == PAGE_SIZE and out["table"][0][0] == "▶"
+    assert len(out["table"]["data"]) == PAGE_SIZE and out["table"]["data"][0][0] == "▶"
     assert "Mine: 0 / 45" in out["progress"]
 
 
@@ -294,7 +294,7 @@ def test_an_import_opens_the_new_collection_everywhere(ctx: AppContext, h: Pairs
     assert out["collection"]["value"] == "fresh" and "fresh" in out["collection"]["choices"]
     assert out["view"].collection == "fresh" and set(out["view"].page_ids) == fresh_ids
     assert out["view"].pair_id in fresh_ids and "Fresh question" in out["prompt"]
-    assert {row[1] for row in out["table"]} == fresh_ids
+    assert {row[1] for row in out["table"]["data"]} == fresh_ids
     assert "Mine: 0 / 3" in out["progress"] and "Page 1 of 1 · 3 pairs match" == out["page_info"]
     assert out["label_state"] == "not_mine" and out["source"]["value"] == "all"  # filters kept, source reset
     # The dropdown's own change event then finds the view already there and sends nothing.
@@ -339,7 +339,8 @@ def test_back_on_the_tab_the_page_is_read_again(ctx: AppContext, h: PairsHandler
     view = browse(h)["view"]
     ctx.store.add_label(view.page_ids[1], "local", "tie", "chosen")  # e.g. from the Chat tab
     out = shown(h, h.tab_selected("demo", view))
-    assert out["view"].pair_id == view.pair_id and out["table"][1][5] == "tie" and "Mine: 1 / 45" in out["progress"]
+    assert out["view"].pair_id == view.pair_id and out["table"]["data"][1][5] == "tie"
+    assert "Mine: 1 / 45" in out["progress"]
 
 
 def test_search_counts_matches_and_highlights_them_inertly(ctx: AppContext, h: PairsHandlers) -> None:

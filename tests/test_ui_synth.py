@@ -122,7 +122,7 @@ def test_admin_synthesizes_a_collection_that_annotators_review(ctx: AppContext, 
     pairs = standalone(ctx)
     assert "synth-review" in pairs.refresh_collections(None, request=ANNOTATOR)["choices"]
     shown = pairs.browse("synth-review", "all", "all", "all", "id", "", "", 1, None, request=ANNOTATOR)
-    view, table = shown[pairs.ui.view], shown[pairs.ui.table]
+    view, table = shown[pairs.ui.view], shown[pairs.ui.table]["data"]
     assert sorted(row[3] for row in table) == ["Name a colour.", "Name a fruit.", "Name a tree."]
     first_pair = view.pair_id
     voted = pairs.vote("first", view, "", request=ANNOTATOR)

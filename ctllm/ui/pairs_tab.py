@@ -33,7 +33,7 @@ from ctllm.paths import safe_resolve
 from ctllm.ui.auth import Forbidden, Role, User, require
 from ctllm.ui.context import HAND_WRITTEN_COLLECTION, SAMPLES_COLLECTION, AppContext
 from ctllm.ui.handlers import bind
-from ctllm.ui.i18n import t
+from ctllm.ui.i18n import headers, t
 from ctllm.ui.render import (
     code_block,
     inert_inline,
@@ -331,7 +331,9 @@ class PairsHandlers:
             ui.prompt: panel.prompt,
             ui.first: panel.first,
             ui.second: panel.second,
-            ui.table: self.table_rows(view.page_ids, user.name, view.pair_id),
+            # With its headers: plain rows would bring back the English ones after a switch to 中文.
+            ui.table: {"data": self.table_rows(view.page_ids, user.name, view.pair_id),
+                       "headers": headers("pairs-table", TABLE_HEADERS)},
             ui.page: view.page,
             ui.page_info: page_info(view),
             ui.progress: self.progress_text(view.collection, user.name),
