@@ -5,6 +5,8 @@ keyword) defines:
 - ``add_arguments(parser)``: its flags,
 - ``run(args, settings) -> int``: the exit code.
 
+An underscore in the module name is a hyphen in the command's (``export_gguf.py``: ``export-gguf``).
+
 Only the module of the command being run is imported, so a light command (``jobs list``) does not pay for
 torch and transformers.
 """
@@ -22,9 +24,9 @@ from ctllm.settings import Settings, add_settings_arguments
 
 
 def command_names() -> dict[str, str]:
-    """Command name -> module name, from the files in this package."""
+    """Command name -> module name, from the files in this package (``export_gguf.py`` is ``export-gguf``)."""
     return {
-        info.name.removesuffix("_cmd"): info.name
+        info.name.removesuffix("_cmd").replace("_", "-"): info.name
         for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name)
         if not info.name.startswith("_")
     }

@@ -18,6 +18,7 @@ from pathlib import Path
 from ctllm.dpo.config import TrainConfig
 from ctllm.dpo.presets import list_presets, resolve_config
 from ctllm.evaluate.end_of_run import evaluate_finished_run
+from ctllm.publish.card import write_card
 from ctllm.settings import Settings
 
 NAME = "train"
@@ -66,4 +67,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"run directory: {result.run_dir}", file=sys.stderr)
         if result.state != "finished":
             print(f"run {result.state}: {result.error}", file=sys.stderr)
+        else:
+            print(f"model card: {write_card(result.run_dir)}", file=sys.stderr)
     return EXIT_CODES.get(result.state, 1)

@@ -21,6 +21,7 @@ import numpy as np
 from ctllm.errors import UserError
 from ctllm.models.embedded import gguf_path
 from ctllm.models.registry import ModelSpec
+from ctllm.publish.modelfile import write_modelfile
 from ctllm.publish.run_model import merged_model
 
 DTYPES = ("f16", "q8_0")
@@ -96,7 +97,7 @@ def _check_llama(config: Any) -> None:
         raise UserError("GGUF export supports Llama models without attention or MLP biases")
 
 
-def _encode(name: str, weights: np.ndarray, dtype: str) -> tuple[np.ndarray, gguf.GGMLQuantizationType]:
+def _encode(weights: np.ndarray, dtype: str) -> tuple[np.ndarray, gguf.GGMLQuantizationType]:
     if weights.ndim == 1:  # norms stay f32, as in llama.cpp's files
         return weights.astype(np.float32), gguf.GGMLQuantizationType.F32
     if dtype == "q8_0" and weights.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
@@ -168,7 +169,7 @@ def write_gguf(model: Any, tokenizer: Any, out: Path, dtype: str, name: str,
             weights = permute_rotary(weights, n_head)
         elif hf_name.endswith("k_proj.weight"):
             weights = permute_rotary(weights, n_kv)
-        data, kind = _encode(gguf_name, weights, dtype)
+        data, kind = _encode(weights, dtype)
         writer.add_tensor(gguf_name, data, raw_dtype=kind)
         count += 1
     writer.write_header_to_file()
@@ -180,9 +181,12 @@ def write_gguf(model: Any, tokenizer: Any, out: Path, dtype: str, name: str,
 
 
 def export_run_gguf(spec: ModelSpec, settings: Any, out: Path, dtype: str) -> GgufExport:
-    """The run of ``spec`` (LoRA merged first) as a GGUF at ``out``, the embedded GGUF as layout reference."""
+    """The run of ``spec`` (LoRA merged first) as a GGUF at ``out``, the embedded GGUF as layout reference, and
+    an Ollama Modelfile beside it."""
     model, tokenizer = merged_model(spec, settings)
-    return write_gguf(model, tokenizer, out, dtype, name=spec.label, reference=gguf_path())
+    result = write_gguf(model, tokenizer, out, dtype, name=spec.label, reference=gguf_path())
+    result.modelfile = write_modelfile(result.path, tokenizer)
+    return result
 
 
 def compare_layout(exported: Path, reference: Path) -> list[str]:

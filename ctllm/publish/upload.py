@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import DatasetCard, DatasetCardData, HfApi
+from huggingface_hub import DatasetCardData, HfApi
 
 from ctllm.errors import UserError
 from ctllm.models.registry import ModelSpec
