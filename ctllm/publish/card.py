@@ -17,7 +17,7 @@ from ctllm.publish.run_facts import EMBEDDED_HUB_ID, EMBEDDED_LICENSE, DataCount
 
 CARD_NAME = "README.md"
 CURVES_NAME = "training_curves.png"
-TAGS = ["dpo", "trl-compatible", "ctllm-dpo-studio"]
+TAGS = ["dpo", "trl-compatible", "ctllm-dpo-studio"]  # the last one marks a card written here
 LANGUAGE_NAMES = {"en": "English", "zh": "Chinese"}
 
 
@@ -233,17 +233,27 @@ def card_path(run_dir: Path) -> Path:
 
 def write_card(run_dir: Path, repo: str | None = None, dataset_repo: str | None = None,
                license_id: str | None = None, overwrite: bool = False) -> Path:
-    """Write ``final/README.md`` and ``final/training_curves.png``; an existing (perhaps edited) card is kept
-    unless ``overwrite``. Returns the card's path."""
+    """Write ``final/README.md`` and ``final/training_curves.png``; a card written here before (perhaps edited
+    since) is kept unless ``overwrite``. Returns the card's path."""
     final = Path(run_dir) / "final"
     if not final.is_dir():
         raise UserError(f"{final} is missing: the run has no trained model to describe (has it finished?)")
     facts = read_run_facts(run_dir)
     write_curves_png(facts.metrics, final / CURVES_NAME)
     path = card_path(run_dir)
-    if overwrite or not path.is_file():
+    if overwrite or not is_studio_card(path):
         build_card(facts, repo, dataset_repo, license_id).save(path)
     return path
+
+
+def is_studio_card(path: Path) -> bool:
+    """Whether ``path`` holds a card this module wrote (perhaps edited since): not missing, and not the stub
+    README.md that peft's ``save_pretrained`` leaves beside an adapter."""
+    try:
+        tags = ModelCard.load(path).data.tags or []
+    except Exception:  # missing, or a header no longer readable: written again
+        return False
+    return TAGS[-1] in tags
 
 
 def parse_card(text: str, where: str = CARD_NAME) -> ModelCard:

@@ -178,6 +178,32 @@ STRINGS: dict[str, tuple[str, str]] = {
     "train-score-collection.label": ("Collection to score", "要打分的数据集"),
     "train-score.value": ("Score pairs with this run", "用此运行给偏好对打分"),
     "train-eval-run.label": ("Run", "运行"),
+    # Publish panel (Train tab's run view, admin only).
+    "train-publish-box.label": (
+        "Publish this run (admin): model card, hub upload", "发布此运行（管理员）：模型卡、上传到 Hub"
+    ),
+    "train-publish-explain.value": (
+        "The card is written from what the run recorded; edit it, save it, then publish. Without a token, or "
+        "offline, the exact folders that would be uploaded are written under the exports folder. The token is "
+        "used for this upload only and never stored. GGUF for llama.cpp / Ollama: "
+        "`python -m ctllm export-gguf run:NAME --dtype q8_0`.",
+        "模型卡根据运行记录生成；可编辑、保存后再发布。没有令牌或离线时，会在导出目录写出将要上传的完整文件夹。"
+        "令牌只用于本次上传，不会保存。llama.cpp / Ollama 用的 GGUF："
+        "`python -m ctllm export-gguf run:NAME --dtype q8_0`。",
+    ),
+    "train-publish-edit-tab.label": ("Edit (Markdown)", "编辑（Markdown）"),
+    "train-publish-preview-tab.label": ("Preview", "预览"),
+    "train-publish-card.label": ("Model card (README.md)", "模型卡（README.md）"),
+    "train-publish-save.value": ("Save card", "保存模型卡"),
+    "train-publish-regenerate.value": ("Write the card again from the run", "根据运行重新生成模型卡"),
+    "train-publish-repo.label": ("Hub repository (OWNER/NAME)", "Hub 仓库（OWNER/NAME）"),
+    "train-publish-token.label": ("Hub token (write access; not stored)", "Hub 令牌（需写权限；不会保存）"),
+    "train-publish-private.label": ("Private", "私有"),
+    "train-publish-with-data.label": (
+        "Also the training data (OWNER/NAME-pairs)", "同时发布训练数据（OWNER/NAME-pairs）"
+    ),
+    "train-publish-merged.label": ("LoRA: also the merged model", "LoRA：同时发布合并后的模型"),
+    "train-publish-go.value": ("Publish", "发布"),
     "train-eval-csv.label": ("Table as CSV", "表格（CSV）"),
     "train-compare-runs.label": ("Runs", "运行"),
     "train-compare-metric.label": ("Metric", "指标"),
@@ -375,6 +401,18 @@ STRINGS: dict[str, tuple[str, str]] = {
     "train.status": ("Status", "状态"),
     "train.confirm_cancel": ("Confirm cancel", "确认取消"),
     "train.score_run": ("Run to score with", "用于打分的运行"),
+    "publish.pick_run": ("Pick a run first.", "请先选择一个运行。"),
+    "publish.no_model": ("Run {run} has no trained model (final/) yet.", "运行 {run} 还没有训练好的模型（final/）。"),
+    "publish.admin_only": ("Publishing needs the admin role.", "发布需要管理员权限。"),
+    "publish.saved": ("Card saved to {path}.", "模型卡已保存到 {path}。"),
+    "publish.regenerated": ("Card written again from the run.", "已根据运行重新生成模型卡。"),
+    "publish.offline": ("the hub is off (offline mode)", "Hub 已关闭（离线模式）"),
+    "publish.no_token": ("no token was given", "没有提供令牌"),
+    "publish.not_uploaded": (
+        "Not uploaded: {why}. These are the exact folders that would be uploaded, in {out}:",
+        "未上传：{why}。以下是将要上传的完整文件夹，位于 {out}：",
+    ),
+    "publish.uploaded": ("Uploaded: {urls}. Files:", "已上传：{urls}。文件："),
     # Chat tab.
     "chat.same_model": (
         "⚠ Both sides are the same model ({model}): the answers differ only by sampling, and implicit rewards are 0.",

@@ -44,6 +44,7 @@ from ctllm.ui.context import SAMPLES_COLLECTION, AppContext
 from ctllm.ui.handlers import bind, form, keyed
 from ctllm.ui.i18n import STRINGS, headers, t
 from ctllm.ui.job_progress import format_duration, phase_text, progress_text
+from ctllm.ui.publish_panel import build as build_publish_panel
 from ctllm.ui.render import inert_inline
 
 __all__ = ["data_spec", "format_duration", "progress_text", "shown_command"]  # re-exported: callers of the old home
@@ -670,6 +671,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
         with gr.Row():
             for name, key in zip(EVAL_PLOT_NAMES, EVAL_CHARTS, strict=True):
                 ui[name] = gr.Plot(show_label=False, elem_id=f"train-eval-{key}")
+    build_publish_panel(ctx, ui["eval_run"])
     with gr.Accordion(open=False, elem_id="train-compare-box"):
         with gr.Row():
             ui["compare_runs"] = gr.Dropdown([], multiselect=True, elem_id="train-compare-runs")
