@@ -188,10 +188,10 @@ STRINGS: dict[str, tuple[str, str]] = {
         "used for this upload only and never stored. GGUF for llama.cpp / Ollama: "
         "`python -m ctllm export-gguf run:NAME --dtype q8_0`.",
         "模型卡根据运行记录生成；可编辑、保存后再发布。没有令牌或离线时，会在导出目录写出将要上传的完整文件夹。"
-        "令牌只用于本次上传，不会保存。llama.cpp / Ollama 用的 GGUF："
+        "令牌只用于本次上传，不会保存。llama.cpp 与 `Ollama` 所用的 `GGUF` 文件："
         "`python -m ctllm export-gguf run:NAME --dtype q8_0`。",
     ),
-    "train-publish-edit-tab.label": ("Edit (Markdown)", "编辑（Markdown）"),
+    "train-publish-edit-tab.label": ("Edit (Markdown)", "编辑"),
     "train-publish-preview-tab.label": ("Preview", "预览"),
     "train-publish-card.label": ("Model card (README.md)", "模型卡（README.md）"),
     "train-publish-save.value": ("Save card", "保存模型卡"),
