@@ -172,8 +172,9 @@ def _usage(facts: RunFacts, repo: str | None) -> str:
         "print(tokenizer.decode(model.generate(ids, max_new_tokens=64)[0][ids.shape[1]:], skip_special_tokens=True))",
         "```",
         "",
-        "For llama.cpp and Ollama: `python -m ctllm export-gguf run:NAME --dtype q8_0 --out model.gguf` writes the "
-        "GGUF and an Ollama `Modelfile` beside it (`ollama create NAME -f Modelfile`).",
+        f"For llama.cpp and Ollama: `python -m ctllm export-gguf run:{facts.name} --dtype q8_0 --out "
+        f"{facts.name}.gguf` writes the GGUF and an Ollama `Modelfile` beside it "
+        f"(`ollama create {facts.name} -f Modelfile`).",
     ])
 
 
