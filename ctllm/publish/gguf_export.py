@@ -10,6 +10,7 @@ one f16 scale (a matrix whose rows are not a multiple of 32 stays f16).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,12 +48,39 @@ def permute_rotary(weights: np.ndarray, n_head: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(weights.shape))
 
 
+@dataclass(frozen=True)
+class GgufSummary:
+    """What the layout checks need from a GGUF file: its keys, a few values, its tensors' names and shapes."""
+
+    keys: tuple[str, ...]
+    values: dict[str, Any]
+    tensors: dict[str, tuple[int, ...]]
+
+
+SUMMARY_VALUES = ("tokenizer.ggml.tokens", "tokenizer.ggml.pre", "llama.block_count", "llama.embedding_length")
+
+
+@functools.lru_cache(maxsize=4)
+def _summary(path: str, stamp: tuple[int, int]) -> GgufSummary:
+    # gguf's reader parses every token string one by one (about a minute for SmolLM2's on a busy 2-core machine),
+    # so the reference file is read once per process.
+    reader = gguf.GGUFReader(path)
+    return GgufSummary(
+        keys=tuple(reader.fields),
+        values={name: reader.fields[name].contents() for name in SUMMARY_VALUES if name in reader.fields},
+        tensors={t.name: tuple(int(x) for x in t.shape) for t in reader.tensors},
+    )
+
+
+def summarize(path: Path) -> GgufSummary:
+    info = Path(path).stat()
+    return _summary(str(Path(path).resolve()), (info.st_mtime_ns, info.st_size))
+
+
 def _reference_fields(reference: Path | None) -> dict[str, Any]:
     if reference is None or not Path(reference).is_file():
         return {}
-    reader = gguf.GGUFReader(str(reference))
-    return {name: reader.fields[name].contents() for name in ("tokenizer.ggml.tokens", "tokenizer.ggml.pre")
-            if name in reader.fields}
+    return summarize(reference).values
 
 
 def tokenizer_fields(tokenizer: Any, vocab_size: int) -> dict[str, Any]:
@@ -192,16 +220,12 @@ def export_run_gguf(spec: ModelSpec, settings: Any, out: Path, dtype: str) -> Gg
 def compare_layout(exported: Path, reference: Path) -> list[str]:
     """Where ``exported`` departs from ``reference``'s layout: metadata keys the reference has and the export
     lacks, and (for a model of the same shape) tensor names or shapes that differ. Empty when they agree."""
-    mine, theirs = gguf.GGUFReader(str(exported)), gguf.GGUFReader(str(reference))
+    mine, theirs = summarize(exported), summarize(reference)
     skipped = ("general.", "GGUF.")  # descriptive fields (organization, finetune, ...) belong to one model
-    problems = [f"missing key {key}" for key in theirs.fields if not key.startswith(skipped) and key not in mine.fields]
-    same_shape = all(mine.fields[k].contents() == theirs.fields[k].contents()
-                     for k in ("llama.block_count", "llama.embedding_length") if k in mine.fields)
-    if same_shape:
-        shapes = {t.name: tuple(int(x) for x in t.shape) for t in mine.tensors}
-        for tensor in theirs.tensors:
-            if shapes.get(tensor.name) != tuple(int(x) for x in tensor.shape):
-                problems.append(f"tensor {tensor.name}: {shapes.get(tensor.name)} here, "
-                                f"{tuple(int(x) for x in tensor.shape)} in the reference")
-        problems += [f"extra tensor {n}" for n in sorted(set(shapes) - {t.name for t in theirs.tensors})]
+    problems = [f"missing key {key}" for key in theirs.keys if not key.startswith(skipped) and key not in mine.keys]
+    if all(mine.values.get(k) == theirs.values.get(k) for k in ("llama.block_count", "llama.embedding_length")):
+        for name, shape in theirs.tensors.items():
+            if mine.tensors.get(name) != shape:
+                problems.append(f"tensor {name}: {mine.tensors.get(name)} here, {shape} in the reference")
+        problems += [f"extra tensor {name}" for name in sorted(set(mine.tensors) - set(theirs.tensors))]
     return problems
