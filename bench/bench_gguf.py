@@ -42,9 +42,14 @@ def train_demo(data_dir: Path, name: str, steps: int) -> None:
     subprocess.run(command, cwd=REPO, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-def logits(folder: Path, tokenizer, gguf_file: str | None = None) -> torch.Tensor:
+def logits(folder: Path, tokenizer, gguf_file: str | None = None, round_to_f16: bool = False) -> torch.Tensor:
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs).eval()
+    if round_to_f16:  # the baseline: the run's weights rounded to f16 in torch, no GGUF involved
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.dim() > 1:
+                    parameter.copy_(parameter.half().float())
     rows = []
     for prompt in PROMPTS:
         ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
@@ -73,9 +78,13 @@ def main() -> int:
     shipped = gguf_path()
     print(f"embedded model's shipped GGUF (Q4_1): {shipped.stat().st_size / 1e6:.1f} MB")
     print(f"run's safetensors (fp32): {(final / 'model.safetensors').stat().st_size / 1e6:.1f} MB")
-    print("| dtype | size | max abs logit diff vs the run | export time | layout vs the embedded GGUF | template |")
-    print("|---|---|---|---|---|---|")
-    for dtype in ("f16", "q8_0"):
+    rounded = float((expected - logits(final, tokenizer, round_to_f16=True)).abs().max())
+    print(f"baseline: the run's matrices rounded to f16 in torch (no GGUF) change the logits by up to {rounded:.2e} "
+          f"(the run's logits reach {float(expected.abs().max()):.1f}; {expected.shape[0]} positions compared)")
+    print("| dtype | size | max abs logit diff vs the run | same top-1 token | export time | layout vs the embedded "
+          "GGUF | template |")
+    print("|---|---|---|---|---|---|---|")
+    for dtype in ("f16", "q8_0", "f32"):
         out = run_dir_of(spec) / "gguf" / f"{name}-{dtype}.gguf"
         started = time.perf_counter()
         result = export_run_gguf(spec, settings, out, dtype)
@@ -86,7 +95,9 @@ def main() -> int:
         problems = compare_layout(out, shipped)
         template = "kept" if back_tokenizer.chat_template == tokenizer.chat_template else "CHANGED"
         goal = " (goal <= 1e-2)" if dtype == "f16" else ""
-        print(f"| {dtype} | {result.size_bytes / 1e6:.1f} MB | {worst:.2e}{goal} | {seconds:.1f} s | "
+        same_top = float((expected.argmax(-1) == got.argmax(-1)).float().mean())
+        print(f"| {dtype} | {result.size_bytes / 1e6:.1f} MB | {worst:.2e}{goal} | {100 * same_top:.1f} % | "
+              f"{seconds:.1f} s | "
               f"{'same keys and tensors' if not problems else '; '.join(problems[:3])} | {template} |")
     return 0
 

