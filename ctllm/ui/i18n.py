@@ -384,6 +384,59 @@ STRINGS: dict[str, tuple[str, str]] = {
         "No finished training run yet: the right side switches to the newest run as soon as one finishes (Train tab).",
         "还没有完成的训练运行：一旦有运行完成（训练页），右侧会自动切换到最新的运行。",
     ),
+    # Leaderboard panel (Chat tab; ctllm/ui/leaderboard_panel.py).
+    "chat-leaderboard-box.label": ("Leaderboard: ratings from the votes", "排行榜：根据投票的评分"),
+    "chat-leaderboard-language.label": ("Language", "语言"),
+    "chat-leaderboard-language.choice.all": ("all", "全部"),
+    "chat-leaderboard-language.choice.en": ("English", "英文"),
+    "chat-leaderboard-language.choice.zh": ("Chinese", "中文"),
+    "chat-leaderboard-language.choice.other": ("other", "其他"),
+    "chat-leaderboard-category.label": ("Prompt category", "提示类别"),
+    "chat-leaderboard-category.choice.all": ("all", "全部"),
+    "chat-leaderboard-blind.label": ("Blind-mode votes only", "仅盲评投票"),
+    "chat-leaderboard-rounds.label": ("Bootstrap rounds", "自助法轮数"),
+    "chat-leaderboard-refresh.value": ("Refresh", "刷新"),
+    "chat-leaderboard-table.label": (
+        "Bradley–Terry ratings (FastChat's method; 400 points = 10:1 odds)",
+        "Bradley–Terry 评分（FastChat 的方法；相差 400 分 = 10:1 胜率比）",
+    ),
+    "chat-leaderboard-table.header.rank": ("rank", "名次"),
+    "chat-leaderboard-table.header.model": ("model", "模型"),
+    "chat-leaderboard-table.header.rating": ("rating", "评分"),
+    "chat-leaderboard-table.header.95 % CI": ("95 % CI", "95% 置信区间"),
+    "chat-leaderboard-table.header.votes": ("votes", "投票数"),
+    "chat-leaderboard-table.header.W-L-T": ("W-L-T", "胜-负-平"),
+    "chat-leaderboard-chart.label": ("Ratings with 95 % intervals", "评分及 95% 区间"),
+    "chat-leaderboard-matrix.label": ("Head-to-head win rates", "两两胜率"),
+    "leaderboard.no_votes": (
+        "No votes to rate yet: vote in the Chat tab (blind mode for the default view).",
+        "还没有可评分的投票：请在对话页投票（默认视图只统计盲评投票）。",
+    ),
+    "leaderboard.summary": (
+        "**{votes} votes** rated, of {total} · 95 % intervals from {rounds} bootstrap rounds",
+        "评分依据 **{votes} 票**（共 {total} 票）· 95% 区间来自 {rounds} 轮自助法",
+    ),
+    "leaderboard.category": ("category {category}", "类别 {category}"),
+    "leaderboard.blind_only": (
+        "blind-mode votes only (untick the box to count every vote)",
+        "仅统计盲评投票（取消勾选以统计全部投票）",
+    ),
+    "leaderboard.bad_rounds": (
+        "Bootstrap rounds must be a whole number from 0 to {max}.",
+        "自助法轮数须为 0 到 {max} 的整数。",
+    ),
+    "leaderboard.chart_title": ("Ratings with bootstrap 95 % intervals", "评分及自助法 95% 区间"),
+    "leaderboard.rating_axis": ("rating", "评分"),
+    "leaderboard.matrix_title": (
+        "Win rate of the row's model against the column's (ties left out)",
+        "行模型对列模型的胜率（不计平局）",
+    ),
+    "leaderboard.matrix_hover": (
+        "%{y} beat %{x} in %{text} of %{customdata} decisive votes",
+        "%{y} 在 %{customdata} 次分出胜负的投票中胜 %{x} 的比例为 %{text}",
+    ),
+    "leaderboard.opponent": ("opponent", "对手"),
+    "leaderboard.model": ("model", "模型"),
 }
 
 
