@@ -398,7 +398,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "chat-leaderboard-refresh.value": ("Refresh", "刷新"),
     "chat-leaderboard-table.label": (
         "Bradley–Terry ratings (FastChat's method; 400 points = 10:1 odds)",
-        "Bradley–Terry 评分（FastChat 的方法；相差 400 分 = 10:1 胜率比）",
+        "布拉德利–特里模型评分（与聊天竞技场排行榜同法；相差 400 分即胜率比 10:1）",
     ),
     "chat-leaderboard-table.header.rank": ("rank", "名次"),
     "chat-leaderboard-table.header.model": ("model", "模型"),
