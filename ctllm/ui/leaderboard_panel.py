@@ -74,10 +74,9 @@ def ratings_figure(board: Leaderboard) -> go.Figure:
             hovertemplate="%{x}: %{y:.0f}<extra></extra>",
         )
     )
-    fig.update_layout(
-        title={"text": title, "font": {"size": 14}},
+    fig.update_layout(  # no title: the component's label says it
         height=340,
-        margin={"l": 50, "r": 10, "t": 40, "b": 60},
+        margin={"l": 50, "r": 10, "t": 20, "b": 60},
         yaxis_title=t("leaderboard.rating_axis"),
         template="plotly_white",
     )
