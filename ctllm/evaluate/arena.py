@@ -130,12 +130,12 @@ def win_counts(rows: np.ndarray, n_models: int, weights: np.ndarray | None = Non
     """W[..., i, j]: the regression rows in which i beat j (FastChat's doubled rows: a win counts 2, a tie 1 each
     way), each row of ``rows`` counted once or by ``weights`` (one matrix per row of a rounds × rows array)."""
     a, b, s = rows[:, 0].astype(int), rows[:, 1].astype(int), rows[:, 2]
-    cells = np.zeros((len(rows), n_models * n_models))
-    np.add.at(cells, (np.arange(len(rows)), a * n_models + b), 2 * s)
-    np.add.at(cells, (np.arange(len(rows)), b * n_models + a), 2 * (1 - s))
-    if weights is None:
-        return cells.sum(axis=0).reshape(n_models, n_models)
-    return (np.atleast_2d(weights) @ cells).reshape(-1, n_models, n_models)
+    per_row = np.ones((1, len(rows))) if weights is None else np.atleast_2d(weights)
+    out = np.zeros((n_models * n_models, per_row.shape[0]))  # cells × rounds, so each row adds to one cell
+    np.add.at(out, a * n_models + b, (per_row * (2 * s)).T)
+    np.add.at(out, b * n_models + a, (per_row * (2 * (1 - s))).T)
+    out = out.T.reshape(-1, n_models, n_models)
+    return out[0] if weights is None else out
 
 
 def _objective(theta: np.ndarray, wins: np.ndarray, c: float) -> np.ndarray:
@@ -170,7 +170,10 @@ def fit_bt(wins: np.ndarray, c: float = C, tol: float = 1e-10) -> np.ndarray:
             if not bad.any():
                 break
             size = np.where(bad, size / 2, size)
-        theta, loss = trial, trial_loss
+        if bad.all():  # no step decreases the objective any more: converged as far as float64 goes
+            break
+        theta = np.where(bad[:, None], theta, trial)
+        loss = np.where(bad, loss, trial_loss)
     return theta[0] if single else theta
 
 
