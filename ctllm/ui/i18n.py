@@ -327,6 +327,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "pairs-table.header.Δ len": ("Δ len", "Δ 长度"),
     "pairs-table.header.mine": ("mine", "我的"),
     "pairs-table.header.n": ("n", "标注数"),
+    "pairs-table.header.id": ("id", "编号"),
     # Handler messages (see t).
     "app.title": ("CT-LLM DPO Studio", "CT-LLM DPO 工作台"),
     "app.user": ("Signed in as", "当前用户"),
@@ -436,6 +437,27 @@ STRINGS: dict[str, tuple[str, str]] = {
         "**已导入到 {collection}**（格式 {format}）。",
     ),
     "pairs.wrote": ("Wrote {file}.", "已写入 {file}。"),
+    "pairs.list_separator": ("; ", "；"),
+    "pairs.agree_none": ("no labels yet", "还没有标注"),
+    "pairs.agree_judged": (
+        "{annotators} annotator(s), {pairs} pairs judged ({multi} by two or more)",
+        "{annotators} 位标注者，已判断 {pairs} 个偏好对（{multi} 个由两人或以上判断）",
+    ),
+    "pairs.agree_cohen": (
+        "Cohen's κ {kappa} on {shared} shared pairs",
+        "Cohen κ {kappa}（{shared} 个共同标注的偏好对）",
+    ),
+    "pairs.agree_fleiss": ("Fleiss' κ {kappa} on {pairs} pairs", "Fleiss κ {kappa}（{pairs} 个偏好对）"),
+    "pairs.agree_source": (
+        "agree with the source's order {share} of {decisive} side choices",
+        "{decisive} 次选边中有 {share} 与来源的 chosen / rejected 一致",
+    ),
+    "pairs.agree_first": ("first-shown side picked {share}", "选择先显示一侧的比例 {share}"),
+    "pairs.agree_longer": ("longer response picked {share}", "选择较长回答的比例 {share}"),
+    "pairs.agree_counts": (
+        "ties {ties}, both bad {both_bad}, skips {skips}",
+        "一样好 {ties}，都不好 {both_bad}，跳过 {skips}",
+    ),
     # Synthesize panel (Pairs tab, admin only).
     "synth.no_job": ("No synthesis job yet.", "还没有合成任务。"),
     "synth.no_strong": ("none (the file's answers only)", "无（只用文件自带的回答）"),

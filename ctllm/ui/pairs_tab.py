@@ -22,7 +22,7 @@ from typing import Any
 import gradio as gr
 
 from ctllm.errors import UserError
-from ctllm.pairs.agreement import collection_stats
+from ctllm.pairs.agreement import AgreementReport, collection_stats, fmt_kappa
 from ctllm.pairs.export import export_collection
 from ctllm.pairs.formats import FORMATS
 from ctllm.pairs.importer import import_pairs
@@ -215,6 +215,27 @@ def progress_markdown(p: LabelProgress) -> str:
         labels=f"{p.judgements:,}",
         annotators=p.annotators,
     )
+
+
+def agreement_text(report: AgreementReport) -> str:
+    """The agreement line of the statistics (``AgreementReport``'s own text) in the session's language."""
+    if not report.annotators:
+        return t("pairs.agree_none")
+    judged = {"annotators": len(report.annotators), "pairs": f"{report.labelled_pairs:,}"}
+    parts = [t("pairs.agree_judged").format(**judged, multi=f"{report.multi_rated:,}")]
+    if len(report.annotators) == 2 and report.cohen:
+        ((kappa, shared),) = report.cohen.values()
+        parts.append(t("pairs.agree_cohen").format(kappa=fmt_kappa(kappa), shared=f"{shared:,}"))
+    elif len(report.annotators) > 2:
+        parts.append(t("pairs.agree_fleiss").format(kappa=fmt_kappa(report.fleiss), pairs=f"{report.multi_rated:,}"))
+    if report.decisive:
+        share = f"{report.with_source / report.decisive:.0%}"
+        parts.append(t("pairs.agree_source").format(share=share, decisive=f"{report.decisive:,}"))
+        parts.append(t("pairs.agree_first").format(share=f"{report.first_position / report.decisive:.0%}"))
+    if report.unequal_length:
+        parts.append(t("pairs.agree_longer").format(share=f"{report.longer_picked / report.unequal_length:.0%}"))
+    parts.append(t("pairs.agree_counts").format(ties=report.ties, both_bad=report.both_bad, skips=report.skips))
+    return t("pairs.list_separator").join(parts)
 
 
 def _preview(text: str, limit: int = 90) -> str:
@@ -638,7 +659,7 @@ class PairsHandlers:
                 edited=f"{stats['edited']:,}",
             ),
             "- " + t("pairs.stats_languages").format(languages=languages, splits=splits),
-            "- " + t("pairs.stats_agreement").format(agreement=inert_inline(str(stats["agreement"]))),
+            "- " + t("pairs.stats_agreement").format(agreement=agreement_text(stats["agreement"])),
             "- "
             + (
                 t("pairs.stats_length").format(
