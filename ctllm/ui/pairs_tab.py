@@ -206,15 +206,13 @@ def page_info(view: PairsView) -> str:
 
 def progress_markdown(p: LabelProgress) -> str:
     share = f"{p.judged / p.total:.0%}" if p.total else "–"
-    return t("pairs.progress").format(
-        mine=f"{p.judged:,}",
-        total=f"{p.total:,}",
-        share=share,
-        skipped=f"{p.skipped:,}",
-        anyone=f"{p.anyone:,}",
-        labels=f"{p.judgements:,}",
-        annotators=p.annotators,
-    )
+    return counted("pairs.progress", mine=p.judged, total=p.total, share=share, skipped=p.skipped, anyone=p.anyone,
+                   labels=p.judgements, annotators=p.annotators)
+
+
+def counted(key: str, **values: int | str) -> str:
+    """``key``'s text filled in, whole numbers written with thousands separators."""
+    return t(key).format(**{name: f"{v:,}" if isinstance(v, int) else v for name, v in values.items()})
 
 
 def agreement_text(report: AgreementReport) -> str:
@@ -646,39 +644,21 @@ class PairsHandlers:
         languages = ", ".join(f"{language_name(k) if k else '?'} {v:,}" for k, v in stats["by_language"].items())
         splits = ", ".join(f"{inert_inline(k or t('pairs.no_split'))} {v:,}" for k, v in stats["by_split"].items())
         share = lengths["chosen_longer_share"]
-        lines = [
-            f"### {inert_inline(name)}",
-            self.progress_text(name, user.name),
-            "",
-            "- "
-            + t("pairs.stats_counts").format(
-                pairs=f"{stats['pairs']:,}",
-                judged=f"{judged:,}",
-                skipped=f"{max(0, stats['labelled'] - judged):,}",
-                disagreements=f"{stats['disagreements']:,}",
-                edited=f"{stats['edited']:,}",
-            ),
-            "- " + t("pairs.stats_languages").format(languages=languages, splits=splits),
-            "- " + t("pairs.stats_agreement").format(agreement=agreement_text(stats["agreement"])),
-            "- "
-            + (
-                t("pairs.stats_length").format(
-                    share=f"{share:.0%}",
-                    equal=f"{lengths['equal']:,}",
-                    chosen=f"{lengths['mean_chosen']:,.0f}",
-                    rejected=f"{lengths['mean_rejected']:,.0f}",
-                )
-                if share is not None
-                else t("pairs.stats_length_none")
-            ),
-            "- "
-            + t("pairs.stats_duplicates").format(
-                prompts=f"{dup['prompts_in_several_pairs']:,}",
-                sharing=f"{dup['pairs_sharing_a_prompt']:,}",
-                elsewhere=f"{dup['pairs_also_in_other_collections']:,}",
-                skipped=f"{dup['skipped_at_import']:,}",
-            ),
-        ]
+        skipped = max(0, stats["labelled"] - judged)
+        items = [
+            counted("pairs.stats_counts", pairs=stats["pairs"], judged=judged, skipped=skipped,
+                    disagreements=stats["disagreements"], edited=stats["edited"]),
+            t("pairs.stats_languages").format(languages=languages, splits=splits),
+            t("pairs.stats_agreement").format(agreement=agreement_text(stats["agreement"])),
+            t("pairs.stats_length_none")
+            if share is None
+            else counted("pairs.stats_length", share=f"{share:.0%}", equal=lengths["equal"],
+                         chosen=round(lengths["mean_chosen"]), rejected=round(lengths["mean_rejected"])),
+            counted("pairs.stats_duplicates", prompts=dup["prompts_in_several_pairs"],
+                    sharing=dup["pairs_sharing_a_prompt"], elsewhere=dup["pairs_also_in_other_collections"],
+                    skipped=dup["skipped_at_import"]),
+        ]  # fmt: skip
+        lines = [f"### {inert_inline(name)}", self.progress_text(name, user.name), "", *(f"- {i}" for i in items)]
         return "\n".join(lines)
 
     # --- import / export -------------------------------------------------------------------------------
