@@ -26,6 +26,7 @@ from ctllm.runs import STATUS_NAME
 from ctllm.settings import Settings
 
 KIND = "train"
+RUN_NAME_PLACEHOLDER = "<chosen at start>"  # the run name in "Show command" before a run names itself
 # Form values that may stay empty (the preset's or the run's own choice applies); every other TrainConfig field
 # in a form needs a value.
 OPTIONAL_TEXT = ("model", "ref_model", "data", "eval_data", "run_name")
@@ -152,7 +153,7 @@ class TrainJobPlan:
 
     def command(self, settings: Settings) -> str:
         """The line "Show command" prints (a run name not chosen yet is shown as a placeholder)."""
-        overrides = self.overrides if self.config.run_name else {**self.overrides, "run_name": "<chosen at start>"}
+        overrides = self.overrides if self.config.run_name else {**self.overrides, "run_name": RUN_NAME_PLACEHOLDER}
         argv = train_argv(self.preset, overrides, settings.data_dir, self.devices, self.processes)
         return shown_command(argv, self.devices, settings_env(settings))
 

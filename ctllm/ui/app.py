@@ -100,9 +100,10 @@ def build_app(settings: Settings, ctx: AppContext | None = None) -> gr.Blocks:
         for api_name, entry in tabs:
             fn, inputs, outputs = entry["load"]
             demo.load(fn, inputs=inputs, outputs=outputs, show_progress="hidden", api_name=api_name)
-            # What the handlers wrote (status lines, pair info, notes) again, in the new language.
-            fn, inputs, outputs = entry["language"]
-            switched.then(fn, inputs=inputs, outputs=outputs, show_progress="hidden")
+            # What the handlers wrote (status lines, pair info, notes) again, in the new language (one event or more).
+            events = entry["language"] if isinstance(entry["language"], list) else [entry["language"]]
+            for fn, inputs, outputs in events:
+                switched.then(fn, inputs=inputs, outputs=outputs, show_progress="hidden")
     demo.ctllm_context = ctx  # type: ignore[attr-defined]  # for tests and app.py
     demo.ctllm_translator = tr  # type: ignore[attr-defined]  # for tests
     return demo
