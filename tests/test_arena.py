@@ -1,5 +1,5 @@
 """The arena leaderboard: FastChat's Bradley–Terry fit (checked against closed forms, against FastChat's own
-doubled-row regression fitted by plain gradient descent, and against sklearn where it is installed), bootstrap
+doubled-row regression fitted by plain gradient descent), bootstrap
 intervals that cover simulated true ratings, the votes read from a real store, the CLI and the panel's handler."""
 
 from __future__ import annotations
@@ -107,18 +107,6 @@ def test_the_fit_equals_fastchats_doubled_row_regression_fitted_by_gradient_desc
     ours = mle_ratings(battles)
     for m in models:
         assert ours[m] == pytest.approx(reference[m], abs=0.01)
-
-
-def test_the_fit_equals_sklearn_logistic_regression_where_installed() -> None:
-    linear_model = pytest.importorskip("sklearn.linear_model")
-    rng = np.random.default_rng(4)
-    battles = simulate(rng, 400) + [Battle("sft", "hub", "tie")] * 7
-    models = sorted(TRUE)
-    x, y = fastchat_rows(battles, models)
-    fitted = linear_model.LogisticRegression(fit_intercept=False, C=C, tol=1e-10, max_iter=10_000).fit(x, y)
-    ours = mle_ratings(battles)
-    for m, coef in zip(models, fitted.coef_[0], strict=True):
-        assert ours[m] == pytest.approx(SCALE * coef + INIT_RATING, abs=0.05)
 
 
 def test_a_model_that_never_lost_is_rated_above_the_rest_and_finite() -> None:
