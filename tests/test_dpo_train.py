@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from ctllm.dpo.config import TrainConfig, from_yaml, merge
 from ctllm.dpo.presets import list_presets, load_preset, resolve_config
 from ctllm.dpo.train import train
 from ctllm.errors import UserError
+from ctllm.jobs.train_job import flag_value, plan_train_job
 from ctllm.runs import list_runs, read_metrics, read_status
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,8 +105,8 @@ def test_config_overrides_convert_types_and_validation_names_the_field(tmp_path)
         TrainConfig().validate()
     with pytest.raises(UserError, match="'simpo_gamma' = -1 must be >= 0"):
         TrainConfig(data="x.jsonl", loss_type="simpo", simpo_gamma=-1).validate()
-    with pytest.raises(UserError, match="'precompute_ref' .* without a reference model"):
-        TrainConfig(data="x.jsonl", loss_type="orpo", precompute_ref=True).validate()
+    with pytest.raises(UserError, match="'rpo_alpha' = 0.5 must be 0 with cpo and orpo"):
+        TrainConfig(data="x.jsonl", loss_type="orpo", rpo_alpha=0.5).validate()
     mpo = merge(TrainConfig(data="x.jsonl"), {"loss_type": "sigmoid,bco_pair,sft", "loss_weights": "0.8, 0.2, 1"})
     assert mpo.validate().loss_weights == [0.8, 0.2, 1.0]
     with pytest.raises(UserError, match="'loss_weights'"):
@@ -115,6 +117,29 @@ def test_config_overrides_convert_types_and_validation_names_the_field(tmp_path)
     path.write_text("beta: [1\n", encoding="utf-8")
     with pytest.raises(UserError, match="line"):
         from_yaml(path)
+
+
+def test_loss_fields_go_through_show_command_and_back_through_the_cli(settings, tmp_path):
+    """The form's loss fields become the job's flags, and the CLI reads those flags back into the same config."""
+    form = {"preset": "cpu-demo", "loss_type": "sigmoid,bco_pair,sft", "loss_weights": "0.8, 0.2, 1",
+            "f_divergence_type": "reverse_kl", "use_weighting": False, "rpo_alpha": 0, "devices": "cpu",
+            "num_processes": 1, "data": "pairs"}
+    simpo = {**form, "loss_type": "simpo", "loss_weights": "", "simpo_gamma": 0.7, "beta": 2.0}
+    for values in (form, simpo):
+        plan = plan_train_job(values)
+        line = plan.command(settings)
+        for name, value in plan.overrides.items():
+            assert f"--{name} {shlex.quote(flag_value(value))}" in line, name
+        argv = plan.argv(settings.data_dir)
+        result = subprocess.run([*argv, "--print-config"], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        printed = yaml.safe_load(result.stdout)
+        assert {name: printed[name] for name in plan.overrides} == {
+            name: getattr(plan.config, name) for name in plan.overrides}
+    assert "--loss_type sigmoid,bco_pair,sft --loss_weights 0.8,0.2,1.0" in plan_train_job(form).command(settings)
+    assert "--simpo_gamma 0.7" in plan_train_job(simpo).command(settings)
+    with pytest.raises(UserError, match="'loss_weights'"):
+        plan_train_job({**form, "loss_weights": "1, 2"})
 
 
 def test_presets_ct_llm_is_the_model_card_recipe_and_values_can_be_overridden(tmp_path):
@@ -302,7 +327,7 @@ DPO_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies
                "logps/rejected", "logits/chosen", "logits/rejected")
 
 
-@pytest.mark.parametrize(("loss_type", "extra"), [("simpo", {"simpo_gamma": 0.5, "beta": 2.0}),
+@pytest.mark.parametrize(("loss_type", "extra"), [("simpo", {"simpo_gamma": 0.5, "beta": 2.0, "precompute_ref": True}),
                                                   ("cpo", {"cpo_alpha": 1.0}),
                                                   ("alphapo", {"alphapo_alpha": 0.25, "beta": 2.0})])
 def test_reference_free_losses_load_and_run_no_reference(env, tiny_model_dir, tmp_path, reference_count, loss_type,
@@ -319,6 +344,8 @@ def test_reference_free_losses_load_and_run_no_reference(env, tiny_model_dir, tm
     assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["resolved"]["reference"] == described
     log = (result.run_dir / "train.log").read_text()
     assert f"reference: {described}" in log and "reference activations" not in log
+    assert ("not used by the reference-free loss simpo: precompute_ref=True" in log) == (loss_type == "simpo")
+    assert "reference log-probs" not in log
     records = train_records(result.run_dir)
     assert [r["step"] for r in records] == [1, 2]
     wanted = DPO_METRICS + (("nll_loss",) if loss_type == "cpo" else ())

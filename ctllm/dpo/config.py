@@ -127,10 +127,11 @@ class TrainConfig:
             ("model", bool(self.model.strip()), "must name a model (registry spec, folder or hub id)"),
             ("data", bool(self.data.strip()), "must name a pairs file or collection:NAME"),
             *loss_field_checks(self),
-            ("ref_model", not self.ref_model or not is_reference_free(self.loss_type),
-             f"is not used: loss_type {self.loss_type} trains without a reference model"),
-            ("precompute_ref", not self.precompute_ref or not is_reference_free(self.loss_type),
-             f"has nothing to compute: loss_type {self.loss_type} trains without a reference model"),
+            # The pure losses have both (ctllm.dpo.losses); the training forward does not give per-token values yet.
+            ("ld_alpha", self.ld_alpha == 1, "is not supported by the training engine yet (its forward sums the "
+             "log-probs before the loss); use 1"),
+            ("use_weighting", not self.use_weighting, "is not supported by the training engine yet (WPO needs "
+             "log sum p^2 per token from the forward); use false"),
             ("lr", self.lr > 0, "must be > 0"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
             ("grad_accum", self.grad_accum >= 1, "must be >= 1"),
@@ -201,7 +202,8 @@ def loss_field_checks(c: Any) -> list[tuple[str, bool, str]]:
         ("label_smoothing", not c.label_smoothing or bool(set(names) & set(LABEL_SMOOTHING_LOSSES)),
          f"is not used by the {c.loss_type} loss: set it to 0"),
         ("rpo_alpha", c.rpo_alpha >= 0, "must be >= 0"),
-        ("rpo_alpha", not c.rpo_alpha or not free, "is for the reference-based losses (cpo and orpo have their NLL)"),
+        ("rpo_alpha", not c.rpo_alpha or not {"cpo", "orpo"} & set(names),
+         "must be 0 with cpo and orpo: they have their own NLL term (cpo_alpha; orpo's is always on)"),
         ("f_divergence_type", c.f_divergence_type in F_DIVERGENCES, f"must be one of {', '.join(F_DIVERGENCES)}"),
         ("f_divergence_type", c.f_divergence_type == "reverse_kl" or set(names) <= set(F_DIVERGENCE_LOSSES),
          f"other than reverse_kl works only with {', '.join(F_DIVERGENCE_LOSSES)}"),

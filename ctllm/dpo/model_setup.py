@@ -100,6 +100,10 @@ def load_models(run: Run) -> Models:
     identity = _model_identity(ref_spec if not same_reference else spec)
     if is_reference_free(config.loss_type):
         reference = Reference(f"none (reference-free: {config.loss_type})", free=True)
+        unused = [f"{name}={getattr(config, name)!r}" for name in ("ref_model", "precompute_ref")
+                  if getattr(config, name)]
+        if unused:  # e.g. kept from a preset made for DPO
+            run.log.info("not used by the reference-free loss %s: %s", config.loss_type, ", ".join(unused))
     elif not same_reference:
         ref_model = _freeze(load_model(ref_spec, load_settings, trainable=False).model)
         reference = Reference(f"frozen copy of {ref_spec.label} ({ref_spec.ref}), given as ref_model", model=ref_model)

@@ -197,7 +197,7 @@ def _prepare(run: Run, models: Models, data: RunData) -> Training:
     make_lean(run, models, data.items)
     choose_forward(run, models, data.items)
     steps = plan_steps(data.items, config, run.world)
-    if config.precompute_ref:
+    if config.precompute_ref and not models.reference.free:
         precompute_reference(run, models, data, steps)
     models.policy = policy = apply_lora(run, models.policy)
     if models.reference.model is not None:
