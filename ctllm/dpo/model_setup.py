@@ -87,7 +87,8 @@ def needs_conversion(run: Run) -> bool:
 def load_models(run: Run) -> Models:
     """The policy, its tokenizer and spec, and the reference.
 
-    A reference-free loss (simpo, cpo, orpo, alphapo) loads no reference and copies nothing. With precompute_ref and the SFT model as reference, no copy is made: the untrained policy computes them.
+    A reference-free loss (simpo, cpo, orpo, alphapo) loads no reference and copies nothing. With precompute_ref
+    and the SFT model as reference, no copy is made: the untrained policy computes them.
     """
     config, settings = run.config, run.settings
     dtype = resolve_dtype(config, settings, run.accelerator.device)
