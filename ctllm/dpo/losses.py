@@ -20,11 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ctllm.dpo import config as run_config
-from ctllm.dpo.config import loss_field_checks, loss_names
+from ctllm.dpo.config import LOSS_TYPES, loss_field_checks, loss_names
 from ctllm.dpo.logps import ForwardOutput
-
-LOSS_TYPES = run_config.LOSS_TYPES
 
 
 @dataclass(frozen=True)
