@@ -30,6 +30,7 @@ RUN_NAME_PLACEHOLDER = "<chosen at start>"  # the run name in "Show command" bef
 # Form values that may stay empty (the preset's or the run's own choice applies); every other TrainConfig field
 # in a form needs a value.
 OPTIONAL_TEXT = ("model", "ref_model", "data", "eval_data", "run_name")
+OPTIONAL_LISTS = ("loss_weights",)  # empty: the field's default, []
 JOB_KEYS = ("preset", "devices", "num_processes")  # in the form, but not config fields
 
 
@@ -55,6 +56,8 @@ def form_to_config(form: Mapping[str, Any]) -> tuple[str, TrainConfig, dict[str,
         elif name == "eval_fraction":
             if value is not None:
                 values[name] = value
+        elif name in OPTIONAL_LISTS and (value is None or value == ""):
+            values[name] = []
         elif value is None or value == "":
             raise UserError(f"config field '{name}' needs a value")
         else:
