@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ctllm.dpo.config import LOSS_TYPES, loss_field_checks, loss_names
 from ctllm.dpo.logps import ForwardOutput
+from ctllm.dpo.loss_fields import PAPERS  # noqa: F401  (its old home; one line and paper per loss)
 
 
 @dataclass(frozen=True)
@@ -350,29 +351,6 @@ REFERENCE_FREE_LOSSES: dict[str, Callable[[PairLogps, LossConfig], Terms]] = {
     "simpo": _simpo, "cpo": _cpo, "orpo": _orpo, "alphapo": _alphapo,
 }
 assert tuple(REFERENCE_LOSSES) + tuple(REFERENCE_FREE_LOSSES) == LOSS_TYPES
-
-# One line on what each optimises and its paper (for pickers and docs).
-PAPERS = {
-    "sigmoid": "DPO: logistic loss on the policy-vs-reference margin — arXiv 2305.18290",
-    "hinge": "SLiC/RSO hinge on the DPO margin — arXiv 2309.06657",
-    "ipo": "IPO: squared distance of the per-token margin to 1/(2β) — arXiv 2310.12036",
-    "robust": "Robust DPO: unbiased under label-flip rate ε — arXiv 2403.00409",
-    "exo_pair": "EXO: reverse-KL to the smoothed label distribution — arXiv 2402.00856",
-    "nca_pair": "NCA: absolute likelihoods, chosen up — arXiv 2402.05369",
-    "bco_pair": "BCO: binary classifier of chosen vs rejected rewards — arXiv 2404.04656",
-    "sppo_hard": "SPPO with hard win probabilities — arXiv 2405.00675",
-    "aot": "AOT: distributional dominance of sorted margins — arXiv 2406.05882",
-    "aot_unpaired": "AOT unpaired: sorted chosen vs sorted rejected rewards — arXiv 2406.05882",
-    "apo_zero": "APO-zero: chosen up, rejected down — arXiv 2408.06266",
-    "apo_down": "APO-down: both down, rejected more — arXiv 2408.06266",
-    "discopop": "DiscoPOP: logistic/exponential blend found by LLM search — arXiv 2406.08414",
-    "sft": "NLL of the chosen answer (mix with others: RPO, MPO) — arXiv 2404.19733",
-    "sigmoid_norm": "DPO on per-token averaged log-ratios — arXiv 2405.14734",
-    "simpo": "SimPO: reference-free, length-normalised reward with margin γ — arXiv 2405.14734",
-    "cpo": "CPO: reference-free DPO plus NLL of the chosen answer — arXiv 2401.08417",
-    "orpo": "ORPO: NLL plus λ × odds-ratio term, reference-free — arXiv 2403.07691",
-    "alphapo": "AlphaPO: SimPO with an α-shaped reward — arXiv 2501.03884",
-}
 
 
 def extra_metric_names(c: LossConfig) -> tuple[str, ...]:
