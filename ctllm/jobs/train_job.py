@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ctllm.dpo.config import COLLECTION_PREFIX, TrainConfig, convert_value
+from ctllm.dpo.loss_fields import hidden_fields, settle_hidden
 from ctllm.dpo.presets import load_preset, resolve_config
 from ctllm.errors import UserError
 from ctllm.jobs.commands import ctllm_command
@@ -43,12 +44,17 @@ def data_spec(value: str) -> str:
 
 
 def form_to_config(form: Mapping[str, Any]) -> tuple[str, TrainConfig, dict[str, Any]]:
-    """(preset, validated config, overrides relative to the preset). Raises UserError naming the field."""
+    """(preset, validated config, overrides relative to the preset). Raises UserError naming the field.
+
+    The loss's hyperparameters that the chosen loss does not use (the form hides them) keep the preset's value, or
+    their default where the loss would refuse that (ctllm.dpo.loss_fields)."""
     preset = form.get("preset") or ""
     base = load_preset(preset) if preset else TrainConfig()
+    hidden = hidden_fields(str(form.get("loss_type") or base.loss_type),
+                           str(form.get("f_divergence_type") or base.f_divergence_type))
     values: dict[str, Any] = {}
     for name, value in form.items():
-        if name in JOB_KEYS or name not in TrainConfig.__dataclass_fields__:
+        if name in JOB_KEYS or name not in TrainConfig.__dataclass_fields__ or name in hidden:
             continue
         if name in OPTIONAL_TEXT:
             text = str(value or "").strip()
@@ -67,6 +73,7 @@ def form_to_config(form: Mapping[str, Any]) -> tuple[str, TrainConfig, dict[str,
         converted = convert_value(name, value, origin="form")
         if converted != getattr(base, name):
             overrides[name] = converted
+    overrides = settle_hidden(base, overrides, hidden)
     config = resolve_config(preset or None, None, overrides)
     return preset, config, overrides
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import gradio as gr
 
+from ctllm.dpo.config import LOSS_TYPES
+from ctllm.dpo.loss_fields import loss_group, paper_summary
 from ctllm.ui.help import HELP
 
 LANGUAGES = ("en", "zh")
@@ -230,7 +232,12 @@ STRINGS: dict[str, tuple[str, str]] = {
         "β：策略模型可偏离参考模型的程度（CT-LLM：0.5）",
     ),
     "train-loss-type.label": ("loss type", "损失类型"),
-    "train-loss-type.info": ("sigmoid (DPO), hinge, ipo, robust", "sigmoid（DPO）、hinge、ipo、robust"),
+    "train-loss-type.info": (
+        "Reference: needs the reference model · Reference-free: loads none · Unpaired (KTO): not available yet · "
+        "type several reference losses comma-separated to sum them (e.g. sigmoid,bco_pair,sft)",
+        "需参考：需要参考模型 · 免参考：不加载参考模型 · 非成对（KTO）：暂不可用 · "
+        "输入以逗号分隔的多个需参考损失即可相加（如 sigmoid,bco_pair,sft）",
+    ),
     "train-lr.label": ("lr", "学习率"),
     "train-lr.info": ("learning rate (CT-LLM: 1e-6 full fine-tuning)", "学习率（CT-LLM：全参数微调 1e-6）"),
     "train-batch-size.label": ("batch size", "批大小"),
@@ -647,6 +654,71 @@ STRINGS: dict[str, tuple[str, str]] = {
 
 
 STRINGS["help-text.value"] = (HELP["en"], HELP["zh"])
+
+# Train tab: the loss picker (ctllm/ui/loss_picker.py). Choice labels lead with the loss's set; the English line on
+# each loss is ctllm.dpo.loss_fields.PAPERS (its link is added where it is shown).
+_LOSS_GROUPS = {"reference": ("Reference", "需参考"), "reference_free": ("Reference-free", "免参考")}
+_LOSS_PAPERS_ZH = {
+    "sigmoid": "DPO：以策略与参考模型的差值做逻辑斯蒂损失",
+    "hinge": "SLiC/RSO：DPO 差值上的铰链损失",
+    "ipo": "IPO：逐 token 差值与 1/(2β) 的平方距离",
+    "robust": "Robust DPO：在标签翻转率 ε 下无偏",
+    "exo_pair": "EXO：到平滑标签分布的反向 KL",
+    "nca_pair": "NCA：绝对似然，提高 chosen",
+    "bco_pair": "BCO：区分 chosen 与 rejected 奖励的二分类器",
+    "sppo_hard": "SPPO，使用硬胜率",
+    "aot": "AOT：排序后差值的分布占优",
+    "aot_unpaired": "AOT 非成对：排序后的 chosen 奖励对排序后的 rejected 奖励",
+    "apo_zero": "apo_zero：提高 chosen，降低 rejected",
+    "apo_down": "apo_down：两者都降低，rejected 降得更多",
+    "discopop": "DiscoPOP：由 LLM 搜索得到的逻辑斯蒂与指数损失的混合",
+    "sft": "chosen 回答的 NLL（可与其他损失相加：RPO、MPO）",
+    "sigmoid_norm": "基于逐 token 平均对数比的 DPO",
+    "simpo": "SimPO：免参考，长度归一化的奖励，目标间隔 γ",
+    "cpo": "CPO：免参考的 DPO 加 chosen 回答的 NLL",
+    "orpo": "ORPO：NLL 加 λ × 几率比项，免参考",
+    "alphapo": "AlphaPO：奖励形状由 α 决定的 SimPO",
+}
+for _name in LOSS_TYPES:
+    _en, _zh = _LOSS_GROUPS[loss_group(_name)]
+    STRINGS[f"train-loss-type.choice.{_name}"] = (f"{_en} · {_name}", f"{_zh} · {_name}")
+    STRINGS[f"loss.paper.{_name}"] = (paper_summary(_name), _LOSS_PAPERS_ZH[_name])
+STRINGS.update({
+    "train-f-divergence-type.label": ("f-divergence", "f 散度"),
+    "train-f-divergence-type.info": (
+        "f-DPO: the divergence from the reference (reverse_kl is DPO's)",
+        "f-DPO：与参考模型之间的散度（reverse_kl 即 DPO 所用）",
+    ),
+    "train-f-alpha-divergence-coef.label": ("divergence α", "散度 α"),
+    "train-f-alpha-divergence-coef.info": (
+        "α of alpha_divergence (1: reverse KL)",
+        "alpha_divergence 的 α（1 即反向 KL）",
+    ),
+    "train-discopop-tau.label": ("discopop τ", "DiscoPOP 的 τ"),
+    "train-discopop-tau.info": (
+        "temperature of the blend of logistic and exponential loss (paper: 0.05)",
+        "逻辑斯蒂损失与指数损失混合的温度（论文：0.05）",
+    ),
+    "train-simpo-gamma.label": ("SimPO γ", "SimPO 的 γ"),
+    "train-simpo-gamma.info": (
+        "target margin between the chosen and rejected rewards",
+        "chosen 与 rejected 奖励之间的目标间隔",
+    ),
+    "train-cpo-alpha.label": ("cpo alpha", "CPO 的 α"),
+    "train-cpo-alpha.info": ("weight of the chosen answer's NLL in CPO", "CPO 中 chosen 回答 NLL 的权重"),
+    "train-orpo-lambda.label": ("ORPO λ", "ORPO 的 λ"),
+    "train-orpo-lambda.info": ("weight λ of the odds-ratio term (paper: 0.1)", "几率比项的权重 λ（论文：0.1）"),
+    "train-alphapo-alpha.label": ("AlphaPO α", "AlphaPO 的 α"),
+    "train-alphapo-alpha.info": (
+        "shape α of the reward (0 would be SimPO; paper: 0.25)",
+        "奖励的形状参数 α（0 即 SimPO；论文：0.25）",
+    ),
+    "train-loss-weights.label": ("loss weights", "损失权重"),
+    "train-loss-weights.info": (
+        "one weight per loss, comma-separated (empty: all 1)",
+        "每个损失一个权重，用逗号分隔（留空：全为 1）",
+    ),
+})
 ATTRS = ("label", "info", "placeholder", "value")
 MAX_SESSIONS = 10_000  # languages remembered, oldest forgotten first
 

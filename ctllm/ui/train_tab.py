@@ -19,7 +19,7 @@ from typing import Any
 
 import gradio as gr
 
-from ctllm.dpo.config import LOSS_TYPES, SCHEDULERS, TrainConfig
+from ctllm.dpo.config import SCHEDULERS, TrainConfig
 from ctllm.dpo.presets import list_presets, load_preset
 from ctllm.errors import UserError
 from ctllm.evaluate import (
@@ -37,7 +37,7 @@ from ctllm.jobs.score_job import start_score_job
 from ctllm.jobs.train_job import RUN_NAME_PLACEHOLDER, data_spec, plan_train_job, shown_command, start_train_job
 from ctllm.models.registry import list_models
 from ctllm.runs import list_runs, read_config, read_metrics, read_status
-from ctllm.ui import plots
+from ctllm.ui import loss_picker, plots
 from ctllm.ui.auth import Role, require
 from ctllm.ui.context import SAMPLES_COLLECTION, AppContext
 from ctllm.ui.handlers import bind, form, keyed
@@ -107,7 +107,6 @@ class Field:
 
 FIELDS: tuple[Field, ...] = (
     Field("beta", "number", "β: how far the policy may move from the reference (CT-LLM: 0.5)"),
-    Field("loss_type", "dropdown", "sigmoid (DPO), hinge, ipo, robust", LOSS_TYPES),
     Field("lr", "number", "learning rate (CT-LLM: 1e-6 full fine-tuning)"),
     Field("batch_size", "int", "pairs per device per micro-batch"),
     Field("grad_accum", "int", "micro-batches per optimizer step"),
@@ -120,13 +119,6 @@ FIELDS: tuple[Field, ...] = (
     Field("weight_decay", "number", "AdamW weight decay"),
     Field("eval_every", "int", "steps between held-out evaluations (0: at the end)"),
     Field("seed", "int", "random seed"),
-    Field("label_smoothing", "number", "cDPO / robust ε", advanced=True),
-    Field(
-        "rpo_alpha",
-        "number",
-        "RPO: weight of the chosen NLL (0: off); the loss plot then splits DPO and NLL",
-        advanced=True,
-    ),
     Field("scheduler", "dropdown", "learning-rate schedule", SCHEDULERS, advanced=True),
     Field("lora_alpha", "int", "LoRA α", advanced=True),
     Field("precompute_ref", "checkbox", "reference log-probs in one pass before training", advanced=True),
@@ -138,7 +130,7 @@ FIELDS: tuple[Field, ...] = (
 )
 # The form's inputs in order: these come before the hyperparameter fields.
 HEAD = ("preset", "model", "ref_model", "data", "eval_data", "eval_fraction", "run_name", "devices", "num_processes")
-FORM_NAMES = HEAD + tuple(f.name for f in FIELDS)
+FORM_NAMES = HEAD + tuple(f.name for f in FIELDS) + loss_picker.NAMES  # the loss and its hyperparameters last
 COMMAND_OUTPUTS = ("command", "message", *FORM_NAMES)  # "Show command" and Start, command first for API clients
 START_OUTPUTS = ("job_id", "cache", *COMMAND_OUTPUTS, "watch")
 HELP = {f.name: f.help for f in FIELDS} | {
@@ -299,7 +291,8 @@ class TrainHandlers:
 
         config = load_preset(preset) if preset else TrainConfig()
         names = ("model", "ref_model", *(f.name for f in FIELDS))
-        return {name: gr.update(value=getattr(config, name)) for name in names}
+        values = {name: getattr(config, name) for name in names} | loss_picker.form_values(config)
+        return {name: gr.update(value=value) for name, value in values.items()}
 
     def show_command(self, form: dict[str, Any], request: gr.Request | None = None) -> dict[str, Any]:
         require(request, Role.VIEWER, self.ctx.settings)
@@ -646,6 +639,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
                 widgets["eval_data"] = gr.Dropdown([""], value="", allow_custom_value=True, elem_id="train-eval-data")
                 widgets["eval_fraction"] = gr.Number(value=defaults.eval_fraction, elem_id="train-eval-fraction")
             with gr.Accordion(open=True, elem_id="train-hyper-box"):
+                widgets.update(loss_picker.build(defaults))
                 with gr.Row():
                     for field in [f for f in FIELDS if not f.advanced]:
                         widgets[field.name] = _widget(field)
@@ -704,6 +698,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
         compare_plot = gr.Plot(show_label=False, elem_id="train-compare-plot")
     ui.update(widgets)
     outputs = list(ui.values())
+    picker_language = loss_picker.wire(widgets)
 
     def wire(method: Any, names: tuple[str, ...] | None = None) -> Any:
         return keyed(bind(method), ui if names is None else {name: ui[name] for name in names})
@@ -754,4 +749,5 @@ def build(ctx: AppContext) -> dict[str, Any]:
     )
 
     relocalize_inputs = [ui["job_id"], ui["cache"], ui["score_job"], ui["selected_run"], ui["eval_run"]]
-    return {"load": (wire(h.load), [], outputs), "language": (wire(h.language_changed), relocalize_inputs, outputs)}
+    language = [(wire(h.language_changed), relocalize_inputs, outputs), picker_language]
+    return {"load": (wire(h.load), [], outputs), "language": language}
