@@ -15,10 +15,12 @@ from typing import Any
 
 import gradio as gr
 
+from ctllm.dpo.config import LOSS_TYPES
 from ctllm.jobs.table import Job
 from ctllm.pairs.schema import Pair, user_prompt
 from ctllm.runs import read_status
 from ctllm.settings import Settings
+from ctllm.ui import loss_picker
 from ctllm.ui.app import build_app
 from ctllm.ui.context import AppContext
 from ctllm.ui.i18n import STRINGS, remember_language, speaking
@@ -86,6 +88,22 @@ WHITELIST = {
     "eta",
     "cohen",
     "fleiss",
+    # the preference-optimization losses (ctllm.dpo.loss_fields.PAPERS) and their parts
+    "simpo",
+    "cpo",
+    "orpo",
+    "alphapo",
+    "discopop",
+    "aot",
+    "exo",
+    "nca",
+    "bco",
+    "sppo",
+    "slic",
+    "rso",
+    "mpo",
+    "kto",
+    "kl",
 }
 # Keys whose Chinese is rightly the English text (a symbol or a name).
 SAME_IN_BOTH = {"synth-top-p.label", "chat-top-p.label", "train-beta.label"}
@@ -265,6 +283,14 @@ def test_what_the_train_handlers_write_speaks_chinese(settings: Settings) -> Non
             go.touch()
             ctx.jobs.wait(job.id, timeout=120)
         ctx.close()
+
+
+def test_the_loss_pickers_paper_lines_speak_chinese() -> None:
+    zh = chinese_session()
+    lines = {name: loss_picker.method_view(name, "reverse_kl", zh)["loss_paper"] for name in LOSS_TYPES}
+    assert lines["simpo"].startswith("**simpo** — SimPO：免参考")
+    assert "(https://arxiv.org/abs/2405.14734)" in lines["simpo"]
+    assert_chinese(lines, allow=["arXiv https"])  # the link to each paper
 
 
 def test_the_synthesis_status_speaks_chinese(settings: Settings) -> None:
