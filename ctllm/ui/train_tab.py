@@ -26,7 +26,6 @@ from ctllm.evaluate import (
     EVAL_JSON,
     before_after,
     export_csv,
-    figures,
     headline,
     headline_text,
     load_result,
@@ -68,7 +67,7 @@ HISTORY_HEADERS = [
 ]
 DURATION_COLUMN = HISTORY_HEADERS.index("duration")
 EVAL_TABLE_HEADERS = ["section", "group", "metric", "SFT", "DPO", "n", "note"]
-EVAL_CHARTS = ("preference", "reward", "behaviour")
+EVAL_CHARTS = plots.EVAL_CHARTS
 COMPARE_METRICS = [
     "loss",
     "nll_loss",
@@ -256,7 +255,7 @@ def eval_view(result: dict[str, Any] | None, run: str) -> tuple[str, list[list[A
                 "finishes; `python -m ctllm eval` makes one for any two models)."
             )
         )
-        return message, [], [plots.waiting_figure(name, "no evaluation") for name in EVAL_CHARTS]
+        return message, [], plots.eval_figures(None, t("plot.eval_none"))
     models = result.get("models", {})
     lines = [
         f"**{inert_inline(run)}** · SFT {inert_inline(str(models.get('ref', {}).get('label', '?')))} → DPO "
@@ -271,9 +270,13 @@ def eval_view(result: dict[str, Any] | None, run: str) -> tuple[str, list[list[A
         [r["section"], r["group"], r["metric"], _cell(r["sft"]), _cell(r["dpo"]), r["n"], r["note"]]
         for r in result_rows(result)
     ]
-    charts = figures(result)
-    shown = [charts.get(name) or plots.waiting_figure(name, "not in this evaluation") for name in EVAL_CHARTS]
-    return "  \n".join(lines), rows, shown
+    return "  \n".join(lines), rows, plots.eval_figures(result)
+
+
+def run_figures(cache: dict[str, Any]) -> list[Any]:
+    """The four live figures of the run whose metric rows ``cache`` holds (waiting ones before its first step)."""
+    rows, alpha = cache.get("rows") or [], cache.get("rpo_alpha")
+    return plots.metric_figures(plots.with_dpo_loss(rows, alpha) if alpha and plots.has_nll(rows) else rows)
 
 
 def _cell(value: Any) -> Any:
@@ -374,10 +377,9 @@ class TrainHandlers:
     def _shown_job(self, job_id: int | None, cache: dict[str, Any]) -> dict[str, Any]:
         """The shown run: status, the four figures (only when new metric lines arrived), log, buttons, cache."""
         if not job_id:
-            figures = [plots.waiting_figure(p.title, "Start a run to see its curves here.") for p in plots.PANELS]
             out: dict[str, Any] = {"status": "No job yet.", "log": "", "cache": {"run_dir": ""}}
             if cache.get("run_dir") != "":
-                out.update(zip(PLOT_NAMES, figures, strict=True))
+                out.update(zip(PLOT_NAMES, plots.idle_figures(), strict=True))
             return out | {"cancel": gr.update(interactive=False), "resume": gr.update(interactive=False)}
         try:
             view = self.ctx.jobs.watch(int(job_id))
@@ -390,9 +392,7 @@ class TrainHandlers:
         rows = cache["rows"]
         out = {}
         if changed or "drawn" not in cache:
-            alpha = cache["rpo_alpha"]
-            shown = plots.with_dpo_loss(rows, alpha) if alpha and plots.has_nll(rows) else rows
-            out.update(zip(PLOT_NAMES, plots.metric_figures(shown), strict=True))
+            out.update(zip(PLOT_NAMES, run_figures(cache), strict=True))
         cache["drawn"] = True
         last = next((row for row in reversed(rows) if "loss" in row), None) or view.metrics
         if not cache.get("global_batch"):
@@ -502,6 +502,24 @@ class TrainHandlers:
                 row[DURATION_COLUMN] = format_duration(job.duration())
             rows.append(row)
         return rows
+
+    def redraw(
+        self,
+        job_id: int | None,
+        cache: dict[str, Any] | None,
+        eval_run: str | None,
+        compare_runs: list[str] | None,
+        metric: str,
+        request: gr.Request | None = None,
+    ) -> dict[str, Any]:
+        """After a language switch: the lists (as Refresh), the evaluation shown and every plot, in the new language."""
+        live = run_figures(cache) if job_id and (cache or {}).get("run_dir") else plots.idle_figures()
+        return {
+            **self.refresh(job_id, request),
+            **self.show_eval(eval_run, request),
+            **dict(zip(PLOT_NAMES, live, strict=True)),
+            "compare_plot": self.compare(compare_runs, metric, request),
+        }
 
     def history(self, request: gr.Request | None = None) -> list[list[Any]]:
         require(request, Role.VIEWER, self.ctx.settings)
@@ -643,12 +661,15 @@ def build(ctx: AppContext) -> dict[str, Any]:
                 ui["resume"] = gr.Button(interactive=False, elem_id="train-resume", scale=1)
             ui["status"] = gr.Markdown("No job yet.", elem_id="train-status")
             gr.Markdown(elem_classes=["explain-box"], elem_id="train-explain")
-            # Empty until the first timer tick draws them: building plotly figures here (its first use imports
-            # plotly's validators) would add seconds to the app's start.
+            # Each plot says what it waits for from the start (Gradio's empty-plot icon otherwise); the first timer
+            # tick and a language switch draw real figures.
             for row in (plots.PANELS[:2], plots.PANELS[2:]):
                 with gr.Row():
                     for panel in row:
-                        ui[f"plot_{panel.key}"] = gr.Plot(show_label=False, elem_id=f"train-plot-{panel.key}")
+                        ui[f"plot_{panel.key}"] = gr.Plot(
+                            plots.placeholder(t(f"plot.{panel.key}", "en"), t("plot.no_run", "en")),
+                            show_label=False, elem_id=f"train-plot-{panel.key}",
+                        )
             ui["log"] = gr.Textbox(lines=8, max_lines=12, interactive=False, autoscroll=True, elem_id="train-log")
 
     with gr.Accordion(open=True, elem_id="train-history-box"):
@@ -667,14 +688,17 @@ def build(ctx: AppContext) -> dict[str, Any]:
         ui["eval_table"] = gr.Dataframe(
             headers=EVAL_TABLE_HEADERS, interactive=False, elem_id="train-eval-table", wrap=True
         )
-        with gr.Row():
-            for name, key in zip(EVAL_PLOT_NAMES, EVAL_CHARTS, strict=True):
-                ui[name] = gr.Plot(show_label=False, elem_id=f"train-eval-{key}")
+        for name, key in zip(EVAL_PLOT_NAMES, EVAL_CHARTS, strict=True):  # one a row: category labels need the width
+            title = t(f"eval_chart.{key}.title", "en").format(beta="…")
+            empty = plots.placeholder(title, t("plot.eval_none", "en"), plots.EVAL_HEIGHT, plots.EVAL_TITLE_WIDTH)
+            ui[name] = gr.Plot(empty, show_label=False, elem_id=f"train-eval-{key}")
     with gr.Accordion(open=False, elem_id="train-compare-box"):
         with gr.Row():
             ui["compare_runs"] = gr.Dropdown([], multiselect=True, elem_id="train-compare-runs")
             compare_metric = gr.Dropdown(COMPARE_METRICS, value="loss", elem_id="train-compare-metric")
-        compare_plot = gr.Plot(show_label=False, elem_id="train-compare-plot")
+            ui["compare_metric"] = compare_metric
+        empty = plots.placeholder(t("plot.compare", "en").format(metric="loss"), t("plot.compare_none", "en"))
+        ui["compare_plot"] = compare_plot = gr.Plot(empty, show_label=False, elem_id="train-compare-plot")
     ui.update(widgets)
     outputs = list(ui.values())
 
@@ -726,4 +750,5 @@ def build(ctx: AppContext) -> dict[str, Any]:
         api_visibility="undocumented",
     )
 
-    return {"load": (wire(h.load), [], outputs), "language": (wire(h.refresh), [ui["job_id"]], outputs)}
+    redrawn = [ui[name] for name in ("job_id", "cache", "eval_run", "compare_runs", "compare_metric")]
+    return {"load": (wire(h.load), [], outputs), "language": (wire(h.redraw), redrawn, outputs)}
