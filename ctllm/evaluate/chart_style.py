@@ -29,7 +29,7 @@ def wrap_title(text: str, width: int) -> str:
     lines: list[str] = []
     line = ""
     for piece in _PIECES.findall(text):
-        if line and not piece.isspace() and display_width(line.rstrip() + piece) > width:
+        if line and not piece.isspace() and display_width(line + piece) > width:
             lines.append(line.rstrip())
             line = ""
         if line or not piece.isspace():
@@ -41,9 +41,9 @@ def wrap_title(text: str, width: int) -> str:
 def chart_layout(title: str, height: int, width: int, subtitle: str = "") -> dict[str, Any]:
     """The layout every chart starts from: ``title`` wrapped at ``width`` columns (what the narrowest place the chart
     is shown in holds at the title's size), ``subtitle`` under it in smaller type."""
-    title_layout: dict[str, Any] = {"text": wrap_title(title, width), "font": {"size": TITLE_SIZE}, "x": 0.01,
-                                    "xanchor": "left", "automargin": True, "yref": "paper", "y": 1,
-                                    "yanchor": "bottom", "pad": {"b": 12}}
+    title_layout: dict[str, Any] = {"text": wrap_title(title, width), "font": {"size": TITLE_SIZE}, "x": 0,
+                                    "xref": "container", "xanchor": "left", "automargin": True, "yref": "paper", "y": 1,
+                                    "yanchor": "bottom", "pad": {"b": 12, "l": 14}}
     if subtitle:
         title_layout["subtitle"] = {"text": wrap_title(subtitle, width + width // 4), "font": {"size": 11}}
     return {

@@ -27,7 +27,7 @@ from ctllm.evaluate.report import CHART_TEXT, figures
 from ctllm.ui.i18n import t
 
 Row = Mapping[str, object]
-HEIGHT = 260
+HEIGHT = 280
 EVAL_HEIGHT = 340
 TITLE_WIDTH = 44  # columns: a live plot is about 350 px wide in a 1280 px window
 EVAL_TITLE_WIDTH = 90
@@ -89,12 +89,14 @@ WAITING_TEXT = "Waiting for the first step…"  # plot.waiting's English
 
 
 def waiting_layout(title: str, message: str, height: int = HEIGHT, width: int = TITLE_WIDTH) -> dict[str, Any]:
-    """A figure's layout that says ``message`` where its curves will be (no axes)."""
+    """A figure's layout that says ``message`` where its curves will be (no axes). The message starts at the left:
+    a centred one is placed by its measured width, which is 0 when the figure is drawn in a hidden tab (as on a
+    language switch), and it then started mid-plot and ran off the edge."""
     layout = chart_layout(title, height, width)
     hidden = {"visible": False, "automargin": True}
-    note = {"text": message, "showarrow": False, "x": 0.5, "y": 0.5, "xref": "paper", "yref": "paper",
-            "font": {"size": 15}}
-    return layout | {"xaxis": hidden, "yaxis": hidden, "annotations": [note]}
+    note = {"text": message, "showarrow": False, "x": 0, "xanchor": "left", "y": 0.5, "xref": "paper",
+            "yref": "paper", "font": {"size": 15}}
+    return layout | {"xaxis": hidden, "yaxis": hidden, "annotations": [note], "margin": {**layout["margin"], "l": 15}}
 
 
 def waiting_figure(

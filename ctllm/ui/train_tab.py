@@ -513,9 +513,10 @@ class TrainHandlers:
         request: gr.Request | None = None,
     ) -> dict[str, Any]:
         """After a language switch: the lists (as Refresh), the evaluation shown and every plot, in the new language."""
+        lists = self.refresh(job_id, request)  # first: it checks the role and sets the session's language
         live = run_figures(cache) if job_id and (cache or {}).get("run_dir") else plots.idle_figures()
         return {
-            **self.refresh(job_id, request),
+            **lists,
             **self.show_eval(eval_run, request),
             **dict(zip(PLOT_NAMES, live, strict=True)),
             "compare_plot": self.compare(compare_runs, metric, request),
