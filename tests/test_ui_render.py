@@ -188,7 +188,7 @@ def test_plot_words_follow_the_language_and_every_key_is_in_the_table() -> None:
         waiting = plots.idle_figures()[0]
     assert loss.layout.title.text == "损失" and [trace.name for trace in loss.data] == ["训练", "评估"]
     assert loss.layout.xaxis.title.text == "步数" and loss.data[0].hovertemplate.startswith("步数 ")
-    assert waiting.layout.annotations[0].text == t("plot.no_run", "zh")
+    assert waiting.layout.annotations[0].text == t("train.no_curves", "zh")
     assert plots.metric_figures(rows)[0].layout.title.text == "Loss"  # the default session speaks English
 
 

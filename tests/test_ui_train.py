@@ -16,7 +16,7 @@ from ctllm.evaluate import headline
 from ctllm.settings import Settings
 from ctllm.ui import plots
 from ctllm.ui.context import AppContext
-from ctllm.ui.i18n import remember_language
+from ctllm.ui.i18n import remember_language, t
 from ctllm.ui.train_tab import FIELDS, FORM_NAMES, HISTORY_HEADERS, TrainHandlers, data_spec, read_new_metrics
 from tests.conftest import MODEL_CACHE, REPO
 
@@ -201,7 +201,7 @@ def test_a_tiny_run_reaches_the_plots_and_the_history(ctx: AppContext, tiny_mode
     # A switch to Chinese draws the run's curves and its evaluation again, in Chinese.
     zh = gr.Request(session_hash="zh-page")
     remember_language(zh, "zh")
-    redrawn = h.redraw(job_id, cache, "tiny-ui", ["tiny-ui"], "loss", zh)
+    redrawn = h.language_changed(job_id, cache, None, "", "tiny-ui", ["tiny-ui"], "loss", zh)
     assert [trace.name for trace in redrawn["plot_loss"].data] == ["DPO", "评估 DPO", "NLL", "评估 NLL"]
     assert plots.point_count(redrawn["plot_loss"]) == 8
     assert redrawn["plot_margin"].layout.title.text.startswith("奖励差")
@@ -223,18 +223,18 @@ def test_every_plot_is_drawn_again_in_the_language_switched_to(ctx: AppContext) 
     h = TrainHandlers(ctx)
     zh = gr.Request(session_hash="zh-page")
     remember_language(zh, "zh")
-    redrawn = h.redraw(None, {"run_dir": ""}, "evaluated", [], "loss", zh)
+    redrawn = h.language_changed(None, {}, None, "", "evaluated", [], "loss", zh)
     assert [redrawn[name].layout.title.text for name in PLOTS] == ["损失", "奖励差（chosen − rejected）", "奖励准确率",
                                                                     "奖励：chosen 与 rejected"]
-    assert redrawn["plot_loss"].layout.annotations[0].text.startswith("开始一次训练")
+    assert redrawn["plot_loss"].layout.annotations[0].text == t("train.no_curves", "zh")
     preference, reward, behaviour = (redrawn[f"eval_{name}"] for name in plots.EVAL_CHARTS)
     assert list(preference.data[0].x) == ["全部", "self harm"] and reward.layout.title.text.endswith("（β = 0.1）")
-    assert not behaviour.data and behaviour.layout.annotations[0].text == "本次评估没有这一项。"  # no prompt lists
+    assert not behaviour.data and behaviour.layout.annotations[0].text == t("train.eval_chart_missing", "zh")
     assert redrawn["compare_plot"].layout.title.text == "运行比较：loss"
     assert redrawn["eval_run"]["choices"] in (["evaluated"], [("evaluated", "evaluated")])  # the lists, as Refresh
-    english = h.redraw(None, {"run_dir": ""}, "", [], "loss", gr.Request(session_hash="en-page"))
+    english = h.language_changed(None, {}, None, "", "", [], "loss", gr.Request(session_hash="en-page"))
     assert english["plot_loss"].layout.title.text == "Loss"
-    assert english["eval_preference"].layout.annotations[0].text == "Pick a run with an evaluation."
+    assert english["eval_preference"].layout.annotations[0].text == t("train.eval_no_chart", "en")
 
 
 def test_cancel_stops_a_running_job(ctx: AppContext, tiny_model_dir: Path) -> None:

@@ -197,7 +197,7 @@ def _prepare(run: Run, models: Models, data: RunData) -> Training:
     make_lean(run, models, data.items)
     choose_forward(run, models, data.items)
     steps = plan_steps(data.items, config, run.world)
-    if config.precompute_ref:
+    if config.precompute_ref and not models.reference.free:
         precompute_reference(run, models, data, steps)
     models.policy = policy = apply_lora(run, models.policy)
     if models.reference.model is not None:
@@ -216,7 +216,7 @@ def _make_training(run: Run, models: Models, data: RunData, steps: list[PlannedS
     optimizer = make_optimizer(models.policy, config)
     scheduler = make_scheduler(optimizer, config, len(steps))
     model, optimizer = accelerator.prepare(models.policy, optimizer)
-    loss = LossConfig(config.beta, config.loss_type, config.label_smoothing, config.rpo_alpha)
+    loss = LossConfig.of(config)
     objective = Objective(accelerator, models.reference, loss, models.pad_id, models.shared, metric_keys(config))
     training = Training(models, data, steps, objective, Share.of(config, run.world, run.rank, models.shared), model,
                         accelerator.unwrap_model(model), optimizer, scheduler)
@@ -425,9 +425,10 @@ def _final_eval(run: Run, training: Training, held_out: Collected) -> dict[str, 
         return {}
     started = time.perf_counter()
     models = training.models
+    # A reference-free run has no reference log-probs of the held-out pairs: the evaluation scores them itself.
+    rows = [] if models.reference.free else _held_out_rows(held_out, len(training.data.eval_pairs))
     finished = FinishedRun(run.run_dir.path, run.config, run.settings, training.unwrapped, models.tokenizer,
-                           models.spec, _held_out_rows(held_out, len(training.data.eval_pairs)), run.log.info,
-                           run.stop.event)
+                           models.spec, rows, run.log.info, run.stop.event)
     try:
         if run.stop.requested:
             raise TrainingStopped("cancelled", "a signal arrived while the model was saved")

@@ -115,7 +115,7 @@ def placeholder(title: str, message: str, height: int = HEIGHT, width: int = TIT
 
 def idle_figures() -> list[go.Figure]:
     """The four live plots of a page that shows no run."""
-    return [waiting_figure(panel.title, t("plot.no_run")) for panel in PANELS]
+    return [waiting_figure(panel.title, t("train.no_curves")) for panel in PANELS]
 
 
 def _layout(fig: go.Figure, title: str) -> go.Figure:
@@ -201,7 +201,7 @@ def eval_figures(result: Mapping[str, Any] | None, message: str = "") -> list[go
     """One figure per :data:`EVAL_CHARTS` name of an evaluation result, in the session's language; a chart the
     result has no part for (or every chart, without a result) says ``message`` or that it is not there."""
     charts = figures(result, {key: t(f"eval_chart.{key}") for key in CHART_TEXT}) if result else {}
-    missing = message or t("plot.eval_missing")
+    missing = message or t("train.eval_chart_missing")
     return [charts.get(name) or waiting_figure(eval_title(name), missing, EVAL_HEIGHT, EVAL_TITLE_WIDTH)
             for name in EVAL_CHARTS]
 
