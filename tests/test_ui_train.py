@@ -202,7 +202,8 @@ def test_a_tiny_run_reaches_the_plots_and_the_history(ctx: AppContext, tiny_mode
     zh = gr.Request(session_hash="zh-page")
     remember_language(zh, "zh")
     redrawn = h.language_changed(job_id, cache, None, "", "tiny-ui", ["tiny-ui"], "loss", zh)
-    assert [trace.name for trace in redrawn["plot_loss"].data] == ["DPO", "评估 DPO", "NLL", "评估 NLL"]
+    names = [trace.name for trace in redrawn["plot_loss"].data]
+    assert names == ["DPO 损失", "评估 DPO 损失", "NLL 损失", "评估 NLL 损失"]
     assert plots.point_count(redrawn["plot_loss"]) == 8
     assert redrawn["plot_margin"].layout.title.text.startswith("奖励差")
     assert redrawn["eval_preference"].layout.title.text.startswith("留出") and redrawn["eval_preference"].data
