@@ -1,4 +1,9 @@
-"""The accelerate side of a run: the Accelerator for the config and agreement between processes."""
+"""The accelerate side of a run: the Accelerator for the config and agreement between processes.
+
+Sharded training (``distributed: fsdp``, or an accelerate config file with ``distributed_type: FSDP``): FSDP2 full
+sharding through accelerate's FSDP plugin. ``accelerator.prepare`` then shards every decoder layer (and the
+embeddings) with ``fully_shard``: each process keeps 1/N of the parameters, gradients and optimizer state.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,12 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import broadcast_object_list, is_tensorboard_available
+from accelerate.utils import (
+    DistributedType,
+    FullyShardedDataParallelPlugin,
+    broadcast_object_list,
+    is_tensorboard_available,
+)
 
 from ctllm.dpo.config import TrainConfig, merge
 from ctllm.errors import UserError
@@ -40,8 +50,42 @@ def make_accelerator(config: TrainConfig, settings: Settings) -> tuple[Any, Trai
     log_with = None
     if config.report_to == "tensorboard":
         log_with = "tensorboard" if is_tensorboard_available() else None
-    accelerator = Accelerator(cpu=use_cpu, mixed_precision=precision, log_with=log_with, project_dir=str(path))
+    fsdp = _fsdp_plugin(config, state)
+    accelerator = Accelerator(cpu=use_cpu, mixed_precision=precision, log_with=log_with, project_dir=str(path),
+                              fsdp_plugin=fsdp)
+    if fsdp is not None and accelerator.distributed_type == DistributedType.MULTI_CPU:
+        # accelerate only turns FSDP on for accelerator devices; FSDP2's fully_shard itself runs on CPU with gloo.
+        accelerator.state.distributed_type = DistributedType.FSDP
+        accelerator.state.fsdp_plugin = fsdp
+    if fsdp is not None:
+        config = merge(config, {"distributed": "fsdp", **FSDP_FORCED})
     return accelerator, config, path
+
+
+# What an FSDP run changes in the config (the log says so): the reference log-probs are computed once before the
+# model is sharded (no second model held), and the forward is the model's own, run through FSDP's hooks.
+FSDP_FORCED = {"precompute_ref": True, "share_prompt": False, "lean_activations": False}
+
+
+def _fsdp_plugin(config: TrainConfig, state: Any) -> FullyShardedDataParallelPlugin | None:
+    """FSDP2 full sharding when the config or the accelerate launch asks for FSDP and there are several processes."""
+    from_launch = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if not (config.distributed == "fsdp" or from_launch) or state.num_processes == 1:
+        return None
+    if config.lora:
+        raise UserError("config fields 'distributed' = 'fsdp' and 'lora' = True: LoRA is not supported with FSDP "
+                        "sharding here; train LoRA with distributed: ddp, or full fine-tuning with fsdp")
+    version = int(os.environ.get("FSDP_VERSION", "2")) if from_launch else 2
+    if version != 2:
+        raise UserError(f"accelerate config 'fsdp_version' = {version}: this engine shards with FSDP2; set "
+                        "fsdp_version: 2 in the accelerate config file")
+    # Read from the accelerate config file's FSDP_* variables when launched with one; these are the defaults.
+    return FullyShardedDataParallelPlugin(
+        fsdp_version=2,
+        reshard_after_forward=None if from_launch else True,  # True: parameters re-sharded after each forward
+        auto_wrap_policy=None if from_launch else "transformer_based_wrap",  # one unit per decoder layer
+        state_dict_type=None if from_launch else "SHARDED_STATE_DICT",
+    )
 
 
 def _agree(state: Any, value: Any) -> Any:
