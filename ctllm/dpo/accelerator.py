@@ -18,8 +18,10 @@ from accelerate.utils import (
     DistributedType,
     FullyShardedDataParallelPlugin,
     broadcast_object_list,
+    gather_object,
     is_tensorboard_available,
 )
+from torch.distributed.tensor import DTensor
 
 from ctllm.dpo.config import TrainConfig, merge
 from ctllm.errors import UserError
@@ -55,6 +57,8 @@ def make_accelerator(config: TrainConfig, settings: Settings) -> tuple[Any, Trai
                               fsdp_plugin=fsdp)
     if fsdp is not None and accelerator.distributed_type == DistributedType.MULTI_CPU:
         # accelerate only turns FSDP on for accelerator devices; FSDP2's fully_shard itself runs on CPU with gloo.
+        # Both states, as accelerate does: a later AcceleratorState() copies the process state's type.
+        PartialState._shared_state["distributed_type"] = DistributedType.FSDP
         accelerator.state.distributed_type = DistributedType.FSDP
         accelerator.state.fsdp_plugin = fsdp
     if fsdp is not None:
@@ -102,3 +106,19 @@ def agree_flag(accelerator: Any, flag: bool) -> bool:
         return flag
     value = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
     return bool(accelerator.reduce(value, reduction="sum").item() > 0)
+
+
+def bytes_per_process(accelerator: Any, model: torch.nn.Module, optimizer: Any) -> list[dict[str, int]]:
+    """Every process's bytes of parameters and optimizer state it holds (its shard under FSDP), and the whole
+    model's parameter bytes; collective. Called after an optimizer step, once the optimizer state exists."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    state = [v for s in inner.state.values() for v in s.values() if torch.is_tensor(v)]
+    mine = {"parameters": sum(_local_bytes(p) for p in model.parameters()),
+            "optimizer": sum(_local_bytes(v) for v in state),
+            "parameters_total": sum(p.numel() * p.element_size() for p in model.parameters())}
+    return gather_object([mine]) if accelerator.num_processes > 1 else [mine]
+
+
+def _local_bytes(tensor: torch.Tensor) -> int:
+    local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
+    return local.numel() * local.element_size()

@@ -22,7 +22,7 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from ctllm.dpo.accelerator import agree_flag, make_accelerator
+from ctllm.dpo.accelerator import agree_flag, bytes_per_process, make_accelerator
 from ctllm.dpo.checkpoint import (
     checkpoint_name,
     latest_checkpoint,
@@ -294,6 +294,8 @@ def _train_steps(run: Run, training: Training, start: int) -> tuple[int, dict[st
               disable=not (run.show_progress and run.is_main)) as bar:
         for step in range(start + 1, total + 1):
             result = _train_step(run, training, step)
+            if step == start + 1:
+                _record_bytes(run, training)
             window.add(result.means, result.pairs, result.tokens, result.seconds)
             bar.update(1)
             bar.set_postfix(loss=f"{result.means['loss']:.4f}", pairs_s=f"{result.pairs / result.seconds:.2f}")
@@ -302,6 +304,15 @@ def _train_steps(run: Run, training: Training, start: int) -> tuple[int, dict[st
                 window = Window()
             _end_step(run, training, result.planned, step)
     return step, last
+
+
+def _record_bytes(run: Run, training: Training) -> None:
+    """What each process holds of the parameters and optimizer state (its shard under FSDP), in status.json."""
+    held = bytes_per_process(run.accelerator, training.model, training.optimizer)
+    run.run_dir.update_status(bytes_per_process=held)
+    run.log.info("held per process (MB): %s of %.2f MB of parameters", ", ".join(
+        f"process {r}: parameters {h['parameters'] / 1e6:.2f}, optimizer state {h['optimizer'] / 1e6:.2f}"
+        for r, h in enumerate(held)), held[0]["parameters_total"] / 1e6)
 
 
 def _train_step(run: Run, training: Training, step: int) -> StepResult:
