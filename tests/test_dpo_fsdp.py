@@ -97,12 +97,32 @@ def test_two_sharded_processes_match_one_and_hold_half_each(runs, tiny_model_dir
           + f"; largest loss difference {worst:.2e}, largest final weight difference {weight_gap:.2e}")
 
 
+# What the README shows: FSDP chosen by the accelerate config file alone (the run's config says ddp).
+ACCELERATE_FSDP = """\
+compute_environment: LOCAL_MACHINE
+distributed_type: FSDP
+num_machines: 1
+num_processes: 2
+machine_rank: 0
+mixed_precision: 'no'
+dynamo_config:
+  dynamo_backend: 'NO'
+fsdp_config:
+  fsdp_version: 2
+  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP
+  fsdp_reshard_after_forward: true
+  fsdp_state_dict_type: SHARDED_STATE_DICT
+"""
+
+
 @pytest.mark.slow
 def test_a_sharded_run_survives_sigterm_and_resumes(runs, tiny_model_dir):
+    """Started with an accelerate FSDP config file, stopped by SIGTERM, resumed with ``--distributed fsdp``."""
     settings, data, tmp_path = runs
-    args = [*common_args(tiny_model_dir, data), "--distributed", "fsdp", "--run_name", "cut", "--batch_size", "1",
-            "--grad_accum", "2"]
-    command, env = train_command(args, settings, tiny_model_dir, tmp_path, 2)
+    accelerate_config = tmp_path / "fsdp.yaml"
+    accelerate_config.write_text(ACCELERATE_FSDP, encoding="utf-8")
+    args = [*common_args(tiny_model_dir, data), "--run_name", "cut", "--batch_size", "1", "--grad_accum", "2"]
+    command, env = train_command(args, settings, tiny_model_dir, tmp_path, 2, accelerate_config)
     # Its own process group, signalled as a whole, as the app's job manager stops a run.
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
@@ -115,7 +135,8 @@ def test_a_sharded_run_survives_sigterm_and_resumes(runs, tiny_model_dir):
     output, _ = process.communicate(timeout=300)
     status = read_status(run_dir)
     assert status["state"] == "cancelled" and "checkpoint saved" in status["error"], output[-3000:]
-    assert 1 <= status["step"] < STEPS
+    assert 1 <= status["step"] < STEPS and status["world_size"] == 2
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["distributed"] == "fsdp"
     checkpoint = run_dir / "checkpoints" / f"step-{status['step']:06d}"
     shards = sorted((checkpoint / "sharded").glob("*.distcp"))
     assert len(shards) == 2 and (checkpoint / "trainer_state.json").is_file()
@@ -123,7 +144,7 @@ def test_a_sharded_run_survives_sigterm_and_resumes(runs, tiny_model_dir):
     sizes = [path.stat().st_size for path in shards]
     assert min(sizes) >= 0.8 * max(sizes), sizes  # each process wrote its own half
 
-    resumed = run_train([*args, "--resume"], settings, tiny_model_dir, tmp_path, 2)
+    resumed = run_train([*args, "--distributed", "fsdp", "--resume"], settings, tiny_model_dir, tmp_path, 2)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert read_status(run_dir)["state"] == "finished"
     assert f"resumed from {checkpoint}" in (run_dir / "train.log").read_text()
@@ -133,3 +154,30 @@ def test_a_sharded_run_survives_sigterm_and_resumes(runs, tiny_model_dir):
     assert_same_weights(settings.runs_dir / "one" / "final", run_dir / "final", atol=1e-5)
     print(f"\nstopped after step {status['step']}, checkpoint shards {sizes} B; resumed to step {STEPS}: largest "
           f"loss difference to 1 process {worst:.2e}")
+
+
+@pytest.mark.slow
+def test_lora_under_fsdp_matches_one_process_and_saves_the_adapter(runs, tiny_model_dir):
+    settings, data, tmp_path = runs
+    lora = [*common_args(tiny_model_dir, data), "--lora", "true", "--lora_r", "4", "--lr", "1e-2", "--max_steps", "4",
+            "--save_every", "2"]
+    one = run_train([*lora, *ONE_PROCESS, "--run_name", "lora-one", "--batch_size", "4"], settings, tiny_model_dir,
+                    tmp_path, 1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_train([*lora, "--distributed", "fsdp", "--run_name", "lora-two", "--batch_size", "2"], settings,
+                    tiny_model_dir, tmp_path, 2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one_dir, two_dir = settings.runs_dir / "lora-one", settings.runs_dir / "lora-two"
+    worst = assert_same_records(read_metrics(one_dir), read_metrics(two_dir))
+    final = two_dir / "final"
+    assert (final / "adapter_model.safetensors").is_file() and not (final / "model.safetensors").exists()
+    assert_same_weights(one_dir / "final", final, atol=1e-5)
+    assert (two_dir / "checkpoints" / "step-000002" / "sharded").is_dir()
+    held = read_status(two_dir)["bytes_per_process"]
+    assert all(0.45 <= h["parameters"] / h["parameters_total"] <= 0.55 for h in held)  # the frozen base too
+    from peft import PeftModel
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    PeftModel.from_pretrained(base, final)  # a plain adapter folder
+    print(f"\nLoRA under FSDP: largest loss difference {worst:.2e}; parameters per process "
+          f"{[h['parameters'] for h in held]} B of {held[0]['parameters_total']} B")

@@ -2,7 +2,8 @@
 
 Sharded training (``distributed: fsdp``, or an accelerate config file with ``distributed_type: FSDP``): FSDP2 full
 sharding through accelerate's FSDP plugin. ``accelerator.prepare`` then shards every decoder layer (and the
-embeddings) with ``fully_shard``: each process keeps 1/N of the parameters, gradients and optimizer state.
+embeddings) with ``fully_shard``: each process keeps 1/N of the parameters, gradients and optimizer state. LoRA
+works the same way (the frozen base is sharded too; only the adapter has gradients and optimizer state).
 """
 
 from __future__ import annotations
@@ -76,9 +77,6 @@ def _fsdp_plugin(config: TrainConfig, state: Any) -> FullyShardedDataParallelPlu
     from_launch = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     if not (config.distributed == "fsdp" or from_launch) or state.num_processes == 1:
         return None
-    if config.lora:
-        raise UserError("config fields 'distributed' = 'fsdp' and 'lora' = True: LoRA is not supported with FSDP "
-                        "sharding here; train LoRA with distributed: ddp, or full fine-tuning with fsdp")
     version = int(os.environ.get("FSDP_VERSION", "2")) if from_launch else 2
     if version != 2:
         raise UserError(f"accelerate config 'fsdp_version' = {version}: this engine shards with FSDP2; set "
