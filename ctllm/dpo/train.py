@@ -179,6 +179,8 @@ def _start(run: Run) -> None:
         run.log.info("FSDP2 full sharding over %d processes: parameters, gradients and optimizer state split; "
                      "reference log-probs precomputed before sharding, the model's own forward (precompute_ref on, "
                      "share_prompt and lean_activations off)", run.world)
+    elif run.config.distributed == "fsdp":
+        run.log.info("distributed: fsdp on %d process: nothing to shard, trained unsharded", run.world)
 
 
 def _sharded(run: Run) -> bool:
