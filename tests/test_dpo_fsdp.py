@@ -18,6 +18,8 @@ import pytest
 import yaml
 from transformers import AutoModelForCausalLM
 
+from ctllm.dpo.config import TrainConfig
+from ctllm.errors import UserError
 from ctllm.runs import read_metrics, read_status
 from ctllm.settings import Settings
 from tests.test_dpo_multiprocess import REPO, run_train, train_command
@@ -181,3 +183,10 @@ def test_lora_under_fsdp_matches_one_process_and_saves_the_adapter(runs, tiny_mo
     PeftModel.from_pretrained(base, final)  # a plain adapter folder
     print(f"\nLoRA under FSDP: largest loss difference {worst:.2e}; parameters per process "
           f"{[h['parameters'] for h in held]} B of {held[0]['parameters_total']} B")
+
+
+def test_the_distributed_field_is_checked_by_name():
+    assert TrainConfig(model="m", data="d").distributed == "ddp"
+    TrainConfig(model="m", data="d", distributed="fsdp").validate()
+    with pytest.raises(UserError, match="config field 'distributed' = 'zero3' must be one of ddp, fsdp"):
+        TrainConfig(model="m", data="d", distributed="zero3").validate()
