@@ -130,7 +130,15 @@ def save_sharded_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
     dist.barrier()
     model_state, optimizer_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(tmp / SHARDED))
+    try:
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(tmp / SHARDED))
+    except Exception as error:  # raised on every process when one fails
+        if not _out_of_space(error):
+            raise
+        dist.barrier()
+        if is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise _no_space(folder, error) from error
     if is_main:
         extra = {"sharded": True, **(extra or {})}
         _atomically(folder, lambda _: _write_trainer_state(tmp, model, scheduler, step, extra), tmp=tmp)
@@ -149,15 +157,19 @@ def _atomically(folder: Path, write: Any, tmp: Path | None = None) -> Path:
         if not _out_of_space(error):
             raise
         shutil.rmtree(tmp, ignore_errors=True)  # a partial save only takes the space the next attempt needs
-        kept = sorted(p.name for p in folder.parent.iterdir() if p.is_dir() and not p.name.endswith(".tmp"))
-        raise UserError(
-            f"{folder}: no space left on the device while saving the checkpoint ({error}); nothing of it was kept, "
-            f"earlier checkpoints are intact ({', '.join(kept) or 'none'}). Free disk space or lower "
-            "save_total_limit, then resume the run."
-        ) from error
+        raise _no_space(folder, error) from error
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
+
+
+def _no_space(folder: Path, error: BaseException) -> UserError:
+    kept = sorted(p.name for p in folder.parent.iterdir() if p.is_dir() and not p.name.endswith(".tmp"))
+    return UserError(
+        f"{folder}: no space left on the device while saving the checkpoint ({error}); nothing of it was kept, "
+        f"earlier checkpoints are intact ({', '.join(kept) or 'none'}). Free disk space or lower "
+        "save_total_limit, then resume the run."
+    )
 
 
 _SPACE_MARKERS = ("no space left", "file too large", "disk quota exceeded", "os error 28", "os error 27")
