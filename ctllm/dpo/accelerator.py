@@ -24,7 +24,7 @@ from accelerate.utils import (
 )
 from torch.distributed.tensor import DTensor
 
-from ctllm.dpo.config import TrainConfig, merge
+from ctllm.dpo.config import TrainConfig, is_reference_free, merge
 from ctllm.errors import UserError
 from ctllm.settings import Settings
 
@@ -63,12 +63,15 @@ def make_accelerator(config: TrainConfig, settings: Settings) -> tuple[Any, Trai
         accelerator.state.distributed_type = DistributedType.FSDP
         accelerator.state.fsdp_plugin = fsdp
     if fsdp is not None:
-        config = merge(config, {"distributed": "fsdp", **FSDP_FORCED})
+        free = is_reference_free(config.loss_type)
+        config = merge(config, {"distributed": "fsdp", **{k: v for k, v in FSDP_FORCED.items()
+                                                          if not (free and k == "precompute_ref")}})
     return accelerator, config, path
 
 
 # What an FSDP run changes in the config (the log says so): the reference log-probs are computed once before the
-# model is sharded (no second model held), and the forward is the model's own, run through FSDP's hooks.
+# model is sharded (no second model held; a reference-free loss has none), and the forward is the model's own, run
+# through FSDP's hooks.
 FSDP_FORCED = {"precompute_ref": True, "share_prompt": False, "lean_activations": False}
 
 

@@ -31,7 +31,7 @@ from ctllm.dpo.checkpoint import (
     save_checkpoint,
     save_sharded_checkpoint,
 )
-from ctllm.dpo.config import TrainConfig
+from ctllm.dpo.config import TrainConfig, is_reference_free
 from ctllm.dpo.data import RunData, load_data, load_pairs, split_eval, tokenize_data
 from ctllm.dpo.final_model import gather_full, load_final, save_final
 from ctllm.dpo.finished import FinishedRun, OnFinished, PairRow
@@ -177,8 +177,9 @@ def _start(run: Run) -> None:
                  run.world, run.accelerator.device, run.accelerator.mixed_precision)
     if _sharded(run):
         run.log.info("FSDP2 full sharding over %d processes: parameters, gradients and optimizer state split; "
-                     "reference log-probs precomputed before sharding, the model's own forward (precompute_ref on, "
-                     "share_prompt and lean_activations off)", run.world)
+                     "%s, the model's own forward (share_prompt and lean_activations off)", run.world,
+                     "no reference" if is_reference_free(run.config.loss_type)
+                     else "reference log-probs precomputed before sharding (precompute_ref on)")
     elif run.config.distributed == "fsdp":
         run.log.info("distributed: fsdp on %d process: nothing to shard, trained unsharded", run.world)
 
@@ -214,7 +215,7 @@ def _prepare(run: Run, models: Models, data: RunData) -> Training:
     make_lean(run, models, data.items)
     choose_forward(run, models, data.items)
     steps = plan_steps(data.items, config, run.world)
-    if config.precompute_ref:
+    if config.precompute_ref and not models.reference.free:
         precompute_reference(run, models, data, steps)
     models.policy = policy = apply_lora(run, models.policy)
     if models.reference.model is not None:
@@ -233,7 +234,7 @@ def _make_training(run: Run, models: Models, data: RunData, steps: list[PlannedS
     optimizer = make_optimizer(models.policy, config)
     scheduler = make_scheduler(optimizer, config, len(steps))
     model, optimizer = accelerator.prepare(models.policy, optimizer)
-    loss = LossConfig(config.beta, config.loss_type, config.label_smoothing, config.rpo_alpha)
+    loss = LossConfig.of(config)
     objective = Objective(accelerator, models.reference, loss, models.pad_id, models.shared, metric_keys(config))
     training = Training(models, data, steps, objective, Share.of(config, run.world, run.rank, models.shared), model,
                         accelerator.unwrap_model(model), optimizer, scheduler)
@@ -473,11 +474,12 @@ def _final_eval(run: Run, training: Training, held_out: Collected) -> dict[str, 
         return {}
     started = time.perf_counter()
     models = training.models
+    # A reference-free run has no reference log-probs of the held-out pairs: the evaluation scores them itself.
+    rows = [] if models.reference.free else _held_out_rows(held_out, len(training.data.eval_pairs))
     # A sharded model cannot generate on one process: the evaluation gets the saved whole model.
     model = load_final(run.run_dir.final_dir, run.accelerator.device) if _sharded(run) else training.unwrapped
-    finished = FinishedRun(run.run_dir.path, run.config, run.settings, model, models.tokenizer,
-                           models.spec, _held_out_rows(held_out, len(training.data.eval_pairs)), run.log.info,
-                           run.stop.event)
+    finished = FinishedRun(run.run_dir.path, run.config, run.settings, model, models.tokenizer, models.spec, rows,
+                           run.log.info, run.stop.event)
     try:
         if run.stop.requested:
             raise TrainingStopped("cancelled", "a signal arrived while the model was saved")

@@ -26,9 +26,11 @@ from ctllm.runs import STATUS_NAME
 from ctllm.settings import Settings
 
 KIND = "train"
+RUN_NAME_PLACEHOLDER = "<chosen at start>"  # the run name in "Show command" before a run names itself
 # Form values that may stay empty (the preset's or the run's own choice applies); every other TrainConfig field
 # in a form needs a value.
 OPTIONAL_TEXT = ("model", "ref_model", "data", "eval_data", "run_name")
+OPTIONAL_LISTS = ("loss_weights",)  # empty: the field's default, []
 JOB_KEYS = ("preset", "devices", "num_processes")  # in the form, but not config fields
 
 
@@ -54,6 +56,8 @@ def form_to_config(form: Mapping[str, Any]) -> tuple[str, TrainConfig, dict[str,
         elif name == "eval_fraction":
             if value is not None:
                 values[name] = value
+        elif name in OPTIONAL_LISTS and (value is None or value == ""):
+            values[name] = []
         elif value is None or value == "":
             raise UserError(f"config field '{name}' needs a value")
         else:
@@ -152,7 +156,7 @@ class TrainJobPlan:
 
     def command(self, settings: Settings) -> str:
         """The line "Show command" prints (a run name not chosen yet is shown as a placeholder)."""
-        overrides = self.overrides if self.config.run_name else {**self.overrides, "run_name": "<chosen at start>"}
+        overrides = self.overrides if self.config.run_name else {**self.overrides, "run_name": RUN_NAME_PLACEHOLDER}
         argv = train_argv(self.preset, overrides, settings.data_dir, self.devices, self.processes)
         return shown_command(argv, self.devices, settings_env(settings))
 
