@@ -274,10 +274,10 @@ def test_what_the_train_handlers_write_speaks_chinese(settings: Settings) -> Non
         command = h.show_command(form_values(), zh)["command"]
         assert "<启动时确定>" in command and "<chosen at start>" not in command
         # After a switch of language the tab is written again; English for an English session.
-        again = h.language_changed(job.id, done["cache"], job.id, "zh-run", "zh-run", zh)
+        again = h.language_changed(job.id, done["cache"], job.id, "zh-run", "zh-run", request=zh)
         rewritten = ("status", "history", "watch", "score_status", "score_target")
         assert_chinese({k: again[k] for k in rewritten}, allow=data)
-        assert "finished" in h.language_changed(job.id, done["cache"], None, "", "", None)["status"]
+        assert "finished" in h.language_changed(job.id, done["cache"], None, "", "", request=None)["status"]
     finally:
         if not ctx.jobs.get(job.id).final:
             go.touch()

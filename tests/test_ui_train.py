@@ -19,7 +19,7 @@ from ctllm.runs import read_config
 from ctllm.settings import Settings
 from ctllm.ui import loss_picker, plots
 from ctllm.ui.context import AppContext
-from ctllm.ui.i18n import STRINGS
+from ctllm.ui.i18n import STRINGS, remember_language, t
 from ctllm.ui.train_tab import FIELDS, FORM_NAMES, HISTORY_HEADERS, TrainHandlers, data_spec, read_new_metrics
 from tests.conftest import MODEL_CACHE, REPO
 
@@ -303,9 +303,44 @@ def test_a_tiny_run_reaches_the_plots_and_the_history(ctx: AppContext, tiny_mode
     assert [fig.layout.title.text.split(" ")[0] for fig in charts] == ["Preference", "DPO", "Behaviour"]
     assert Path(csv_path).parent == ctx.settings.exports_dir
     assert Path(csv_path).read_text() == (run_dir / "eval.csv").read_text()
+    # A switch to Chinese draws the run's curves and its evaluation again, in Chinese.
+    zh = gr.Request(session_hash="zh-page")
+    remember_language(zh, "zh")
+    redrawn = h.language_changed(job_id, cache, None, "", "tiny-ui", ["tiny-ui"], "loss", zh)
+    names = [trace.name for trace in redrawn["plot_loss"].data]
+    assert names == ["DPO 损失", "评估 DPO 损失", "NLL 损失", "评估 NLL 损失"]
+    assert plots.point_count(redrawn["plot_loss"]) == 8
+    assert redrawn["plot_margin"].layout.title.text.startswith("奖励差")
+    assert redrawn["eval_preference"].layout.title.text.startswith("留出") and redrawn["eval_preference"].data
+    assert plots.point_count(redrawn["compare_plot"]) == 3
     nothing = h.show_eval("no-such-run")
     assert "no evaluation yet" in nothing["eval_summary"] and nothing["eval_table"] == []
     assert nothing["eval_csv"] is None
+
+
+def test_every_plot_is_drawn_again_in_the_language_switched_to(ctx: AppContext) -> None:
+    run = ctx.settings.runs_dir / "evaluated"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text(json.dumps({"state": "finished"}), encoding="utf-8")
+    overall = {"n": 4, "model_preference_accuracy": 0.75, "ref_preference_accuracy": 0.5, "reward_accuracy": 0.75,
+               "margin": 0.2, "chosen_reward": 0.1, "rejected_reward": -0.1}
+    evaluation = {"beta": 0.1, "pairs": {"overall": overall, "by_category": {"self_harm": overall}}, "prompts": []}
+    (run / "eval.json").write_text(json.dumps(evaluation), encoding="utf-8")
+    h = TrainHandlers(ctx)
+    zh = gr.Request(session_hash="zh-page")
+    remember_language(zh, "zh")
+    redrawn = h.language_changed(None, {}, None, "", "evaluated", [], "loss", zh)
+    assert [redrawn[name].layout.title.text for name in PLOTS] == ["损失", "奖励差（chosen − rejected）", "奖励准确率",
+                                                                    "奖励：chosen 与 rejected"]
+    assert redrawn["plot_loss"].layout.annotations[0].text == t("train.no_curves", "zh")
+    preference, reward, behaviour = (redrawn[f"eval_{name}"] for name in plots.EVAL_CHARTS)
+    assert list(preference.data[0].x) == ["全部", "self harm"] and reward.layout.title.text.endswith("（β = 0.1）")
+    assert not behaviour.data and behaviour.layout.annotations[0].text == t("train.eval_chart_missing", "zh")
+    assert redrawn["compare_plot"].layout.title.text == "运行比较：loss"
+    assert redrawn["eval_run"]["choices"] in (["evaluated"], [("evaluated", "evaluated")])  # the lists, as Refresh
+    english = h.language_changed(None, {}, None, "", "", [], "loss", gr.Request(session_hash="en-page"))
+    assert english["plot_loss"].layout.title.text == "Loss"
+    assert english["eval_preference"].layout.annotations[0].text == t("train.eval_no_chart", "en")
 
 
 def test_cancel_stops_a_running_job(ctx: AppContext, tiny_model_dir: Path) -> None:

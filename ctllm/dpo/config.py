@@ -30,6 +30,7 @@ F_DIVERGENCE_LOSSES = ("sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "r
 SCHEDULERS = ("linear", "cosine", "constant")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 COLLECTION_PREFIX = "collection:"
+DISTRIBUTED = ("ddp", "fsdp")  # fsdp: FSDP2 full sharding through accelerate (ctllm/dpo/accelerator.py)
 
 
 @dataclass
@@ -96,6 +97,9 @@ class TrainConfig:
     lean_activations: bool = True  # keep fewer activations for backward (ctllm.dpo.lean_model; checked first);
     # used without mixed precision (on a CPU, or a GPU with mixed_precision no)
     num_threads: int = 0  # torch CPU threads; 0: torch's default
+    # Several processes: ddp replicates the model; fsdp shards parameters, gradients and optimizer state (FSDP2,
+    # full sharding; also chosen by an accelerate config file with distributed_type FSDP). See the README.
+    distributed: str = "ddp"
     report_to: str = "tensorboard"  # tensorboard | none
     # The end-of-run evaluation against the reference (ctllm.evaluate, written to <run dir>/eval.json): preference
     # accuracy on the held-out pairs (their log-probs from the last held-out pass, no extra forward), and refusal /
@@ -163,6 +167,7 @@ class TrainConfig:
             ("final_eval_max_new_tokens", self.final_eval_max_new_tokens >= 1, "must be >= 1"),
             ("final_eval_limit", self.final_eval_limit >= 0, "must be >= 0 (0: every prompt)"),
             ("num_threads", self.num_threads >= 0, "must be >= 0"),
+            ("distributed", self.distributed in DISTRIBUTED, f"must be one of {', '.join(DISTRIBUTED)}"),
         ]
         for name, ok, message in checks:
             if not ok:

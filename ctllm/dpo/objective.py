@@ -100,6 +100,10 @@ class Objective:
                     _, metrics, counts, tokens = self.micro_batch(unwrapped, "eval", [items[p] for p in positions],
                                                                   rows)
                 sums.add(metrics, len(positions), counts, tokens)
+            idle = len(batches) % accelerator.num_processes
+            if getattr(accelerator, "is_fsdp2", False) and idle and accelerator.process_index >= idle:
+                with accelerator.autocast():  # FSDP forwards are collective: one more, uncounted, as the others do
+                    self.micro_batch(unwrapped, "eval", [items[p] for p in batches[0]])
         if was_training:
             unwrapped.train()
         means, _, _ = sums.reduce(accelerator, self.keys)

@@ -12,7 +12,7 @@ import gradio as gr
 
 from ctllm.paths import ASSETS_DIR
 from ctllm.settings import Settings
-from ctllm.ui import chat_tab, leaderboard_panel, pairs_tab, train_tab
+from ctllm.ui import chat_tab, leaderboard_panel, pairs_tab, plots, train_tab
 from ctllm.ui.auth import Role, login_button, require
 from ctllm.ui.context import CHAT_VOTES_COLLECTION, AppContext
 from ctllm.ui.i18n import LANGUAGE_CHOICES, Translator, remember_language, t
@@ -23,7 +23,7 @@ DEFAULT_CONCURRENCY = 4
 
 def _head() -> str:
     script = (ASSETS / "shortcuts.js").read_text(encoding="utf-8")
-    return f"<script>\n{script}\n</script>"
+    return f"<script>\n{script}\n</script>{plots.plotly_preload()}"
 
 
 def launch_options(settings: Settings) -> dict[str, Any]:

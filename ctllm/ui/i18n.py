@@ -650,6 +650,52 @@ STRINGS: dict[str, tuple[str, str]] = {
     ),
     "leaderboard.opponent": ("opponent", "对手"),
     "leaderboard.model": ("model", "模型"),
+    # Plots (ctllm.ui.plots): titles, axes, legend names, waiting notes, and the evaluation charts' words.
+    "plot.loss": ("Loss", "损失"),
+    "plot.loss_nll": (
+        "Loss: DPO (left) and chosen NLL (right); the logged loss is DPO + α·NLL",
+        "损失：DPO（左轴）与 chosen 的 NLL（右轴）；记录的损失为 DPO + α·NLL",
+    ),
+    "plot.margin": ("Reward margin (chosen − rejected)", "奖励差（chosen − rejected）"),
+    "plot.accuracy": ("Reward accuracy", "奖励准确率"),
+    "plot.rewards": ("Rewards: chosen and rejected", "奖励：chosen 与 rejected"),
+    "plot.step": ("step", "步数"),
+    "plot.series.train": ("train", "训练"),
+    "plot.series.eval": ("eval", "评估"),
+    "plot.series.chosen": ("chosen", "chosen 回答"),
+    "plot.series.rejected": ("rejected", "rejected 回答"),
+    "plot.series.eval_chosen": ("eval chosen", "评估 chosen 回答"),
+    "plot.series.eval_rejected": ("eval rejected", "评估 rejected 回答"),
+    "plot.series.dpo": ("DPO", "DPO 损失"),
+    "plot.series.eval_dpo": ("eval DPO", "评估 DPO 损失"),
+    "plot.series.nll": ("NLL", "NLL 损失"),
+    "plot.series.eval_nll": ("eval NLL", "评估 NLL 损失"),
+    "plot.waiting": ("Waiting for the first step…", "等待第一步……"),
+    "plot.compare": ("Runs compared: {metric}", "运行比较：{metric}"),
+    "plot.compare_none": ("Pick runs with logged steps to compare.", "选择已记录步数的运行来比较。"),
+    "eval_chart.all": ("all", "全部"),
+    "eval_chart.preference.title": (
+        "Preference accuracy on held-out pairs (length-normalised log-likelihood)",
+        "留出偏好对上的偏好准确率（按长度归一化的对数似然）",
+    ),
+    "eval_chart.preference.yaxis": ("chosen preferred", "偏好 chosen 的比例"),
+    "eval_chart.reward.title": (
+        "DPO implicit reward against SFT (β = {beta})",
+        "DPO 相对 SFT 的隐式奖励（β = {beta}）",
+    ),
+    "eval_chart.reward.accuracy": ("implicit reward accuracy", "隐式奖励准确率"),
+    "eval_chart.reward.margin": ("mean margin β·Δ", "平均奖励差 β·Δ"),
+    "eval_chart.behaviour.title": (
+        "Behaviour under greedy decoding: refusals of harmful prompts, answers to benign ones",
+        "贪心解码下的行为：对有害提示的拒答，对无害提示的回答",
+    ),
+    "eval_chart.behaviour.yaxis": ("share of prompts", "提示占比"),
+    "eval_chart.behaviour.not_meaningful": (
+        "* the model cannot write this language: not meaningful",
+        "* 模型不会写这种语言：结果无意义",
+    ),
+    "eval_chart.refusal_rate": ("refusal rate", "拒答率"),
+    "eval_chart.answer_rate": ("answer rate", "回答率"),
 }
 
 

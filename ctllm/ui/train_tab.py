@@ -26,7 +26,6 @@ from ctllm.evaluate import (
     EVAL_JSON,
     before_after,
     export_csv,
-    figures,
     headline,
     load_result,
     result_rows,
@@ -68,7 +67,7 @@ HISTORY_HEADERS = [
 DURATION_COLUMN = HISTORY_HEADERS.index("duration")
 STATE_COLUMN = HISTORY_HEADERS.index("state")
 EVAL_TABLE_HEADERS = ["section", "group", "metric", "SFT", "DPO", "n", "note"]
-EVAL_CHARTS = ("preference", "reward", "behaviour")
+EVAL_CHARTS = plots.EVAL_CHARTS
 COMPARE_METRICS = [
     "loss",
     "nll_loss",
@@ -255,7 +254,7 @@ def eval_view(result: dict[str, Any] | None, run: str) -> tuple[str, list[list[A
     """(summary Markdown, table rows, one figure per EVAL_CHARTS name) of a run's evaluation."""
     if not result:
         message = t("train.eval_pick") if not run else t("train.eval_none").format(run=inert_inline(run))
-        return message, [], [plots.waiting_figure(name, t("train.eval_no_chart")) for name in EVAL_CHARTS]
+        return message, [], plots.eval_figures(None, t("train.eval_no_chart"))
     models = result.get("models", {})
     lines = [
         f"**{inert_inline(run)}** · SFT {inert_inline(str(models.get('ref', {}).get('label', '?')))} → DPO "
@@ -270,9 +269,13 @@ def eval_view(result: dict[str, Any] | None, run: str) -> tuple[str, list[list[A
         [r["section"], r["group"], r["metric"], _cell(r["sft"]), _cell(r["dpo"]), r["n"], r["note"]]
         for r in result_rows(result)
     ]
-    charts = figures(result)
-    shown = [charts.get(name) or plots.waiting_figure(name, t("train.eval_chart_missing")) for name in EVAL_CHARTS]
-    return "  \n".join(lines), rows, shown
+    return "  \n".join(lines), rows, plots.eval_figures(result)
+
+
+def run_figures(cache: dict[str, Any]) -> list[Any]:
+    """The four live figures of the run whose metric rows ``cache`` holds (waiting ones before its first step)."""
+    rows, alpha = cache.get("rows") or [], cache.get("rpo_alpha")
+    return plots.metric_figures(plots.with_dpo_loss(rows, alpha) if alpha and plots.has_nll(rows) else rows)
 
 
 def _cell(value: Any) -> Any:
@@ -375,10 +378,9 @@ class TrainHandlers:
     def _shown_job(self, job_id: int | None, cache: dict[str, Any]) -> dict[str, Any]:
         """The shown run: status, the four figures (only when new metric lines arrived), log, buttons, cache."""
         if not job_id:
-            figures = [plots.waiting_figure(p.title, t("train.no_curves")) for p in plots.PANELS]
             out: dict[str, Any] = {"status": t("train.no_job"), "log": "", "cache": {"run_dir": ""}}
             if cache.get("run_dir") != "":
-                out.update(zip(PLOT_NAMES, figures, strict=True))
+                out.update(zip(PLOT_NAMES, plots.idle_figures(), strict=True))
             return out | {"cancel": gr.update(interactive=False), "resume": gr.update(interactive=False)}
         try:
             view = self.ctx.jobs.watch(int(job_id))
@@ -391,9 +393,7 @@ class TrainHandlers:
         rows = cache["rows"]
         out = {}
         if changed or "drawn" not in cache:
-            alpha = cache["rpo_alpha"]
-            shown = plots.with_dpo_loss(rows, alpha) if alpha and plots.has_nll(rows) else rows
-            out.update(zip(PLOT_NAMES, plots.metric_figures(shown), strict=True))
+            out.update(zip(PLOT_NAMES, run_figures(cache), strict=True))
         cache["drawn"] = True
         last = next((row for row in reversed(rows) if "loss" in row), None) or view.metrics
         if not cache.get("global_batch"):
@@ -558,15 +558,18 @@ class TrainHandlers:
         score_job: int | None,
         selected_run: str | None,
         eval_run: str | None,
+        compare_runs: list[str] | None = None,
+        metric: str | None = None,
         request: gr.Request | None = None,
     ) -> dict[str, Any]:
         """After a switch of language: what the handlers wrote, again in the new language (the shown run's status and
-        figures, the run picker, the history, the scoring line, the chosen run and its evaluation)."""
+        figures, the run picker, the history, the scoring line, the chosen run and its evaluation, the comparison)."""
         require(request, Role.VIEWER, self.ctx.settings)
         redraw = {k: v for k, v in (cache or {}).items() if k != "drawn"} if job_id else {}
         out = {**self._shown_job(job_id, redraw), **self._lists(job_id, {}), **self._score_panel(score_job)}
         if selected_run:
             out["score_target"] = score_target_text(selected_run)
+        out["compare_plot"] = self.compare(compare_runs, metric or "loss", request)
         return out | self._evaluation((eval_run or "").strip())[1]
 
     def load(self, request: gr.Request | None = None) -> dict[str, Any]:
@@ -664,12 +667,15 @@ def build(ctx: AppContext) -> dict[str, Any]:
                 ui["resume"] = gr.Button(interactive=False, elem_id="train-resume", scale=1)
             ui["status"] = gr.Markdown(t("train.no_job", "en"), elem_id="train-status")
             gr.Markdown(elem_classes=["explain-box"], elem_id="train-explain")
-            # Empty until the first timer tick draws them: building plotly figures here (its first use imports
-            # plotly's validators) would add seconds to the app's start.
+            # Each plot says what it waits for from the start (Gradio's empty-plot icon otherwise); the first timer
+            # tick and a language switch draw real figures.
             for row in (plots.PANELS[:2], plots.PANELS[2:]):
                 with gr.Row():
                     for panel in row:
-                        ui[f"plot_{panel.key}"] = gr.Plot(show_label=False, elem_id=f"train-plot-{panel.key}")
+                        ui[f"plot_{panel.key}"] = gr.Plot(
+                            plots.placeholder(t(f"plot.{panel.key}", "en"), t("train.no_curves", "en")),
+                            show_label=False, elem_id=f"train-plot-{panel.key}",
+                        )
             ui["log"] = gr.Textbox(lines=8, max_lines=12, interactive=False, autoscroll=True, elem_id="train-log")
 
     with gr.Accordion(open=True, elem_id="train-history-box"):
@@ -688,14 +694,17 @@ def build(ctx: AppContext) -> dict[str, Any]:
         ui["eval_table"] = gr.Dataframe(
             headers=EVAL_TABLE_HEADERS, interactive=False, elem_id="train-eval-table", wrap=True
         )
-        with gr.Row():
-            for name, key in zip(EVAL_PLOT_NAMES, EVAL_CHARTS, strict=True):
-                ui[name] = gr.Plot(show_label=False, elem_id=f"train-eval-{key}")
+        for name, key in zip(EVAL_PLOT_NAMES, EVAL_CHARTS, strict=True):  # one a row: category labels need the width
+            title = t(f"eval_chart.{key}.title", "en").format(beta="…")
+            empty = plots.placeholder(title, t("train.eval_no_chart", "en"), plots.EVAL_HEIGHT, plots.EVAL_TITLE_WIDTH)
+            ui[name] = gr.Plot(empty, show_label=False, elem_id=f"train-eval-{key}")
     with gr.Accordion(open=False, elem_id="train-compare-box"):
         with gr.Row():
             ui["compare_runs"] = gr.Dropdown([], multiselect=True, elem_id="train-compare-runs")
             compare_metric = gr.Dropdown(COMPARE_METRICS, value="loss", elem_id="train-compare-metric")
-        compare_plot = gr.Plot(show_label=False, elem_id="train-compare-plot")
+            ui["compare_metric"] = compare_metric
+        empty = plots.placeholder(t("plot.compare", "en").format(metric="loss"), t("plot.compare_none", "en"))
+        ui["compare_plot"] = compare_plot = gr.Plot(empty, show_label=False, elem_id="train-compare-plot")
     ui.update(widgets)
     outputs = list(ui.values())
     picker_language = loss_picker.wire(widgets)
@@ -749,5 +758,6 @@ def build(ctx: AppContext) -> dict[str, Any]:
     )
 
     relocalize_inputs = [ui["job_id"], ui["cache"], ui["score_job"], ui["selected_run"], ui["eval_run"]]
+    relocalize_inputs += [ui["compare_runs"], ui["compare_metric"]]
     language = [(wire(h.language_changed), relocalize_inputs, outputs), picker_language]
     return {"load": (wire(h.load), [], outputs), "language": language}
