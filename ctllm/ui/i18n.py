@@ -269,7 +269,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "train-seed.label": ("seed", "随机种子"),
     "train-seed.info": ("random seed", "随机种子"),
     "train-label-smoothing.label": ("label smoothing", "标签平滑"),
-    "train-label-smoothing.info": ("cDPO / robust ε", "cDPO / robust 的 ε"),
+    "train-label-smoothing.info": (
+        "ε: the share of labels taken as flipped (cDPO, robust; EXO needs > 0)",
+        "ε：视为标反的标签比例（cDPO、robust；EXO 须 > 0）",
+    ),
     "train-rpo-alpha.label": ("rpo alpha", "RPO α"),
     "train-rpo-alpha.info": (
         "RPO: weight of the chosen NLL (0: off); the loss plot then splits DPO and NLL",
