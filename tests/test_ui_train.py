@@ -295,7 +295,9 @@ def test_a_tiny_run_reaches_the_plots_and_the_history(ctx: AppContext, tiny_mode
     selected = h.history_select(click)
     assert selected["eval_run"]["value"] == "tiny-ui" and selected["selected_run"] == "tiny-ui"
     shown = h.show_eval("tiny-ui")
-    summary, rows, csv_path = shown["eval_summary"], shown["eval_table"], shown["eval_csv"]
+    summary, table, csv_path = shown["eval_summary"], shown["eval_table"], shown["eval_csv"]
+    rows = table["data"]
+    assert table["headers"] == ["section", "group", "metric", "SFT", "DPO", "n", "note"]
     charts = [shown[f"eval_{name}"] for name in ("preference", "reward", "behaviour")]
     assert "pref. acc." in summary and "refusals" in summary
     assert [r[:3] for r in rows][0] == ["pairs", "all", "preference accuracy"]
@@ -312,6 +314,8 @@ def test_a_tiny_run_reaches_the_plots_and_the_history(ctx: AppContext, tiny_mode
     assert plots.point_count(redrawn["plot_loss"]) == 8
     assert redrawn["plot_margin"].layout.title.text.startswith("奖励差")
     assert redrawn["eval_preference"].layout.title.text.startswith("留出") and redrawn["eval_preference"].data
+    assert redrawn["eval_table"]["headers"][:3] == ["部分", "分组", "指标"]
+    assert redrawn["eval_table"]["data"][0][:3] == ["偏好对", "全部", "偏好准确率"]
     assert plots.point_count(redrawn["compare_plot"]) == 3
     nothing = h.show_eval("no-such-run")
     assert "no evaluation yet" in nothing["eval_summary"] and nothing["eval_table"] == []

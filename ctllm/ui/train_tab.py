@@ -250,7 +250,7 @@ def eval_runs(runs_dir: Path) -> list[str]:
     return [run["name"] for run in list_runs(runs_dir) if (Path(run["path"]) / EVAL_JSON).is_file()]
 
 
-def eval_view(result: dict[str, Any] | None, run: str) -> tuple[str, list[list[Any]], list[Any]]:
+def eval_view(result: dict[str, Any] | None, run: str) -> tuple[str, Any, list[Any]]:
     """(summary Markdown, table rows, one figure per EVAL_CHARTS name) of a run's evaluation."""
     if not result:
         message = t("train.eval_pick") if not run else t("train.eval_none").format(run=inert_inline(run))
@@ -265,11 +265,23 @@ def eval_view(result: dict[str, Any] | None, run: str) -> tuple[str, list[list[A
     if numbers:
         lines.append(numbers)
     lines += [t("train.eval_note").format(note=inert_inline(str(note))) for note in result.get("notes") or []]
-    rows = [
-        [r["section"], r["group"], r["metric"], _cell(r["sft"]), _cell(r["dpo"]), r["n"], r["note"]]
-        for r in result_rows(result)
-    ]
+    rows = {"data": [eval_cells(r) for r in result_rows(result)],
+            "headers": headers("train-eval-table", EVAL_TABLE_HEADERS)}
     return "  \n".join(lines), rows, plots.eval_figures(result)
+
+
+def eval_cells(row: dict[str, Any]) -> list[Any]:
+    """One row of the evaluation table in the session's language; list names and categories are data."""
+    kind, _, name = row["group"].partition(": ")
+    if row["group"] == "all":
+        group = t("eval.group.all")
+    elif name and kind in ("category", "language"):
+        group = f"{t(f'eval.group.{kind}')}: {name}"
+    else:
+        group = row["group"]
+    note = t("eval_chart.behaviour.not_meaningful") if row["note"] else ""
+    return [t(f"eval.section.{row['section']}"), group, t(f"eval.metric.{row['metric'].replace(' ', '_')}"),
+            _cell(row["sft"]), _cell(row["dpo"]), row["n"], note]
 
 
 def run_figures(cache: dict[str, Any]) -> list[Any]:
