@@ -233,7 +233,7 @@ def fill_store(settings: Settings, n_pairs: int, seed: int = 0) -> None:
 
 def bench_pairs(data_dir: Path, n_pairs: int, repeat: int) -> None:
     from ctllm.ui.context import AppContext
-    from ctllm.ui.pairs_tab import new_view, standalone
+    from ctllm.ui.pairs_tab import PairFilters, new_view, standalone
 
     settings = Settings(data_dir=data_dir).ensure_dirs()
     started = time.perf_counter()
@@ -242,7 +242,7 @@ def bench_pairs(data_dir: Path, n_pairs: int, repeat: int) -> None:
     h = standalone(AppContext(settings))
 
     def browse(page: int, state: str = "all") -> object:
-        return h.browse("bench", "all", "all", state, "id", "", "", page, new_view(), None)[h.ui.view]
+        return h.browse(PairFilters("bench", label_state=state), page, new_view(), None)[h.ui.view]
 
     view = browse(1, "not_mine")
     pages = n_pairs // 20

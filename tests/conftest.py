@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,15 @@ def tiny_model_dir(embedded_model_dir: Path) -> Path:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(autouse=True)
+def english_until_told() -> Iterator[None]:
+    """Each test starts in English: a handler called directly sets its session's language for the rest of the thread
+    (``ctllm.ui.i18n.use_language``), so a 中文 request in one test made the next test's texts Chinese."""
+    i18n = sys.modules.get("ctllm.ui.i18n")  # not imported for tests without the UI (it imports gradio)
+    if i18n is None:
+        yield
+        return
+    with i18n.speaking("en"):
+        yield

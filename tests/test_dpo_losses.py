@@ -1,14 +1,30 @@
-"""DPO losses and metrics against numbers computed by hand (math module), not by the code under test."""
+"""DPO-family losses and metrics: against numbers computed by hand (math module), and against TRL 1.16's own values
+for every loss type and option (tests/fixtures/trl_losses.json, made by bench/trl_loss_fixtures.py)."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from ctllm.dpo.logps import ForwardOutput
-from ctllm.dpo.losses import LOSS_TYPES, LossConfig, compute_loss, preference_loss
+from ctllm.dpo.losses import (
+    LOSS_TYPES,
+    REFERENCE_LOSSES,
+    LossConfig,
+    PairLogps,
+    compute_loss,
+    length_desensitized_logps,
+    objective,
+    preference_loss,
+    wpo_weights,
+)
+
+FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "trl_losses.json").read_text(encoding="utf-8"))
+RTOL = 1e-6
 
 LN2 = 0.6931471805599453
 # −log σ(x) = log(1 + e^(−x)), evaluated with math.log1p(math.exp(−x)):
@@ -74,11 +90,12 @@ def test_robust_loss():
     assert plain.tolist() == pytest.approx([NEG_LOGSIG_0_2, NEG_LOGSIG_1_5], abs=1e-6)
 
 
-@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("loss_type", [name for name in REFERENCE_LOSSES if name != "sft"])
 def test_rewards_are_detached_and_loss_has_grad(loss_type):
     policy_c = POLICY_C.clone().requires_grad_()
+    smoothing = 0.1 if loss_type in ("sigmoid", "robust", "exo_pair", "aot", "aot_unpaired") else 0.0
     losses, chosen_rewards, rejected_rewards = preference_loss(
-        policy_c, POLICY_R, REF_C, REF_R, beta=0.1, loss_type=loss_type, label_smoothing=0.1
+        policy_c, POLICY_R, REF_C, REF_R, beta=0.1, loss_type=loss_type, label_smoothing=smoothing
     )
     assert losses.shape == (2,) and losses.requires_grad
     assert not chosen_rewards.requires_grad and not rejected_rewards.requires_grad
@@ -91,6 +108,16 @@ def test_bad_config_is_refused():
         LossConfig(label_smoothing=0.5)
     with pytest.raises(ValueError, match="beta"):
         preference_loss(POLICY_C, POLICY_R, REF_C, REF_R, beta=0.0)
+    with pytest.raises(ValueError, match="label_smoothing .* exo_pair"):
+        LossConfig(loss_type="exo_pair")
+    with pytest.raises(ValueError, match="loss_weights"):
+        LossConfig(loss_type="sigmoid,sft", loss_weights=(1.0,))
+    with pytest.raises(ValueError, match="f_divergence_type"):
+        LossConfig(loss_type="bco_pair", f_divergence_type="js_divergence")
+    with pytest.raises(ValueError, match="use_weighting"):
+        LossConfig(loss_type="aot", use_weighting=True)
+    with pytest.raises(ValueError, match="loss_type .* simpo trains on its own"):
+        LossConfig(loss_type="simpo,sigmoid")
 
 
 def forward_output(chosen, rejected, chosen_tokens=(4, 2), rejected_tokens=(5, 5), logits=((1.0, 3.0), (2.0, 2.0))):
@@ -165,15 +192,6 @@ def test_ipo_in_compute_loss_uses_per_token_averages():
     assert metrics["rewards/chosen"] == pytest.approx(0.2, abs=1e-6)
 
 
-def test_ipo_reference_token_counts_can_be_given():
-    out = forward_output(POLICY_C, POLICY_R)
-    loss, _ = compute_loss(
-        out, REF_C, REF_R, LossConfig(beta=0.1, loss_type="ipo"), torch.tensor([4, 2]), torch.tensor([5, 5])
-    )
-    same, _ = compute_loss(out, REF_C, REF_R, LossConfig(beta=0.1, loss_type="ipo"))
-    assert float(loss) == pytest.approx(float(same))
-
-
 def test_rpo_adds_alpha_times_mean_chosen_nll():
     out = forward_output(POLICY_C, POLICY_R)
     out.chosen_nll = t(2.5, 0.5)  # mean 1.5
@@ -191,3 +209,66 @@ def test_loss_gradient_matches_the_derivative():
     losses.sum().backward()
     sigma_m02 = 1 / (1 + math.exp(0.2))
     assert float(policy_c.grad) == pytest.approx(-0.1 * sigma_m02, abs=1e-7)
+
+
+# ---- TRL 1.16's numbers -----------------------------------------------------------------------------------------
+
+def case_id(case: dict) -> str:
+    extra = ",".join(f"{k}={v}" for k, v in case["options"].items() if k != "loss_type")
+    return f"{case['options']['loss_type']}[{extra}]"
+
+
+def run_ours(case: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """Our loss on the fixture's per-token log-probs, the way the trainer feeds it; (loss, metrics, d loss/d tokens)."""
+    dtype = getattr(torch, case["dtype"])
+    inputs = {k: torch.tensor(v, dtype=torch.float64).to(dtype) for k, v in FIXTURE["inputs"].items()}
+    options = dict(case["options"])
+    options["loss_weights"] = tuple(options.get("loss_weights") or ())
+    cfg = LossConfig(**options)
+    mask = inputs["mask"]
+    policy = inputs["policy_token_logps"].clone().requires_grad_(True)
+    tokens, ref_tokens = policy * mask, inputs["ref_token_logps"]
+    if cfg.ld_alpha < 1:
+        sums = length_desensitized_logps(tokens, mask, cfg.ld_alpha)
+        ref = length_desensitized_logps(ref_tokens, mask, cfg.ld_alpha)
+    else:
+        sums, ref = tokens.sum(1), ref_tokens.sum(1)
+    b = sums.size(0) // 2
+    counts = mask.sum(1)
+    x = PairLogps(sums[:b], sums[b:], counts[:b], counts[b:])
+    if not cfg.reference_free:
+        x.ref_chosen, x.ref_rejected = ref[:b], ref[b:]
+    if cfg.needs_nll:
+        x.nll = -tokens[:b].sum() / mask[:b].sum()
+    if cfg.use_weighting:
+        x.weights = wpo_weights(tokens, inputs["log_sum_sq_probs"], mask)
+    loss, metrics = objective(x, cfg)
+    loss.backward()
+    assert policy.grad is not None
+    return loss, metrics, policy.grad
+
+
+def test_fixture_covers_every_loss_type_and_option():
+    names = {name for case in FIXTURE["cases"] for name in case["options"]["loss_type"].split(",")}
+    assert names == set(LOSS_TYPES)
+    options = {key for case in FIXTURE["cases"] for key in case["options"]}
+    assert {"loss_weights", "f_divergence_type", "f_alpha_divergence_coef", "ld_alpha", "use_weighting",
+            "discopop_tau", "simpo_gamma", "cpo_alpha", "orpo_lambda", "alphapo_alpha", "label_smoothing"} <= options
+    assert FIXTURE["trl"] == "1.16.0"
+
+
+@pytest.mark.parametrize("case", FIXTURE["cases"], ids=case_id)
+def test_matches_trl(case):
+    loss, metrics, grad = run_ours(case)
+    assert float(loss.detach()) == pytest.approx(case["loss"], rel=RTOL)
+    expected = case["metrics"]
+    assert set(expected) == set(metrics) - {"loss"}, "metric names differ from TRL's"
+    for key, value in expected.items():
+        assert float(metrics[key]) == pytest.approx(value, rel=RTOL, abs=1e-12), key
+    theirs = torch.tensor(case["grad"], dtype=grad.dtype)
+    scale = float(theirs.abs().max())
+    assert scale > 0
+    # Relative to each element, with an absolute floor of 1e-6 of the largest element (float rounding of the
+    # entries that are tiny against it); most cases agree to the last bits.
+    torch.testing.assert_close(grad, theirs, rtol=RTOL, atol=RTOL * scale * (1e-3 if case["dtype"] == "float64"
+                                                                             else 1.0))

@@ -22,14 +22,23 @@ KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rew
         "logps/rejected", "logits/chosen", "logits/rejected", "grad_norm", "learning_rate", "epoch")
 
 
-def run_train(args: list[str], settings, tiny_model_dir: Path, tmp_path: Path,
-              processes: int) -> subprocess.CompletedProcess:
+def train_command(args: list[str], settings, tiny_model_dir: Path, tmp_path: Path, processes: int,
+                  accelerate_config: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """(command, environment) of ``ctllm train`` on ``processes`` CPU processes (accelerate launch when > 1, with
+    ``accelerate_config`` as its config file when given)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
            "CTLLM_ALLOWED_ROOTS": f"{settings.data_dir},{tiny_model_dir.parent},{tmp_path}"}
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", "0", "-m", "ctllm"] if processes > 1 else [sys.executable, "-m", "ctllm"]
-    command = [*launcher, "train", "--data-dir", str(settings.data_dir), "--no-progress", *args]
+    how = ["--config_file", str(accelerate_config)] if accelerate_config else [
+        "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
+        "--dynamo_backend", "no"]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", *how, "--main_process_port", "0", "-m",
+                "ctllm"] if processes > 1 else [sys.executable, "-m", "ctllm"]
+    return [*launcher, "train", "--data-dir", str(settings.data_dir), "--no-progress", *args], env
+
+
+def run_train(args: list[str], settings, tiny_model_dir: Path, tmp_path: Path,
+              processes: int) -> subprocess.CompletedProcess:
+    command, env = train_command(args, settings, tiny_model_dir, tmp_path, processes)
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
 
 

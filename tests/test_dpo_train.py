@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from ctllm.dpo.config import TrainConfig, from_yaml, merge
 from ctllm.dpo.presets import list_presets, load_preset, resolve_config
 from ctllm.dpo.train import train
 from ctllm.errors import UserError
+from ctllm.jobs.train_job import flag_value, plan_train_job
 from ctllm.runs import list_runs, read_metrics, read_status
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,12 +103,43 @@ def test_config_overrides_convert_types_and_validation_names_the_field(tmp_path)
         TrainConfig(data="x.jsonl", beta=0).validate()
     with pytest.raises(UserError, match="'data'"):
         TrainConfig().validate()
+    with pytest.raises(UserError, match="'simpo_gamma' = -1 must be >= 0"):
+        TrainConfig(data="x.jsonl", loss_type="simpo", simpo_gamma=-1).validate()
+    with pytest.raises(UserError, match="'rpo_alpha' = 0.5 must be 0 with cpo and orpo"):
+        TrainConfig(data="x.jsonl", loss_type="orpo", rpo_alpha=0.5).validate()
+    mpo = merge(TrainConfig(data="x.jsonl"), {"loss_type": "sigmoid,bco_pair,sft", "loss_weights": "0.8, 0.2, 1"})
+    assert mpo.validate().loss_weights == [0.8, 0.2, 1.0]
+    with pytest.raises(UserError, match="'loss_weights'"):
+        merge(mpo, {"loss_weights": "1"}).validate()
     path = tmp_path / "run.yaml"
     TrainConfig(data="x.jsonl", beta=0.3, lora=True).save(path)
     assert from_yaml(path) == TrainConfig(data="x.jsonl", beta=0.3, lora=True)
     path.write_text("beta: [1\n", encoding="utf-8")
     with pytest.raises(UserError, match="line"):
         from_yaml(path)
+
+
+def test_loss_fields_go_through_show_command_and_back_through_the_cli(settings, tmp_path):
+    """The form's loss fields become the job's flags, and the CLI reads those flags back into the same config."""
+    form = {"preset": "cpu-demo", "loss_type": "sigmoid,bco_pair,sft", "loss_weights": "0.8, 0.2, 1",
+            "f_divergence_type": "reverse_kl", "use_weighting": False, "rpo_alpha": 0, "devices": "cpu",
+            "num_processes": 1, "data": "pairs"}
+    simpo = {**form, "loss_type": "simpo", "loss_weights": "", "simpo_gamma": 0.7, "beta": 2.0}
+    for values in (form, simpo):
+        plan = plan_train_job(values)
+        line = plan.command(settings)
+        for name, value in plan.overrides.items():
+            assert f"--{name} {shlex.quote(flag_value(value))}" in line, name
+        argv = plan.argv(settings.data_dir)
+        result = subprocess.run([*argv, "--print-config"], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        printed = yaml.safe_load(result.stdout)
+        assert {name: printed[name] for name in plan.overrides} == {
+            name: getattr(plan.config, name) for name in plan.overrides}
+    assert "--loss_type sigmoid,bco_pair,sft --loss_weights 0.8,0.2,1.0" in plan_train_job(form).command(settings)
+    assert "--simpo_gamma 0.7" in plan_train_job(simpo).command(settings)
+    with pytest.raises(UserError, match="'loss_weights'"):
+        plan_train_job({**form, "loss_weights": "1, 2"})
 
 
 def test_presets_ct_llm_is_the_model_card_recipe_and_values_can_be_overridden(tmp_path):
@@ -276,6 +309,85 @@ def test_lora_run_saves_the_adapter_and_uses_the_adapter_disabled_base_as_refere
     assert "LoRA adapter disabled" in reference and "precomputed" in reference
     assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["resolved"]["reference"] == reference
     assert train_records(result.run_dir)[0]["loss"] == pytest.approx(LN2, abs=1e-5)
+
+
+@pytest.fixture
+def reference_count(monkeypatch):
+    """How many reference models a run builds: every one (a loaded ref_model, a copy of the policy, a frozen SFT
+    adapter) is frozen by ``model_setup._freeze``, which this counts and then runs unchanged."""
+    from ctllm.dpo import model_setup
+
+    calls = []
+    real = model_setup._freeze
+    monkeypatch.setattr(model_setup, "_freeze", lambda model: calls.append(type(model).__name__) or real(model))
+    return calls
+
+
+DPO_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+               "logps/rejected", "logits/chosen", "logits/rejected")
+
+
+@pytest.mark.parametrize(("loss_type", "extra"), [("simpo", {"simpo_gamma": 0.5, "beta": 2.0, "precompute_ref": True}),
+                                                  ("cpo", {"cpo_alpha": 1.0}),
+                                                  ("alphapo", {"alphapo_alpha": 0.25, "beta": 2.0})])
+def test_reference_free_losses_load_and_run_no_reference(env, tiny_model_dir, tmp_path, reference_count, loss_type,
+                                                         extra):
+    settings, _ = env
+    data = write_pairs(tmp_path / "held.jsonl", held_out=4)
+    config = config_for(tiny_model_dir, data, run_name=loss_type, loss_type=loss_type, max_steps=2, eval_every=1,
+                        **extra)
+    result = train(config, settings, show_progress=False)
+    assert result.state == "finished", result.error
+    assert reference_count == []  # no reference model was loaded, copied or frozen
+    described = f"none (reference-free: {loss_type})"
+    assert read_status(result.run_dir)["reference"] == described
+    assert yaml.safe_load((result.run_dir / "config.yaml").read_text())["resolved"]["reference"] == described
+    log = (result.run_dir / "train.log").read_text()
+    assert f"reference: {described}" in log and "reference activations" not in log
+    assert ("not used by the reference-free loss simpo: precompute_ref=True" in log) == (loss_type == "simpo")
+    assert "reference log-probs" not in log
+    records = train_records(result.run_dir)
+    assert [r["step"] for r in records] == [1, 2]
+    wanted = DPO_METRICS + (("nll_loss",) if loss_type == "cpo" else ())
+    for record in records:
+        assert all(math.isfinite(record[key]) for key in wanted), record
+    assert records[0]["loss"] != pytest.approx(LN2, abs=1e-3)  # not DPO's step 1: no reference in the margin
+    evals = [r for r in read_metrics(result.run_dir) if "eval_loss" in r]
+    assert evals and all(math.isfinite(evals[-1][f"eval_{key}"]) for key in wanted)
+
+
+def test_a_reference_based_run_builds_its_reference(env, tiny_model_dir, reference_count):
+    """The counter above can see a reference: the plain DPO run freezes one copy of the policy."""
+    settings, data = env
+    result = train(config_for(tiny_model_dir, data, run_name="dpo", max_steps=1), settings, show_progress=False)
+    assert result.state == "finished" and len(reference_count) == 1
+
+
+def test_orpo_through_the_cli_trains_without_a_reference_and_logs_trl_names(settings, tiny_model_dir, tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", held_out=4)
+    env = {**os.environ, "PYTHONPATH": str(REPO),
+           "CTLLM_ALLOWED_ROOTS": f"{settings.data_dir},{tiny_model_dir.parent},{tmp_path},{REPO / 'assets'}"}
+    command = [sys.executable, "-m", "ctllm", "train", "--data-dir", str(settings.data_dir), "--model",
+               str(tiny_model_dir), "--data", str(pairs), "--run_name", "orpo", "--loss_type", "orpo",
+               "--orpo_lambda", "0.2", "--max_steps", "2", "--max_length", "48", "--lr", "1e-3", "--report_to", "none",
+               "--final_eval_limit", "1", "--final_eval_max_new_tokens", "4", "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = settings.runs_dir / "orpo"
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (config["loss_type"], config["orpo_lambda"]) == ("orpo", 0.2)
+    assert config["resolved"]["reference"] == read_status(run_dir)["reference"] == "none (reference-free: orpo)"
+    records = train_records(run_dir)
+    for key in DPO_METRICS + ("nll_loss", "log_odds_ratio", "log_odds_chosen"):
+        assert all(math.isfinite(r[key]) for r in records), key
+    # ORPO's loss is NLL − λ·mean log σ(log odds ratio); its rewards are λ × the per-token averaged log-probs.
+    first = records[0]
+    assert first["loss"] == pytest.approx(first["nll_loss"] - 0.2 * first["log_odds_ratio"], rel=1e-5)
+    assert first["rewards/chosen"] == pytest.approx(0.2 * first["logps/chosen"], rel=1e-5)
+    # The end-of-run evaluation scored the held-out pairs itself (the run kept no reference log-probs), as many as
+    # final_eval_limit lets it.
+    pairs = json.loads((run_dir / "eval.json").read_text())["pairs"]
+    assert pairs["scored"] == pairs["count"] == 1 and pairs["overall"]["n"] == 1
 
 
 def test_starting_from_an_sft_adapter_the_reference_is_that_adapter_frozen(env, tiny_model_dir, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from ctllm.settings import Settings
 from ctllm.ui.chat_tab import CHAT_VOTES_COLLECTION, ChatHandlers, Side, Turn, stored_tally
 from ctllm.ui.context import AppContext
-from ctllm.ui.pairs_tab import new_view, standalone
+from ctllm.ui.pairs_tab import PairFilters, new_view, standalone
 from ctllm.ui.render import inert_markdown
 from tests.conftest import MODEL_CACHE, REPO
 
@@ -95,7 +95,7 @@ def test_a_turn_streams_both_sides_scores_them_and_a_vote_becomes_a_pair(
 
     # The new pair is in the Pairs tab.
     pairs = standalone(ctx)
-    browsed = pairs.browse(CHAT_VOTES_COLLECTION, "all", "all", "all", "id", "", "", 1, new_view(), None)
+    browsed = pairs.browse(PairFilters(CHAT_VOTES_COLLECTION, label_state="all"), 1, new_view(), None)
     assert browsed[pairs.ui.view].page_ids == (stored[0].id,)
     assert stored_tally(ctx, sft, dpo) == {"dpo": 1, "sft": 0, "tie": 0, "both bad": 0}
 

@@ -13,7 +13,15 @@ import pytest
 from ctllm.pairs.schema import Pair, user_prompt
 from ctllm.settings import Settings
 from ctllm.ui.context import SAMPLE_PAIRS, SAMPLES_COLLECTION, AppContext
-from ctllm.ui.pairs_tab import PAGE_SIZE, PairsHandlers, new_view, open_collection_event, shown_first, standalone
+from ctllm.ui.pairs_tab import (
+    PAGE_SIZE,
+    PairFilters,
+    PairsHandlers,
+    new_view,
+    open_collection_event,
+    shown_first,
+    standalone,
+)
 
 SHOWN = ("view", "info", "context", "prompt", "first", "second", "table", "page", "page_info", "progress", "message")
 FILTERS = ("collection", "language", "source", "label_state", "sort", "score_name", "search")
@@ -61,7 +69,8 @@ def browse(
     sort: str = "id",
     request: gr.Request | None = None,
 ) -> dict:
-    result = h.browse(collection, "all", "all", label_state, sort, "", text, page, new_view(), request)
+    filters = PairFilters(collection, label_state=label_state, sort=sort, text=text)
+    result = h.browse(filters, page, new_view(), request)
     return shown(h, result)
 
 
@@ -275,13 +284,14 @@ def test_sort_by_a_runs_score_puts_the_lowest_margin_first(ctx: AppContext, h: P
     ids = [stored.id for stored in ctx.store.iter_pairs("demo")]
     ctx.store.save_scores("run-a", [(pid, float((pid * 7) % 11) - 5) for pid in ids])
     source, score = h.collection_filters("demo")
-    assert score["choices"] == ["run-a"] and "unit" in source["choices"]
-    result = shown(h, h.browse("demo", "all", "all", "all", "score", "run-a", "", 1, new_view(), None))
+    assert score["choices"] == ["run-a"] and ("unit", "unit") in source["choices"]
+    by_score = PairFilters("demo", label_state="all", sort="score", score_name="run-a")
+    result = shown(h, h.browse(by_score, 1, new_view(), None))
     margins = [ctx.store.scores_for(pid)["run-a"] for pid in result["view"].page_ids]
     assert margins == sorted(margins) and margins[0] == -5
     assert "run-a margin" in result["info"]
     with pytest.raises(gr.Error, match="run's scores"):
-        h.browse("demo", "all", "all", "all", "score", "", "", 1, new_view(), None)
+        h.browse(replace(by_score, score_name=""), 1, new_view(), None)
 
 
 def test_an_import_opens_the_new_collection_everywhere(ctx: AppContext, h: PairsHandlers) -> None:
@@ -298,14 +308,14 @@ def test_an_import_opens_the_new_collection_everywhere(ctx: AppContext, h: Pairs
     assert "Mine: 0 / 3" in out["progress"] and "Page 1 of 1 · 3 pairs match" == out["page_info"]
     assert out["label_state"] == "not_mine" and out["source"]["value"] == "all"  # filters kept, source reset
     # The dropdown's own change event then finds the view already there and sends nothing.
-    assert h.collection_changed("fresh", *[out[name] for name in FILTERS[1:]], out["view"]) == {}
+    assert h.collection_changed(out["view"].filters, out["view"]) == {}
 
 
 def test_a_collection_change_by_code_or_user_opens_it(ctx: AppContext, h: PairsHandlers) -> None:
     ctx.store.create_collection("other")
     ctx.store.add_pairs("other", make_pairs(2))
     view = browse(h, label_state="mine")["view"]
-    out = shown(h, h.collection_changed("other", "all", "unit", "mine", "id", "", "", view))
+    out = shown(h, h.collection_changed(PairFilters("other", source="unit", label_state="mine"), view))
     assert out["view"].collection == "other" and out["label_state"] == "mine" and out["view"].page_ids == ()
     assert "No pairs match" in out["page_info"] and "Mine: 0 / 2" in out["progress"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -10,10 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ctllm.evaluate.chart_style import display_width, wrap_title
+from ctllm.evaluate.report import CHART_TEXT
 from ctllm.settings import Settings
 from ctllm.ui import plots
 from ctllm.ui.auth import LOCAL_USER, Role, identify, require
-from ctllm.ui.i18n import STRINGS, Translator, t
+from ctllm.ui.i18n import STRINGS, Translator, speaking, t
 from ctllm.ui.render import code_block, inert_inline, inert_markdown, search_highlighter
 
 
@@ -157,3 +160,40 @@ def test_overlay_compares_runs() -> None:
     fig = plots.overlay_figure({"a": [{"step": 1, "loss": 0.7}], "b": [{"step": 1, "loss": 0.69}, {"step": 2}]}, "loss")
     assert [trace.name for trace in fig.data] == ["a", "b"]
     assert plots.point_count(plots.overlay_figure({}, "loss")) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "width"),
+    [
+        ("Preference accuracy on held-out pairs (length-normalised log-likelihood)", 30),
+        ("留出偏好对上的偏好准确率（按长度归一化的对数似然）", 20),
+        ("损失：DPO（左轴）与 chosen 的 NLL（右轴）；记录的损失为 DPO + α·NLL", 24),
+    ],
+)
+def test_titles_wrap_to_their_width_in_both_scripts(text: str, width: int) -> None:
+    lines = wrap_title(text, width).split("<br>")
+    assert len(lines) > 1 and all(display_width(line) <= width for line in lines), lines
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")  # nothing lost, breaks only
+    assert wrap_title("Loss", 44) == "Loss"
+
+
+def test_plot_words_follow_the_language_and_every_key_is_in_the_table() -> None:
+    for panel in (*plots.PANELS, plots.NLL_LOSS_PANEL):
+        assert f"plot.{panel.key}" in STRINGS and all(f"plot.series.{name}" in STRINGS for _, name in panel.series)
+    # The evaluation charts' English is the HTML export's: one wording.
+    assert {key: t(f"eval_chart.{key}", "en") for key in CHART_TEXT} == CHART_TEXT
+    rows = [{"step": 1, "loss": 0.69, "eval_loss": 0.7}]
+    with speaking("zh"):
+        loss = plots.metric_figures(rows)[0]
+        waiting = plots.idle_figures()[0]
+    assert loss.layout.title.text == "损失" and [trace.name for trace in loss.data] == ["训练", "评估"]
+    assert loss.layout.xaxis.title.text == "步数" and loss.data[0].hovertemplate.startswith("步数 ")
+    assert waiting.layout.annotations[0].text == t("train.no_curves", "zh")
+    assert plots.metric_figures(rows)[0].layout.title.text == "Loss"  # the default session speaks English
+
+
+def test_a_placeholder_is_the_waiting_figure_without_plotly() -> None:
+    sent = json.loads(plots.placeholder("Loss", "Start a run to see its curves here.").plot)
+    drawn = json.loads(plots.waiting_figure("Loss", "Start a run to see its curves here.").to_json())
+    assert sent["data"] == drawn["data"] == []
+    assert sent["layout"] == {key: value for key, value in drawn["layout"].items() if key != "template"}

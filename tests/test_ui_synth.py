@@ -19,7 +19,7 @@ from ctllm.pairs.store import Store
 from ctllm.settings import Settings
 from ctllm.synth import jobs_dir
 from ctllm.ui.context import AppContext
-from ctllm.ui.pairs_tab import standalone
+from ctllm.ui.pairs_tab import PairFilters, standalone
 from ctllm.ui.synth_panel import SynthHandlers, progress_markdown
 from ctllm.ui.train_tab import TrainHandlers
 from tests.scripted_model import build_scripted_model
@@ -121,7 +121,7 @@ def test_admin_synthesizes_a_collection_that_annotators_review(ctx: AppContext, 
     # The annotator finds the collection in the Pairs tab and reviews its pairs.
     pairs = standalone(ctx)
     assert "synth-review" in pairs.refresh_collections(None, request=ANNOTATOR)["choices"]
-    shown = pairs.browse("synth-review", "all", "all", "all", "id", "", "", 1, None, request=ANNOTATOR)
+    shown = pairs.browse(PairFilters("synth-review", label_state="all"), 1, None, request=ANNOTATOR)
     view, table = shown[pairs.ui.view], shown[pairs.ui.table]["data"]
     assert sorted(row[3] for row in table) == ["Name a colour.", "Name a fruit.", "Name a tree."]
     first_pair = view.pair_id

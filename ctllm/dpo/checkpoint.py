@@ -9,6 +9,15 @@ checkpoints/step-000120/
   trainer_state.json                step, epoch, scheduler state, param groups, python RNG, anything extra
 ```
 
+Sharded runs (FSDP) write each process's shard of the model and optimizer with torch.distributed.checkpoint instead
+of the weights and optimizer files (no process ever holds the whole state; ``final/`` is the plain model folder):
+
+```
+checkpoints/step-000120/
+  sharded/                          .metadata + __<rank>_0.distcp: model and optimizer state, every process's shard
+  rng.safetensors, trainer_state.json ("sharded": true)
+```
+
 A checkpoint folder is written under a temporary name and renamed when complete, so a folder named
 ``step-N`` is always whole.
 """
@@ -23,12 +32,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file, save_file
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from ctllm.errors import UserError
 
 PREFIX = "step-"
 TRAINER_STATE = "trainer_state.json"
+SHARDED = "sharded"
 
 
 def checkpoint_name(step: int) -> str:
@@ -97,24 +110,66 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write a complete checkpoint to ``folder`` (atomically) and return it. ``model`` is the unwrapped model."""
+    return _atomically(Path(folder), lambda tmp: _write_checkpoint(tmp, model, optimizer, scheduler, step, extra))
+
+
+def save_sharded_checkpoint(
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    step: int,
+    is_main: bool,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Every process writes its shard of the FSDP ``model`` and its ``optimizer``; the main process the rest and the
+    rename. Called on every process (collective); the folder must be on storage every process sees."""
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    dist.barrier()
+    model_state, optimizer_state = get_state_dict(model, optimizer)
     try:
-        _write_checkpoint(tmp, model, optimizer, scheduler, step, extra)
+        dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(tmp / SHARDED))
+    except Exception as error:  # raised on every process when one fails
+        if not _out_of_space(error):
+            raise
+        dist.barrier()
+        if is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise _no_space(folder, error) from error
+    if is_main:
+        extra = {"sharded": True, **(extra or {})}
+        _atomically(folder, lambda _: _write_trainer_state(tmp, model, scheduler, step, extra), tmp=tmp)
+    dist.barrier()
+    return folder
+
+
+def _atomically(folder: Path, write: Any, tmp: Path | None = None) -> Path:
+    """``write(tmp)`` then rename ``tmp`` to ``folder``; running out of disk space leaves a UserError and no tmp."""
+    if tmp is None:
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write(tmp)
     except Exception as error:
         if not _out_of_space(error):
             raise
         shutil.rmtree(tmp, ignore_errors=True)  # a partial save only takes the space the next attempt needs
-        kept = sorted(p.name for p in folder.parent.iterdir() if p.is_dir() and not p.name.endswith(".tmp"))
-        raise UserError(
-            f"{folder}: no space left on the device while saving the checkpoint ({error}); nothing of it was kept, "
-            f"earlier checkpoints are intact ({', '.join(kept) or 'none'}). Free disk space or lower "
-            "save_total_limit, then resume the run."
-        ) from error
+        raise _no_space(folder, error) from error
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     return folder
+
+
+def _no_space(folder: Path, error: BaseException) -> UserError:
+    kept = sorted(p.name for p in folder.parent.iterdir() if p.is_dir() and not p.name.endswith(".tmp"))
+    return UserError(
+        f"{folder}: no space left on the device while saving the checkpoint ({error}); nothing of it was kept, "
+        f"earlier checkpoints are intact ({', '.join(kept) or 'none'}). Free disk space or lower "
+        "save_total_limit, then resume the run."
+    )
 
 
 _SPACE_MARKERS = ("no space left", "file too large", "disk quota exceeded", "os error 28", "os error 27")
@@ -135,14 +190,19 @@ def _write_checkpoint(
     model.save_pretrained(tmp, safe_serialization=True)
     tensors, optimizer_meta = _optimizer_tensors(optimizer)
     save_file(tensors, str(tmp / "optimizer.safetensors"))
+    _write_trainer_state(tmp, model, scheduler, step, {"optimizer": optimizer_meta, **(extra or {})})
+
+
+def _write_trainer_state(tmp: Path, model: torch.nn.Module, scheduler: Any, step: int, extra: dict[str, Any]) -> None:
+    """rng.safetensors and trainer_state.json (written last: a folder with it is whole)."""
+    tmp.mkdir(parents=True, exist_ok=True)
     save_file(_rng_tensors(), str(tmp / "rng.safetensors"))
     state = {
         "step": step,
-        "optimizer": optimizer_meta,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "python_rng": _to_json(random.getstate()),
         "peft": is_peft_model(model),
-        **(extra or {}),
+        **extra,
     }
     (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2), encoding="utf-8")
 
@@ -195,16 +255,30 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
+    sharded: bool = False,
 ) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and RNG from ``folder``; return its trainer state (step, extras)."""
+    """Restore weights, optimizer, scheduler and RNG from ``folder``; return its trainer state (step, extras).
+
+    ``sharded``: ``model`` is FSDP-sharded and ``optimizer`` its (unwrapped) optimizer; every process reads its shard.
+    """
     folder = Path(folder)
     state_path = folder / TRAINER_STATE
     if not state_path.is_file():
         raise UserError(f"{folder} is not a complete checkpoint ({TRAINER_STATE} missing)")
     state = json.loads(state_path.read_text(encoding="utf-8"))
-    load_model_weights(folder, model)
-    tensors = load_file(str(folder / "optimizer.safetensors"))
-    optimizer.load_state_dict(_optimizer_state_dict(tensors, state["optimizer"]))
+    if bool(state.get("sharded")) != sharded:
+        saved, now = ("sharded (fsdp)", "ddp") if state.get("sharded") else ("ddp", "sharded (fsdp)")
+        raise UserError(f"{folder}: a {saved} checkpoint cannot resume a {now} run; resume with config field "
+                        f"'distributed' as the run had it")
+    if sharded:
+        model_state, optimizer_state = get_state_dict(model, optimizer)  # the shapes and shards to read into
+        wanted = {"model": model_state, "optimizer": optimizer_state}
+        dcp.load(wanted, checkpoint_id=str(folder / SHARDED))
+        set_state_dict(model, optimizer, model_state_dict=wanted["model"], optim_state_dict=wanted["optimizer"])
+    else:
+        load_model_weights(folder, model)
+        tensors = load_file(str(folder / "optimizer.safetensors"))
+        optimizer.load_state_dict(_optimizer_state_dict(tensors, state["optimizer"]))
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     rng = load_file(str(folder / "rng.safetensors"))

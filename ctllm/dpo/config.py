@@ -16,10 +16,21 @@ import yaml
 
 from ctllm.errors import UserError
 
-LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")  # the math of each: ctllm/dpo/losses.py
+# The math of each: ctllm/dpo/losses.py. Reference-based: TRL 1.16's DPOConfig.loss_type; several may be summed
+# (loss_type "sigmoid,bco_pair,sft" with loss_weights, MPO). Reference-free: trl.experimental's CPO, SimPO, AlphaPO
+# and ORPO (one at a time; they load no reference model).
+REFERENCE_LOSSES = ("sigmoid", "hinge", "ipo", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
+                    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+REFERENCE_FREE_LOSSES = ("simpo", "cpo", "orpo", "alphapo")
+LOSS_TYPES = REFERENCE_LOSSES + REFERENCE_FREE_LOSSES
+LABEL_SMOOTHING_LOSSES = ("sigmoid", "robust", "exo_pair", "aot", "aot_unpaired", "cpo", "simpo", "alphapo")
+F_DIVERGENCES = ("reverse_kl", "forward_kl", "js_divergence", "alpha_divergence")
+# The losses TRL lets an f-divergence other than reverse KL reach (f-DPO's β·log Z(x) cancels only in their margin).
+F_DIVERGENCE_LOSSES = ("sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "robust", "discopop", "sft")
 SCHEDULERS = ("linear", "cosine", "constant")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 COLLECTION_PREFIX = "collection:"
+DISTRIBUTED = ("ddp", "fsdp")  # fsdp: FSDP2 full sharding through accelerate (ctllm/dpo/accelerator.py)
 
 
 @dataclass
@@ -39,6 +50,16 @@ class TrainConfig:
     beta: float = 0.1
     label_smoothing: float = 0.0
     rpo_alpha: float = 0.0  # 0: off; > 0 adds alpha * NLL of the chosen completion
+    loss_weights: list[float] = field(default_factory=list)  # one per loss_type entry when several; []: all 1
+    f_divergence_type: str = "reverse_kl"  # f-DPO (arXiv 2309.16240); only with the losses in F_DIVERGENCE_LOSSES
+    f_alpha_divergence_coef: float = 0.5  # α of alpha_divergence
+    discopop_tau: float = 0.05  # τ of the discopop loss
+    ld_alpha: float = 1.0  # LD-DPO (arXiv 2409.06411) weight of tokens past the shorter answer; 1: off
+    use_weighting: bool = False  # WPO (arXiv 2406.11827) weights
+    simpo_gamma: float = 0.5  # SimPO / AlphaPO target reward margin γ (TRL CPOConfig.simpo_gamma)
+    cpo_alpha: float = 1.0  # weight of the chosen NLL in the cpo loss (TRL CPOConfig.cpo_alpha)
+    orpo_lambda: float = 0.1  # ORPO's λ on the odds-ratio term (TRL calls it ORPOConfig.beta)
+    alphapo_alpha: float = 0.25  # AlphaPO's reward shape α (TRL CPOConfig.alpha); 0 would be SimPO
     # Optimisation.
     lr: float = 5e-6
     batch_size: int = 4  # pairs per device per micro-batch
@@ -76,6 +97,9 @@ class TrainConfig:
     lean_activations: bool = True  # keep fewer activations for backward (ctllm.dpo.lean_model; checked first);
     # used without mixed precision (on a CPU, or a GPU with mixed_precision no)
     num_threads: int = 0  # torch CPU threads; 0: torch's default
+    # Several processes: ddp replicates the model; fsdp shards parameters, gradients and optimizer state (FSDP2,
+    # full sharding; also chosen by an accelerate config file with distributed_type FSDP). See the README.
+    distributed: str = "ddp"
     report_to: str = "tensorboard"  # tensorboard | none
     # The end-of-run evaluation against the reference (ctllm.evaluate, written to <run dir>/eval.json): preference
     # accuracy on the held-out pairs (their log-probs from the last held-out pass, no extra forward), and refusal /
@@ -106,10 +130,12 @@ class TrainConfig:
         checks: list[tuple[str, bool, str]] = [
             ("model", bool(self.model.strip()), "must name a model (registry spec, folder or hub id)"),
             ("data", bool(self.data.strip()), "must name a pairs file or collection:NAME"),
-            ("loss_type", self.loss_type in LOSS_TYPES, f"must be one of {', '.join(LOSS_TYPES)}"),
-            ("beta", self.beta > 0, "must be > 0"),
-            ("label_smoothing", 0 <= self.label_smoothing < 0.5, "must be in [0, 0.5)"),
-            ("rpo_alpha", self.rpo_alpha >= 0, "must be >= 0"),
+            *loss_field_checks(self),
+            # The pure losses have both (ctllm.dpo.losses); the training forward does not give per-token values yet.
+            ("ld_alpha", self.ld_alpha == 1, "is not supported by the training engine yet (its forward sums the "
+             "log-probs before the loss); use 1"),
+            ("use_weighting", not self.use_weighting, "is not supported by the training engine yet (WPO needs "
+             "log sum p^2 per token from the forward); use false"),
             ("lr", self.lr > 0, "must be > 0"),
             ("batch_size", self.batch_size >= 1, "must be >= 1"),
             ("grad_accum", self.grad_accum >= 1, "must be >= 1"),
@@ -141,13 +167,64 @@ class TrainConfig:
             ("final_eval_max_new_tokens", self.final_eval_max_new_tokens >= 1, "must be >= 1"),
             ("final_eval_limit", self.final_eval_limit >= 0, "must be >= 0 (0: every prompt)"),
             ("num_threads", self.num_threads >= 0, "must be >= 0"),
+            ("distributed", self.distributed in DISTRIBUTED, f"must be one of {', '.join(DISTRIBUTED)}"),
         ]
-        if self.loss_type == "ipo" and self.label_smoothing:
-            checks.append(("label_smoothing", False, "is not used by the ipo loss: set it to 0"))
         for name, ok, message in checks:
             if not ok:
                 raise UserError(f"config field '{name}' = {getattr(self, name)!r} {message}")
         return self
+
+
+def loss_names(loss_type: str) -> tuple[str, ...]:
+    """The losses a loss_type names: one, or several comma-separated (summed with loss_weights)."""
+    return tuple(name.strip() for name in loss_type.split(",") if name.strip())
+
+
+def is_reference_free(loss_type: str) -> bool:
+    return any(name in REFERENCE_FREE_LOSSES for name in loss_names(loss_type))
+
+
+def loss_field_checks(c: Any) -> list[tuple[str, bool, str]]:
+    """(field, ok, why) for the objective's fields of ``c`` (a TrainConfig or ctllm.dpo.losses.LossConfig): the one
+    place they are validated."""
+    names = loss_names(c.loss_type)
+    unknown = [n for n in names if n not in LOSS_TYPES]
+    free = [n for n in names if n in REFERENCE_FREE_LOSSES]
+    weights = list(c.loss_weights)
+    checks = [
+        ("loss_type", bool(names) and not unknown,
+         f"must be one of {', '.join(LOSS_TYPES)} (or several reference-based ones, comma-separated)"),
+        ("loss_type", not free or len(names) == 1, "may combine reference-based losses only; "
+         f"{', '.join(free)} trains on its own"),
+        ("loss_type", len(set(names)) == len(names), "names a loss twice"),
+        ("loss_weights", not weights or len(weights) == len(names),
+         f"needs one weight per loss_type entry ({len(names)}), got {len(weights)}"),
+        ("loss_weights", all(w >= 0 for w in weights), "must be >= 0"),
+        ("beta", c.beta > 0, "must be > 0"),
+        ("label_smoothing", 0 <= c.label_smoothing < 0.5, "must be in [0, 0.5)"),
+        ("label_smoothing", "exo_pair" not in names or c.label_smoothing > 0,
+         "must be > 0 for exo_pair (the EXO paper uses 1e-3)"),
+        ("label_smoothing", not c.label_smoothing or bool(set(names) & set(LABEL_SMOOTHING_LOSSES)),
+         f"is not used by the {c.loss_type} loss: set it to 0"),
+        ("rpo_alpha", c.rpo_alpha >= 0, "must be >= 0"),
+        ("rpo_alpha", not c.rpo_alpha or not {"cpo", "orpo"} & set(names),
+         "must be 0 with cpo and orpo: they have their own NLL term (cpo_alpha; orpo's is always on)"),
+        ("f_divergence_type", c.f_divergence_type in F_DIVERGENCES, f"must be one of {', '.join(F_DIVERGENCES)}"),
+        ("f_divergence_type", c.f_divergence_type == "reverse_kl" or set(names) <= set(F_DIVERGENCE_LOSSES),
+         f"other than reverse_kl works only with {', '.join(F_DIVERGENCE_LOSSES)}"),
+        ("f_alpha_divergence_coef", c.f_alpha_divergence_coef > 0, "must be > 0"),
+        ("discopop_tau", c.discopop_tau > 0, "must be > 0"),
+        ("ld_alpha", 0 <= c.ld_alpha <= 1, "must be in [0, 1] (1: off)"),
+        ("ld_alpha", c.ld_alpha == 1 or not free, "is for the reference-based losses"),
+        ("use_weighting", not c.use_weighting or not ({"aot", "aot_unpaired"} & set(names)),
+         "does not work with aot / aot_unpaired (they sort the pairs, so per-pair weights would not line up)"),
+        ("use_weighting", not c.use_weighting or not free, "is for the reference-based losses"),
+        ("simpo_gamma", c.simpo_gamma >= 0, "must be >= 0"),
+        ("cpo_alpha", c.cpo_alpha >= 0, "must be >= 0"),
+        ("orpo_lambda", c.orpo_lambda > 0, "must be > 0"),
+        ("alphapo_alpha", c.alphapo_alpha != 0 or "alphapo" not in names, "must not be 0 (that is simpo)"),
+    ]
+    return checks
 
 
 _FIELD_TYPES = typing.get_type_hints(TrainConfig)
@@ -189,10 +266,13 @@ def convert_value(name: str, value: Any, origin: str = "") -> Any:
         if kind is str:
             return "" if value is None else str(value)
         if typing.get_origin(kind) is list:
+            item_type = typing.get_args(kind)[0]
             if isinstance(value, str):
-                return [item.strip() for item in value.split(",") if item.strip()]
+                value = [item.strip() for item in value.split(",") if item.strip()]
             if isinstance(value, (list, tuple)):
-                return [str(item) for item in value]
+                if item_type is float and any(isinstance(item, bool) for item in value):
+                    raise ValueError("expected numbers")
+                return [item_type(item) for item in value]
             raise ValueError("expected a list or a comma-separated string")
     except (TypeError, ValueError) as error:
         raise UserError(f"config field '{name}'{where}: cannot use {value!r}: {error}") from None

@@ -29,7 +29,8 @@ class FinishedRun:
     model: Any  # the trained model in memory (eval mode is the callback's to set), and its tokenizer and spec
     tokenizer: Any
     spec: Any
-    held_out: list[PairRow | None]  # one per pair of eval.parquet, in order; None for a pair tokenization dropped
+    held_out: list[PairRow | None]  # one per pair of eval.parquet, in order; None for a pair tokenization dropped;
+    # empty for a reference-free run (no reference log-probs: the evaluation scores the pairs itself)
     log: Callable[[str], None]
     stop: threading.Event
 

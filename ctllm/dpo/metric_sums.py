@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ctllm.dpo.config import TrainConfig
+from ctllm.dpo.losses import LossConfig, extra_metric_names
 
 TOKEN_WEIGHTED = {"logits/chosen": "chosen_tokens", "logits/rejected": "rejected_tokens"}
 
@@ -15,7 +16,7 @@ TOKEN_WEIGHTED = {"logits/chosen": "chosen_tokens", "logits/rejected": "rejected
 def metric_keys(config: TrainConfig) -> list[str]:
     keys = ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
             "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected"]
-    return keys + (["nll_loss"] if config.rpo_alpha > 0 else [])
+    return keys + list(extra_metric_names(LossConfig.of(config)))
 
 
 class MetricSums:

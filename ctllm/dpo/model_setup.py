@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ctllm.dpo.batching import length_grouped_batches
-from ctllm.dpo.config import TrainConfig
+from ctllm.dpo.config import TrainConfig, is_reference_free
 from ctllm.dpo.data import RunData
 from ctllm.dpo.lean_model import LeanModel, check_lean
 from ctllm.dpo.objective import Reference
@@ -87,7 +87,8 @@ def needs_conversion(run: Run) -> bool:
 def load_models(run: Run) -> Models:
     """The policy, its tokenizer and spec, and the reference.
 
-    With precompute_ref and the SFT model as reference, no copy is made: the untrained policy computes them.
+    A reference-free loss (simpo, cpo, orpo, alphapo) loads no reference and copies nothing. With precompute_ref
+    and the SFT model as reference, no copy is made: the untrained policy computes them.
     """
     config, settings = run.config, run.settings
     dtype = resolve_dtype(config, settings, run.accelerator.device)
@@ -98,7 +99,13 @@ def load_models(run: Run) -> Models:
     policy = loaded.model
     same_reference = not config.ref_model or config.ref_model == config.model
     identity = _model_identity(ref_spec if not same_reference else spec)
-    if not same_reference:
+    if is_reference_free(config.loss_type):
+        reference = Reference(f"none (reference-free: {config.loss_type})", free=True)
+        unused = [f"{name}={getattr(config, name)!r}" for name in ("ref_model", "precompute_ref")
+                  if getattr(config, name)]
+        if unused:  # e.g. kept from a preset made for DPO
+            run.log.info("not used by the reference-free loss %s: %s", config.loss_type, ", ".join(unused))
+    elif not same_reference:
         ref_model = _freeze(load_model(ref_spec, load_settings, trainable=False).model)
         reference = Reference(f"frozen copy of {ref_spec.label} ({ref_spec.ref}), given as ref_model", model=ref_model)
     elif spec.is_adapter:

@@ -29,6 +29,7 @@ class Reference:
     model: torch.nn.Module | None = None  # a separate frozen model
     adapter_disabled: bool = False  # the policy with its LoRA adapter disabled
     tables: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # precomputed, by split
+    free: bool = False  # a reference-free loss: no reference model and no reference pass
 
 
 @dataclass
@@ -63,9 +64,14 @@ class Objective:
         engines. ``collect`` gets one row per pair (see ``Collected``).
         """
         out = pair_forward(model, items, self.pad_id, self.shared)
-        ref_c, ref_r, ref_ct, ref_rt = self.reference_logps(split, items, self.accelerator.unwrap_model(model))
-        loss, metrics = compute_loss(out, ref_c, ref_r, self.loss, ref_ct, ref_rt)
+        if self.reference.free:  # the held-out rows then carry NaN for the reference log-probs
+            ref_c = ref_r = None
+        else:
+            ref_c, ref_r, _, _ = self.reference_logps(split, items, self.accelerator.unwrap_model(model))
+        loss, metrics = compute_loss(out, ref_c, ref_r, self.loss)
         if collect is not None:
+            if ref_c is None or ref_r is None:
+                ref_c = ref_r = torch.full_like(out.chosen_logps, float("nan"))
             columns = [t.detach().float().cpu().tolist() for t in (out.chosen_logps, out.rejected_logps, ref_c, ref_r)]
             counts = [t.cpu().tolist() for t in (out.chosen_tokens, out.rejected_tokens)]
             collect += [(item.index, *(c[i] for c in columns), *(int(n[i]) for n in counts))
@@ -94,6 +100,10 @@ class Objective:
                     _, metrics, counts, tokens = self.micro_batch(unwrapped, "eval", [items[p] for p in positions],
                                                                   rows)
                 sums.add(metrics, len(positions), counts, tokens)
+            idle = len(batches) % accelerator.num_processes
+            if getattr(accelerator, "is_fsdp2", False) and idle and accelerator.process_index >= idle:
+                with accelerator.autocast():  # FSDP forwards are collective: one more, uncounted, as the others do
+                    self.micro_batch(unwrapped, "eval", [items[p] for p in batches[0]])
         if was_training:
             unwrapped.train()
         means, _, _ = sums.reduce(accelerator, self.keys)

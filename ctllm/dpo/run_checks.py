@@ -12,7 +12,8 @@ RESUME_FIELDS = (
     "model", "ref_model", "data", "eval_data", "eval_split", "eval_fraction", "languages", "loss_type", "beta",
     "label_smoothing", "rpo_alpha", "lr", "batch_size", "grad_accum", "epochs", "max_steps", "max_length",
     "max_prompt_length", "warmup_ratio", "weight_decay", "scheduler", "max_grad_norm", "lora", "lora_r", "lora_alpha",
-    "lora_dropout", "lora_target_modules", "seed",
+    "lora_dropout", "lora_target_modules", "seed", "loss_weights", "f_divergence_type", "f_alpha_divergence_coef",
+    "discopop_tau", "ld_alpha", "use_weighting", "simpo_gamma", "cpo_alpha", "orpo_lambda", "alphapo_alpha",
 )
 
 

@@ -14,7 +14,7 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,18 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from ctllm.dpo.accelerator import agree_flag, make_accelerator
-from ctllm.dpo.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
-from ctllm.dpo.config import TrainConfig
+from ctllm.dpo.accelerator import agree_flag, bytes_per_process, make_accelerator
+from ctllm.dpo.checkpoint import (
+    checkpoint_name,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    save_sharded_checkpoint,
+)
+from ctllm.dpo.config import TrainConfig, is_reference_free
 from ctllm.dpo.data import RunData, load_data, load_pairs, split_eval, tokenize_data
-from ctllm.dpo.final_model import save_final
+from ctllm.dpo.final_model import gather_full, load_final, save_final
 from ctllm.dpo.finished import FinishedRun, OnFinished, PairRow
 from ctllm.dpo.losses import LossConfig
 from ctllm.dpo.metric_sums import MetricSums, Window, metric_keys
@@ -168,6 +175,17 @@ def _start(run: Run) -> None:
     set_seed(run.config.seed)
     run.log.info("run %s in %s: %d process(es) on %s, mixed precision %s", run.config.run_name, run.run_dir.path,
                  run.world, run.accelerator.device, run.accelerator.mixed_precision)
+    if _sharded(run):
+        run.log.info("FSDP2 full sharding over %d processes: parameters, gradients and optimizer state split; "
+                     "%s, the model's own forward (share_prompt and lean_activations off)", run.world,
+                     "no reference" if is_reference_free(run.config.loss_type)
+                     else "reference log-probs precomputed before sharding (precompute_ref on)")
+    elif run.config.distributed == "fsdp":
+        run.log.info("distributed: fsdp on %d process: nothing to shard, trained unsharded", run.world)
+
+
+def _sharded(run: Run) -> bool:
+    return bool(getattr(run.accelerator, "is_fsdp2", False))
 
 
 def _stopped(run: Run, stopped: TrainingStopped) -> RunResult:
@@ -197,7 +215,7 @@ def _prepare(run: Run, models: Models, data: RunData) -> Training:
     make_lean(run, models, data.items)
     choose_forward(run, models, data.items)
     steps = plan_steps(data.items, config, run.world)
-    if config.precompute_ref:
+    if config.precompute_ref and not models.reference.free:
         precompute_reference(run, models, data, steps)
     models.policy = policy = apply_lora(run, models.policy)
     if models.reference.model is not None:
@@ -216,7 +234,7 @@ def _make_training(run: Run, models: Models, data: RunData, steps: list[PlannedS
     optimizer = make_optimizer(models.policy, config)
     scheduler = make_scheduler(optimizer, config, len(steps))
     model, optimizer = accelerator.prepare(models.policy, optimizer)
-    loss = LossConfig(config.beta, config.loss_type, config.label_smoothing, config.rpo_alpha)
+    loss = LossConfig.of(config)
     objective = Objective(accelerator, models.reference, loss, models.pad_id, models.shared, metric_keys(config))
     training = Training(models, data, steps, objective, Share.of(config, run.world, run.rank, models.shared), model,
                         accelerator.unwrap_model(model), optimizer, scheduler)
@@ -249,7 +267,11 @@ def _resume(run: Run, training: Training) -> int:
     start = 0
     checkpoint = latest_checkpoint(run_dir.checkpoints_dir) if run.resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, training.unwrapped, training.optimizer, training.scheduler)
+        if _sharded(run):
+            state = load_checkpoint(checkpoint, training.model, training.optimizer.optimizer, training.scheduler,
+                                    sharded=True)
+        else:
+            state = load_checkpoint(checkpoint, training.unwrapped, training.optimizer, training.scheduler)
         start = int(state["step"])
         run.log.info("resumed from %s at step %d of %d", checkpoint, start, training.total_steps)
     elif run.resume:
@@ -275,6 +297,8 @@ def _train_steps(run: Run, training: Training, start: int) -> tuple[int, dict[st
               disable=not (run.show_progress and run.is_main)) as bar:
         for step in range(start + 1, total + 1):
             result = _train_step(run, training, step)
+            if step == start + 1:
+                _record_bytes(run, training)
             window.add(result.means, result.pairs, result.tokens, result.seconds)
             bar.update(1)
             bar.set_postfix(loss=f"{result.means['loss']:.4f}", pairs_s=f"{result.pairs / result.seconds:.2f}")
@@ -283,6 +307,15 @@ def _train_steps(run: Run, training: Training, start: int) -> tuple[int, dict[st
                 window = Window()
             _end_step(run, training, result.planned, step)
     return step, last
+
+
+def _record_bytes(run: Run, training: Training) -> None:
+    """What each process holds of the parameters and optimizer state (its shard under FSDP), in status.json."""
+    held = bytes_per_process(run.accelerator, training.model, training.optimizer)
+    run.run_dir.update_status(bytes_per_process=held)
+    run.log.info("held per process (MB): %s of %.2f MB of parameters", ", ".join(
+        f"process {r}: parameters {h['parameters'] / 1e6:.2f}, optimizer state {h['optimizer'] / 1e6:.2f}"
+        for r, h in enumerate(held)), held[0]["parameters_total"] / 1e6)
 
 
 def _train_step(run: Run, training: Training, step: int) -> StepResult:
@@ -296,7 +329,8 @@ def _train_step(run: Run, training: Training, step: int) -> StepResult:
                               f"(epoch {planned.epoch + 1}); the run stopped before applying it. Try a lower "
                               "lr or beta, or check the data of this step.")
     max_norm = run.config.max_grad_norm if run.config.max_grad_norm > 0 else float("inf")
-    grad_norm = float(accelerator.clip_grad_norm_(training.model.parameters(), max_norm))
+    norm = accelerator.clip_grad_norm_(training.model.parameters(), max_norm)
+    grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP: a replicated DTensor
     if not math.isfinite(grad_norm):
         raise TrainingStopped("failed", f"gradient norm became {grad_norm} at step {step} of {total}; "
                               "the run stopped before applying it. Try a lower lr.")
@@ -314,16 +348,22 @@ def _accumulate(run: Run, training: Training, planned: PlannedStep) -> tuple[dic
     micro_batches = rank_micro_batches(planned, items, training.share)
     n_step = len(planned.positions)
     sums = MetricSums()
+    real = len(micro_batches)
+    if _sharded(run):  # every forward is collective under FSDP: all processes run as many
+        rounds = max(len(rank_micro_batches(planned, items, replace(training.share, rank=r))) for r in range(run.world))
+        micro_batches += [micro_batches[-1]] * (rounds - real)  # weighted 0 below
     for m, positions in enumerate(micro_batches):
         syncing = m == len(micro_batches) - 1
         with accelerator.no_sync(model) if not syncing else contextlib.nullcontext():
             batch = [items[p] for p in positions]
             loss, metrics, counts, tokens = training.objective.micro_batch(model, "train", batch)
             run.heap.trim()  # the forward's temporaries, before backward reaches the step's peak
-            # The mean over this micro-batch, weighted by its share of the step's pairs; DDP averages over
+            # The mean over this micro-batch, weighted by its share of the step's pairs; DDP and FSDP average over
             # processes, hence the factor world.
-            accelerator.backward(loss * (len(positions) * run.world / n_step))
-        sums.add(metrics, len(positions), counts, tokens)
+            weight = len(positions) * run.world / n_step if m < real else 0.0
+            accelerator.backward(loss * weight)
+        if m < real:
+            sums.add(metrics, len(positions), counts, tokens)
     run.heap.trim()  # the activations, before the optimizer step
     return sums.reduce(accelerator, training.objective.keys)
 
@@ -374,7 +414,14 @@ def _log_eval(run: Run, training: Training, step: int, epoch: float,
 
 
 def _checkpoint(run: Run, training: Training, step: int, epoch: float) -> None:
-    if run.is_main:
+    if _sharded(run):
+        folder = save_sharded_checkpoint(run.run_dir.checkpoints_dir / checkpoint_name(step), training.model,
+                                         training.optimizer.optimizer, training.scheduler, step, run.is_main,
+                                         extra={"epoch": epoch, "run_name": run.config.run_name})
+        if run.is_main:
+            prune_checkpoints(run.run_dir.checkpoints_dir, run.config.save_total_limit)
+            run.log.info("checkpoint saved (sharded, %d processes): %s", run.world, folder)
+    elif run.is_main:
         folder = save_checkpoint(run.run_dir.checkpoints_dir / checkpoint_name(step), training.unwrapped,
                                  training.optimizer, training.scheduler, step,
                                  extra={"epoch": epoch, "run_name": run.config.run_name})
@@ -397,8 +444,10 @@ def _finish(run: Run, training: Training, step: int, last: dict[str, Any]) -> Ru
         summary.update(_log_eval(run, training, step, epoch, held_out))
     models.lean.restore()  # the saved model and the evaluation's generation use the model's own forward
     run.heap.detach()
+    full = gather_full(training.model) if _sharded(run) else None  # collective: every process gives its shard
     if run.is_main:
-        save_final(run.run_dir.final_dir, training.unwrapped, models.tokenizer, _final_note(config, training.resolved))
+        save_final(run.run_dir.final_dir, training.unwrapped, models.tokenizer, _final_note(config, training.resolved),
+                   full)
         run.log.info("model saved in %s", run.run_dir.final_dir)
     accelerator.wait_for_everyone()
     if config.final_eval and run.is_main:
@@ -425,9 +474,12 @@ def _final_eval(run: Run, training: Training, held_out: Collected) -> dict[str, 
         return {}
     started = time.perf_counter()
     models = training.models
-    finished = FinishedRun(run.run_dir.path, run.config, run.settings, training.unwrapped, models.tokenizer,
-                           models.spec, _held_out_rows(held_out, len(training.data.eval_pairs)), run.log.info,
-                           run.stop.event)
+    # A reference-free run has no reference log-probs of the held-out pairs: the evaluation scores them itself.
+    rows = [] if models.reference.free else _held_out_rows(held_out, len(training.data.eval_pairs))
+    # A sharded model cannot generate on one process: the evaluation gets the saved whole model.
+    model = load_final(run.run_dir.final_dir, run.accelerator.device) if _sharded(run) else training.unwrapped
+    finished = FinishedRun(run.run_dir.path, run.config, run.settings, model, models.tokenizer, models.spec, rows,
+                           run.log.info, run.stop.event)
     try:
         if run.stop.requested:
             raise TrainingStopped("cancelled", "a signal arrived while the model was saved")

@@ -29,7 +29,8 @@ def evaluate_finished_run(finished: FinishedRun) -> dict[str, Any]:
     result = evaluate_run(
         run_dir, finished.settings, policy=LoadedModel.wrap(finished.model, finished.tokenizer, spec),
         prompts=config.final_eval_prompts or None, max_new_tokens=config.final_eval_max_new_tokens,
-        limit=config.final_eval_limit or None, batch_size=16, pair_logps=logps, log=finished.log, stop=finished.stop)
+        limit=config.final_eval_limit or None, batch_size=16, pair_logps=logps or None, log=finished.log,
+        stop=finished.stop)
     summary = {**run_summary(result), "final_eval": EVAL_JSON}
     finished.log(f"final evaluation in {time.perf_counter() - started:.1f} s, written to {run_dir / EVAL_JSON}; "
                  f"SFT → DPO: {headline_text(summary_headline(summary)) or 'no numbers'}")

@@ -14,6 +14,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from ctllm.evaluate.chart_style import chart_layout
+
 CSV_COLUMNS = ("section", "group", "metric", "sft", "dpo", "n", "note")
 SFT_COLOUR, DPO_COLOUR = "#8c8c8c", "#1f77b4"
 # Metrics of the pairs section: (key in the result, shown name, which side has it)
@@ -120,56 +122,77 @@ def export_csv(eval_json: Path | str, csv_path: Path | str) -> Path:
     return write_csv(json.loads(Path(eval_json).read_text(encoding="utf-8")), csv_path)
 
 
-def _layout(fig: go.Figure, title: str, yaxis: str, percent: bool) -> go.Figure:
-    fig.update_layout(
-        title={"text": title, "font": {"size": 14}}, barmode="group", height=320, template="plotly_white",
-        margin={"l": 50, "r": 10, "t": 45, "b": 40}, legend={"orientation": "h", "y": -0.2}, yaxis_title=yaxis,
-    )
+# Every text a chart shows that is not data, in English; the UI passes its own language's (``text=`` of figures).
+CHART_TEXT = {
+    "all": "all",
+    "preference.title": "Preference accuracy on held-out pairs (length-normalised log-likelihood)",
+    "preference.yaxis": "chosen preferred",
+    "reward.title": "DPO implicit reward against SFT (β = {beta})",
+    "reward.accuracy": "implicit reward accuracy",
+    "reward.margin": "mean margin β·Δ",
+    "behaviour.title": "Behaviour under greedy decoding: refusals of harmful prompts, answers to benign ones",
+    "behaviour.yaxis": "share of prompts",
+    "behaviour.not_meaningful": "* the model cannot write this language: not meaningful",
+    "refusal_rate": "refusal rate",
+    "answer_rate": "answer rate",
+}
+CHART_HEIGHT = 340
+TITLE_WIDTH = 90  # columns: the charts are shown at least ~700 px wide (full width in the app, a page in the HTML)
+
+
+def _layout(fig: go.Figure, title: str, yaxis: str, percent: bool, subtitle: str = "") -> go.Figure:
+    fig.update_layout(chart_layout(title, CHART_HEIGHT, TITLE_WIDTH, subtitle), barmode="group",
+                      template="plotly_white", yaxis_title=yaxis)
     if percent:
         fig.update_yaxes(range=[0, 1.15], tickformat=".0%")
     return fig
 
 
 def _bars(fig: go.Figure, name: str, x: Sequence[str], y: Sequence[float | None], colour: str,
-          n: Sequence[Any]) -> None:
+          n: Sequence[Any], percent: bool) -> None:
     fig.add_trace(go.Bar(
         name=name, x=list(x), y=list(y), marker_color=colour, customdata=list(n),
-        text=[_cell(v) for v in y], textposition="outside", cliponaxis=False,
+        text=[_percent(v) if percent else _cell(v) for v in y], textposition="outside", cliponaxis=False,
         hovertemplate="%{x}: %{y:.3f} (n=%{customdata})<extra>" + name + "</extra>",
     ))
 
 
-def figures(result: Mapping[str, Any]) -> dict[str, go.Figure]:
+def _category(name: str) -> str:
+    """A category as a tick label: words apart, so a long one breaks over two lines instead of tilting."""
+    return "<br>".join(name.replace("_", " ").split(" ", 1)) if len(name) > 12 else name.replace("_", " ")
+
+
+def figures(result: Mapping[str, Any], text: Mapping[str, str] | None = None) -> dict[str, go.Figure]:
     """Charts, SFT and DPO side by side: preference accuracy (overall and per category), the implicit reward of
-    DPO against SFT, and refusal / answer rates on the prompt lists. Only the parts the result has."""
+    DPO against SFT, and refusal / answer rates on the prompt lists. Only the parts the result has. ``text``: the
+    charts' own words (the keys of :data:`CHART_TEXT`) in another language."""
+    words = {**CHART_TEXT, **(text or {})}
     sft, dpo = role_names(result)
     out: dict[str, go.Figure] = {}
     pairs = result.get("pairs")
     if pairs:
-        groups = {"all": pairs["overall"], **pairs.get("by_category", {})}
-        names, values = list(groups), list(groups.values())
+        groups = {words["all"]: pairs["overall"], **pairs.get("by_category", {})}
+        names, values = [_category(name) for name in groups], list(groups.values())
         counts = [v.get("n") for v in values]
         fig = go.Figure()
-        _bars(fig, sft, names, [v.get("ref_preference_accuracy") for v in values], SFT_COLOUR, counts)
-        _bars(fig, dpo, names, [v.get("model_preference_accuracy") for v in values], DPO_COLOUR, counts)
-        out["preference"] = _layout(fig, "Preference accuracy on held-out pairs (length-normalised log-likelihood)",
-                                    "chosen preferred", True)
+        _bars(fig, sft, names, [v.get("ref_preference_accuracy") for v in values], SFT_COLOUR, counts, True)
+        _bars(fig, dpo, names, [v.get("model_preference_accuracy") for v in values], DPO_COLOUR, counts, True)
+        out["preference"] = _layout(fig, words["preference.title"], words["preference.yaxis"], True)
         fig = go.Figure()
-        _bars(fig, "implicit reward accuracy", names, [v.get("reward_accuracy") for v in values], DPO_COLOUR, counts)
-        _bars(fig, "mean margin β·Δ", names, [v.get("margin") for v in values], "#ff7f0e", counts)
-        out["reward"] = _layout(fig, f"DPO implicit reward against SFT (β = {result.get('beta')})", "", False)
+        _bars(fig, words["reward.accuracy"], names, [v.get("reward_accuracy") for v in values], DPO_COLOUR, counts,
+              False)
+        _bars(fig, words["reward.margin"], names, [v.get("margin") for v in values], "#ff7f0e", counts, False)
+        out["reward"] = _layout(fig, words["reward.title"].format(beta=result.get("beta")), "", False)
     prompts = result.get("prompts") or []
     if prompts:
-        labels = [f"{e['name']}: {e['headline'].replace('_', ' ')}" + ("" if e.get("meaningful", True) else " *")
-                  for e in prompts]
+        labels = [f"{e['name']}: {words.get(e['headline'], e['headline'])}" + ("" if e.get("meaningful", True)
+                  else " *") for e in prompts]
         counts = [e.get("n") for e in prompts]
         fig = go.Figure()
-        _bars(fig, sft, labels, [e.get("ref", {}).get(e["headline"]) for e in prompts], SFT_COLOUR, counts)
-        _bars(fig, dpo, labels, [e.get("model", {}).get(e["headline"]) for e in prompts], DPO_COLOUR, counts)
-        title = "Behaviour under greedy decoding: refusals of harmful prompts, answers to benign ones"
-        if not all(e.get("meaningful", True) for e in prompts):
-            title += "<br><sup>* the model cannot write this language: not meaningful</sup>"
-        out["behaviour"] = _layout(fig, title, "share of prompts", True)
+        _bars(fig, sft, labels, [e.get("ref", {}).get(e["headline"]) for e in prompts], SFT_COLOUR, counts, True)
+        _bars(fig, dpo, labels, [e.get("model", {}).get(e["headline"]) for e in prompts], DPO_COLOUR, counts, True)
+        footnote = "" if all(e.get("meaningful", True) for e in prompts) else words["behaviour.not_meaningful"]
+        out["behaviour"] = _layout(fig, words["behaviour.title"], words["behaviour.yaxis"], True, footnote)
     return out
 
 

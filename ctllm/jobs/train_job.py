@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ctllm.dpo.config import COLLECTION_PREFIX, TrainConfig, convert_value
+from ctllm.dpo.loss_fields import hidden_fields, settle_hidden
 from ctllm.dpo.presets import load_preset, resolve_config
 from ctllm.errors import UserError
 from ctllm.jobs.commands import ctllm_command
@@ -26,9 +27,11 @@ from ctllm.runs import STATUS_NAME
 from ctllm.settings import Settings
 
 KIND = "train"
+RUN_NAME_PLACEHOLDER = "<chosen at start>"  # the run name in "Show command" before a run names itself
 # Form values that may stay empty (the preset's or the run's own choice applies); every other TrainConfig field
 # in a form needs a value.
 OPTIONAL_TEXT = ("model", "ref_model", "data", "eval_data", "run_name")
+OPTIONAL_LISTS = ("loss_weights",)  # empty: the field's default, []
 JOB_KEYS = ("preset", "devices", "num_processes")  # in the form, but not config fields
 
 
@@ -41,12 +44,17 @@ def data_spec(value: str) -> str:
 
 
 def form_to_config(form: Mapping[str, Any]) -> tuple[str, TrainConfig, dict[str, Any]]:
-    """(preset, validated config, overrides relative to the preset). Raises UserError naming the field."""
+    """(preset, validated config, overrides relative to the preset). Raises UserError naming the field.
+
+    The loss's hyperparameters that the chosen loss does not use (the form hides them) keep the preset's value, or
+    their default where the loss would refuse that (ctllm.dpo.loss_fields)."""
     preset = form.get("preset") or ""
     base = load_preset(preset) if preset else TrainConfig()
+    hidden = hidden_fields(str(form.get("loss_type") or base.loss_type),
+                           str(form.get("f_divergence_type") or base.f_divergence_type))
     values: dict[str, Any] = {}
     for name, value in form.items():
-        if name in JOB_KEYS or name not in TrainConfig.__dataclass_fields__:
+        if name in JOB_KEYS or name not in TrainConfig.__dataclass_fields__ or name in hidden:
             continue
         if name in OPTIONAL_TEXT:
             text = str(value or "").strip()
@@ -54,6 +62,8 @@ def form_to_config(form: Mapping[str, Any]) -> tuple[str, TrainConfig, dict[str,
         elif name == "eval_fraction":
             if value is not None:
                 values[name] = value
+        elif name in OPTIONAL_LISTS and (value is None or value == ""):
+            values[name] = []
         elif value is None or value == "":
             raise UserError(f"config field '{name}' needs a value")
         else:
@@ -63,6 +73,7 @@ def form_to_config(form: Mapping[str, Any]) -> tuple[str, TrainConfig, dict[str,
         converted = convert_value(name, value, origin="form")
         if converted != getattr(base, name):
             overrides[name] = converted
+    overrides = settle_hidden(base, overrides, hidden)
     config = resolve_config(preset or None, None, overrides)
     return preset, config, overrides
 
@@ -152,7 +163,7 @@ class TrainJobPlan:
 
     def command(self, settings: Settings) -> str:
         """The line "Show command" prints (a run name not chosen yet is shown as a placeholder)."""
-        overrides = self.overrides if self.config.run_name else {**self.overrides, "run_name": "<chosen at start>"}
+        overrides = self.overrides if self.config.run_name else {**self.overrides, "run_name": RUN_NAME_PLACEHOLDER}
         argv = train_argv(self.preset, overrides, settings.data_dir, self.devices, self.processes)
         return shown_command(argv, self.devices, settings_env(settings))
 

@@ -12,7 +12,7 @@ import gradio as gr
 
 from ctllm.paths import ASSETS_DIR
 from ctllm.settings import Settings
-from ctllm.ui import chat_tab, pairs_tab, train_tab
+from ctllm.ui import chat_tab, leaderboard_panel, pairs_tab, plots, train_tab
 from ctllm.ui.auth import Role, login_button, require
 from ctllm.ui.context import CHAT_VOTES_COLLECTION, AppContext
 from ctllm.ui.i18n import LANGUAGE_CHOICES, Translator, remember_language, t
@@ -23,7 +23,7 @@ DEFAULT_CONCURRENCY = 4
 
 def _head() -> str:
     script = (ASSETS / "shortcuts.js").read_text(encoding="utf-8")
-    return f"<script>\n{script}\n</script>"
+    return f"<script>\n{script}\n</script>{plots.plotly_preload()}"
 
 
 def launch_options(settings: Settings) -> dict[str, Any]:
@@ -67,6 +67,7 @@ def build_app(settings: Settings, ctx: AppContext | None = None) -> gr.Blocks:
                 chat = chat_tab.build(ctx)
                 tabs.append(("chat_load", chat))
                 see_votes = gr.Button(size="sm", elem_id="chat-see-votes")
+                board = leaderboard_panel.build(ctx)
             # Your votes, all of them: the Pairs tab's default filter ("not labelled by me") would hide them. One event
             # switches the tab and opens the collection, so the tab's own select handler reads the new view.
             open_votes, _, opened = pairs_tab.open_collection_event(pairs, CHAT_VOTES_COLLECTION)
@@ -94,12 +95,15 @@ def build_app(settings: Settings, ctx: AppContext | None = None) -> gr.Blocks:
             switch_language, inputs=[lang], outputs=[*tr.components, who], show_progress="hidden", api_name="language"
         )
         demo.load(whoami, outputs=[who], show_progress="hidden")
+        fn, inputs, outputs = board["language"]
+        switched.then(fn, inputs=inputs, outputs=outputs, show_progress="hidden")
         for api_name, entry in tabs:
             fn, inputs, outputs = entry["load"]
             demo.load(fn, inputs=inputs, outputs=outputs, show_progress="hidden", api_name=api_name)
-            # What the handlers wrote (status lines, pair info, notes) again, in the new language.
-            fn, inputs, outputs = entry["language"]
-            switched.then(fn, inputs=inputs, outputs=outputs, show_progress="hidden")
+            # What the handlers wrote (status lines, pair info, notes) again, in the new language (one event or more).
+            events = entry["language"] if isinstance(entry["language"], list) else [entry["language"]]
+            for fn, inputs, outputs in events:
+                switched.then(fn, inputs=inputs, outputs=outputs, show_progress="hidden")
     demo.ctllm_context = ctx  # type: ignore[attr-defined]  # for tests and app.py
     demo.ctllm_translator = tr  # type: ignore[attr-defined]  # for tests
     return demo

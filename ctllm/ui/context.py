@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ctllm.evaluate.arena_votes import CHAT_VOTES_COLLECTION as CHAT_VOTES_COLLECTION  # re-exported for the tabs
 from ctllm.jobs.manager import JobManager
 from ctllm.pairs.importer import import_pairs
 from ctllm.pairs.store import Store
@@ -21,7 +22,6 @@ from ctllm.settings import Settings
 log = logging.getLogger(__name__)
 
 SAMPLES_COLLECTION = "samples"
-CHAT_VOTES_COLLECTION = "chat votes"
 HAND_WRITTEN_COLLECTION = "hand-written"
 SAMPLE_PAIRS = ASSETS_DIR / "pairs" / "sample_pairs.jsonl"
 

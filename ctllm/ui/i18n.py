@@ -18,6 +18,8 @@ from typing import Any
 
 import gradio as gr
 
+from ctllm.dpo.config import LOSS_TYPES
+from ctllm.dpo.loss_fields import loss_group, paper_summary
 from ctllm.ui.help import HELP
 
 LANGUAGES = ("en", "zh")
@@ -256,7 +258,12 @@ STRINGS: dict[str, tuple[str, str]] = {
         "β：策略模型可偏离参考模型的程度（CT-LLM：0.5）",
     ),
     "train-loss-type.label": ("loss type", "损失类型"),
-    "train-loss-type.info": ("sigmoid (DPO), hinge, ipo, robust", "sigmoid（DPO）、hinge、ipo、robust"),
+    "train-loss-type.info": (
+        "Reference: needs the reference model · Reference-free: loads none · Unpaired (KTO): not available yet · "
+        "type several reference losses comma-separated to sum them (e.g. sigmoid,bco_pair,sft)",
+        "需参考：需要参考模型 · 免参考：不加载参考模型 · 非成对（KTO）：暂不可用 · "
+        "输入以逗号分隔的多个需参考损失即可相加（如 sigmoid,bco_pair,sft）",
+    ),
     "train-lr.label": ("lr", "学习率"),
     "train-lr.info": ("learning rate (CT-LLM: 1e-6 full fine-tuning)", "学习率（CT-LLM：全参数微调 1e-6）"),
     "train-batch-size.label": ("batch size", "批大小"),
@@ -288,7 +295,10 @@ STRINGS: dict[str, tuple[str, str]] = {
     "train-seed.label": ("seed", "随机种子"),
     "train-seed.info": ("random seed", "随机种子"),
     "train-label-smoothing.label": ("label smoothing", "标签平滑"),
-    "train-label-smoothing.info": ("cDPO / robust ε", "cDPO / robust 的 ε"),
+    "train-label-smoothing.info": (
+        "ε: the share of labels taken as flipped (cDPO, robust; EXO needs > 0)",
+        "ε：视为标反的标签比例（cDPO、robust；EXO 须 > 0）",
+    ),
     "train-rpo-alpha.label": ("rpo alpha", "RPO α"),
     "train-rpo-alpha.info": (
         "RPO: weight of the chosen NLL (0: off); the loss plot then splits DPO and NLL",
@@ -353,6 +363,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "pairs-table.header.Δ len": ("Δ len", "Δ 长度"),
     "pairs-table.header.mine": ("mine", "我的"),
     "pairs-table.header.n": ("n", "标注数"),
+    "pairs-table.header.id": ("id", "编号"),
     # Handler messages (see t).
     "app.title": ("CT-LLM DPO Studio", "CT-LLM DPO 工作台"),
     "app.user": ("Signed in as", "当前用户"),
@@ -396,7 +407,158 @@ STRINGS: dict[str, tuple[str, str]] = {
     "pairs.all_labelled": ("Every pair in this list has your label.", "此列表中的每个偏好对都有你的标注。"),
     "pairs.nothing_to_undo": ("Nothing to undo.", "没有可撤销的操作。"),
     "pairs.undid": ("Undid your “{verdict}” on pair {pair}.", "已撤销你对偏好对 {pair} 的“{verdict}”。"),
+    "pairs.all": ("all", "全部"),
+    "pairs.no_pair": (
+        "No pair to show: pick a collection or change the filters.",
+        "没有可显示的偏好对：请选择数据集或调整筛选条件。",
+    ),
+    "pairs.no_context": ("_(no system prompt or earlier turns)_", "_（没有系统提示或之前的对话）_"),
+    "pairs.info_pair": ("**Pair {pair}**", "**偏好对 {pair}**"),
+    "pairs.info_split": ("split {split}", "划分 {split}"),
+    "pairs.info_edited": ("edited version of {parent}", "偏好对 {parent} 的编辑版本"),
+    "pairs.info_older": ("⚠ an older version", "⚠ 旧版本"),
+    "pairs.info_labels": ("{n} label(s)", "{n} 个标注"),
+    "pairs.info_mine": ("your verdict: **{verdict}**", "你的判断：**{verdict}**"),
+    "pairs.info_margin": ("{run} margin {margin}", "{run} 奖励差 {margin}"),
+    "pairs.lang.zh": ("zh", "中文"),
+    "pairs.lang.en": ("en", "英文"),
+    "pairs.lang.other": ("other", "其他"),
+    "pairs.verdict.first": ("first better", "回答 1 更好"),
+    "pairs.verdict.second": ("second better", "回答 2 更好"),
+    "pairs.verdict.tie": ("tie", "一样好"),
+    "pairs.verdict.both_bad": ("both bad", "都不好"),
+    "pairs.verdict.skip": ("skipped", "已跳过"),
+    "pairs.voted": ("Pair {pair}: {verdict}.", "偏好对 {pair}：{verdict}。"),
+    "pairs.saved_edit": (
+        "Saved as pair {new}, a new version of pair {old}.",
+        "已另存为偏好对 {new}，是偏好对 {old} 的新版本。",
+    ),
+    "pairs.empty_prompt": ("The prompt is empty.", "提示为空。"),
+    "pairs.empty_chosen": ("The chosen response is empty.", "chosen 回答为空。"),
+    "pairs.empty_rejected": ("The rejected response is empty.", "rejected 回答为空。"),
+    "pairs.identical": ("The two responses are identical.", "两个回答完全相同。"),
+    "pairs.admins_only": (
+        "Only admins add pairs to the imported collection {name}; use {hand}.",
+        "只有管理员可以向导入的数据集 {name} 添加偏好对；请使用 {hand}。",
+    ),
+    "pairs.added": ("Added pair {pair} to {collection}.", "已将偏好对 {pair} 加入 {collection}。"),
+    "pairs.no_split": ("none", "无"),
+    "pairs.stats_languages": ("languages: {languages} · splits: {splits}", "语言：{languages} · 划分：{splits}"),
+    "pairs.stats_agreement": ("agreement: {agreement}", "一致性：{agreement}"),
+    "pairs.stats_length": (
+        "length bias: chosen is the longer response in {share} of pairs ({equal} equal); "
+        "mean characters chosen {chosen} vs rejected {rejected}",
+        "长度偏差：{share} 的偏好对中 chosen 是较长的回答（{equal} 个等长）；"
+        "平均字符数 chosen {chosen}，rejected {rejected}",
+    ),
+    "pairs.stats_length_none": ("length bias: no pairs", "长度偏差：没有偏好对"),
+    "pairs.stats_duplicates": (
+        "duplicates: {prompts} prompts appear in more than one pair ({sharing} pairs); {elsewhere} pairs are also "
+        "in another collection; {skipped} skipped at import",
+        "重复：{prompts} 个提示出现在多个偏好对中（共 {sharing} 个偏好对）；{elsewhere} 个偏好对也在其他数据集中；"
+        "导入时跳过 {skipped} 个",
+    ),
+    "pairs.import_nothing_given": (
+        "Upload a file or type a path / hub id.",
+        "请上传文件，或填写路径 / Hub 数据集 id。",
+    ),
+    "pairs.mapping_not_json": ("The column mapping is not valid JSON: {error}", "列映射不是有效的 JSON：{error}"),
+    "pairs.mapping_not_object": (
+        'The column mapping must be a JSON object such as {"prompt": "question"}.',
+        '列映射必须是 JSON 对象，例如 {"prompt": "question"}。',
+    ),
+    "pairs.import_failed": ("Nothing was imported.", "未导入任何内容。"),
+    "pairs.imported": (
+        "**Imported into {collection}** (format {format}).",
+        "**已导入到 {collection}**（格式 {format}）。",
+    ),
+    "pairs.wrote": ("Wrote {file}.", "已写入 {file}。"),
+    "pairs.list_separator": ("; ", "；"),
+    "pairs.agree_none": ("no labels yet", "还没有标注"),
+    "pairs.agree_judged": (
+        "{annotators} annotator(s), {pairs} pairs judged ({multi} by two or more)",
+        "{annotators} 位标注者，已判断 {pairs} 个偏好对（{multi} 个由两人或以上判断）",
+    ),
+    "pairs.agree_cohen": (
+        "Cohen's κ {kappa} on {shared} shared pairs",
+        "Cohen κ {kappa}（{shared} 个共同标注的偏好对）",
+    ),
+    "pairs.agree_fleiss": ("Fleiss' κ {kappa} on {pairs} pairs", "Fleiss κ {kappa}（{pairs} 个偏好对）"),
+    "pairs.agree_source": (
+        "agree with the source's order {share} of {decisive} side choices",
+        "{decisive} 次选边中有 {share} 与来源的 chosen / rejected 一致",
+    ),
+    "pairs.agree_first": ("first-shown side picked {share}", "选择先显示一侧的比例 {share}"),
+    "pairs.agree_longer": ("longer response picked {share}", "选择较长回答的比例 {share}"),
+    "pairs.agree_counts": (
+        "ties {ties}, both bad {both_bad}, skips {skips}",
+        "一样好 {ties}，都不好 {both_bad}，跳过 {skips}",
+    ),
     # Synthesize panel (Pairs tab, admin only).
+    "synth.no_job": ("No synthesis job yet.", "还没有合成任务。"),
+    "synth.no_strong": ("none (the file's answers only)", "无（只用文件自带的回答）"),
+    "synth.heading": (
+        "**Synthesis job {job}** · collection {collection} · **{state}**",
+        "**合成任务 {job}** · 数据集 {collection} · **{state}**",
+    ),
+    "synth.prompts_done": ("prompts {done} / {total} ({share})", "提示 {done} / {total}（{share}）"),
+    "synth.queued": ("waiting for its devices (another job holds them)", "等待设备（另一个任务正在占用）"),
+    "synth.rate": ("{rate} prompts/min", "每分钟 {rate} 个提示"),
+    "synth.phase.starting": ("starting…", "正在启动……"),
+    "synth.phase.reading prompts": ("reading prompts…", "正在读取提示……"),
+    "synth.phase.loading models": ("loading models…", "正在加载模型……"),
+    "synth.phase.generating": ("generating…", "正在生成……"),
+    "synth.phase.done": ("done…", "已完成……"),
+    "synth.added": (
+        "pairs added: **{added}** · already in the collection: {duplicates}",
+        "新增偏好对：**{added}** · 数据集中已有：{duplicates}",
+    ),
+    "synth.dropped": ("dropped {n}", "丢弃 {n}"),
+    "synth.list_separator": (", ", "，"),
+    "synth.filter.empty": ("empty", "空回答"),
+    "synth.filter.cut_off": ("cut off", "被截断"),
+    "synth.filter.wrong_language": ("wrong language", "语言不符"),
+    "synth.filter.near_identical": ("near-identical", "几乎相同"),
+    "synth.filter.too_long": ("too long for the context", "超出上下文长度"),
+    "synth.summary": (
+        "prompts: {prompts} distinct in {rows} rows ({bad_rows} bad, {repeated_rows} repeated); {already_done} done "
+        "before, {processed} now, {remaining} left · seed {seed}",
+        "提示：{rows} 行中有 {prompts} 个不同的提示（{bad_rows} 行有误，{repeated_rows} 行重复）；之前已完成 "
+        "{already_done} 个，本次 {processed} 个，剩余 {remaining} 个 · 随机种子 {seed}",
+    ),
+    "synth.resume_hint": (
+        "Resume continues where it stopped, without duplicating a pair.",
+        "“继续”会从停下的地方接着做，不会重复生成偏好对。",
+    ),
+    "synth.no_job_selected": ("No synthesis job selected.", "没有选中合成任务。"),
+    "synth.not_synth_job": (
+        "Job {job} is a {kind} job, not a synthesis job.",
+        "任务 {job} 是 {kind} 任务，不是合成任务。",
+    ),
+    "synth.no_prompts": (
+        "Upload a prompts file or type a path on the server.",
+        "请上传提示文件，或填写服务器上的路径。",
+    ),
+    "synth.not_started": ("⚠ Nothing started: {error}", "⚠ 未启动：{error}"),
+    "synth.started": (
+        "Started synthesis job {job} ({state}) into collection {collection}: {checked}.",
+        "已启动合成任务 {job}（{state}），写入数据集 {collection}：{checked}。",
+    ),
+    "synth.preflight": (
+        "{prompts} prompts ({with_answer} with an answer of their own",
+        "{prompts} 个提示（其中 {with_answer} 个自带回答",
+    ),
+    "synth.preflight_bad_rows": (", {bad_rows} bad rows skipped", "，跳过 {bad_rows} 个错误行"),
+    "synth.preflight_weak": ("); rejected from {weak}", "）；rejected 回答由 {weak} 生成"),
+    "synth.preflight_strong": (", missing chosen answers from {strong}", "，缺少的 chosen 回答由 {strong} 生成"),
+    "synth.cancelled": (
+        "Synthesis job {job}: {state} (it stops after the current batch; its pairs stay).",
+        "合成任务 {job}：{state}（当前批次完成后停止；已生成的偏好对保留）。",
+    ),
+    "synth.resumed": (
+        "Resumed as synthesis job {job} ({state}): prompts already handled are skipped.",
+        "已作为合成任务 {job} 继续（{state}）：已处理的提示会被跳过。",
+    ),
     # Train tab.
     "train.status": ("Status", "状态"),
     "train.confirm_cancel": ("Confirm cancel", "确认取消"),
@@ -413,6 +575,76 @@ STRINGS: dict[str, tuple[str, str]] = {
         "未上传：{why}。以下是将要上传的完整文件夹，位于 {out}：",
     ),
     "publish.uploaded": ("Uploaded: {urls}. Files:", "已上传：{urls}。文件："),
+    "train.cancel": ("Cancel", "取消"),
+    "train.no_job": ("No job yet.", "还没有任务。"),
+    "train.no_curves": ("Start a run to see its curves here.", "开始一次运行后，这里会显示它的曲线。"),
+    "train.no_job_selected": ("No job selected.", "没有选中任务。"),
+    "train.started": ("Started job {job} ({state}) in {run_dir}.", "已启动任务 {job}（{state}），目录 {run_dir}。"),
+    "train.cancelled": (
+        "Job {job}: {state} (the run saves a checkpoint, then stops).",
+        "任务 {job}：{state}（运行会先保存检查点，然后停止）。",
+    ),
+    "train.resumed": ("Resumed as job {job} ({state}).", "已作为任务 {job} 继续（{state}）。"),
+    "train.run_name_placeholder": ("<chosen at start>", "<启动时确定>"),
+    "train.score_heading": ("**Job {job}** · {run} · **{state}**", "**任务 {job}** · {run} · **{state}**"),
+    "train.score_saved": (
+        "Saved: the Pairs tab's “Run for score sort” lists this run for that collection.",
+        "已保存：偏好对页的“按得分排序所用的运行”会为该数据集列出此运行。",
+    ),
+    "train.eval_pick": ("Pick a run, or click one in the job history.", "请选择一个运行，或在任务历史中点击一个。"),
+    "train.eval_none": (
+        "Run {run} has no evaluation yet (eval.json is written when a run with final_eval finishes; "
+        "`python -m ctllm eval` makes one for any two models).",
+        "运行 {run} 还没有评估结果（开启 final_eval 的运行结束时会写入 eval.json；"
+        "`python -m ctllm eval` 可为任意两个模型生成评估）。",
+    ),
+    "train.eval_no_chart": ("no evaluation", "暂无评估"),
+    "train.eval_chart_missing": ("not in this evaluation", "本次评估中没有"),
+    "train.eval_note": ("note: {note}", "注：{note}"),
+    "train.not_a_run": ("not a run name: {run}", "不是有效的运行名称：{run}"),
+    # A job's progress (Train tab, scoring and synthesis lines).
+    "job.heading": ("**Job {job}** · run {run} · **{state}**", "**任务 {job}** · 运行 {run} · **{state}**"),
+    "job.step": ("step {step} / {total} ({share})", "第 {step} / {total} 步（{share}）"),
+    "job.eta": ("ETA {eta}", "预计剩余 {eta}"),
+    "job.elapsed": ("elapsed {elapsed}", "已用时 {elapsed}"),
+    "job.preparing": ("preparing…", "准备中……"),
+    "job.starting": ("starting…", "正在启动……"),
+    "job.preparing_step": ("preparing: step {step} of {steps}, {phase}", "准备中：第 {step} / {steps} 步，{phase}"),
+    "job.pairs_per_second": ("{rate} pairs/s", "每秒 {rate} 个偏好对"),
+    "job.reference_model": ("reference model: {model}", "参考模型：{model}"),
+    "job.final_eval": ("final evaluation {what}", "最终评估：{what}"),
+    "job.phase.converting": ("converting the embedded model", "转换内置模型"),
+    "job.phase.loading": ("loading models", "加载模型"),
+    "job.phase.tokenizing": ("tokenizing", "分词"),
+    "job.phase.reference": ("reference pass", "参考模型前向计算"),
+    "job.phase.training": ("training", "训练中"),
+    "job.phase.evaluating": ("evaluating", "评估中"),
+    "job.phase.scoring": ("scoring pairs", "给偏好对打分"),
+    "job.state.queued": ("queued", "排队中"),
+    "job.state.running": ("running", "运行中"),
+    "job.state.cancelling": ("cancelling", "正在取消"),
+    "job.state.finished": ("finished", "已完成"),
+    "job.state.failed": ("failed", "失败"),
+    "job.state.cancelled": ("cancelled", "已取消"),
+    "train-eval-table.header.section": ("section", "部分"),
+    "train-eval-table.header.group": ("group", "分组"),
+    "train-eval-table.header.metric": ("metric", "指标"),
+    "train-eval-table.header.note": ("note", "备注"),
+    "eval.section.pairs": ("pairs", "偏好对"),
+    "eval.section.prompts": ("prompts", "提示列表"),
+    "eval.group.all": ("all", "全部"),
+    "eval.group.category": ("category", "类别"),
+    "eval.group.language": ("language", "语言"),
+    "eval.metric.preference_accuracy": ("preference accuracy", "偏好准确率"),
+    "eval.metric.implicit_reward_accuracy": ("implicit reward accuracy", "隐式奖励准确率"),
+    "eval.metric.implicit_reward_margin": ("implicit reward margin", "隐式奖励差"),
+    "eval.metric.reward_of_chosen": ("reward of chosen", "chosen 的奖励"),
+    "eval.metric.reward_of_rejected": ("reward of rejected", "rejected 的奖励"),
+    "eval.metric.refusal_rate": ("refusal rate", "拒答率"),
+    "eval.metric.answer_rate": ("answer rate", "回答率"),
+    "eval.headline.preference_accuracy": ("pref. acc.", "偏好准确率"),
+    "eval.headline.refusal_rate": ("refusals", "拒答率"),
+    "eval.headline.answer_rate": ("answers", "回答率"),
     # Chat tab.
     "chat.same_model": (
         "⚠ Both sides are the same model ({model}): the answers differ only by sampling, and implicit rewards are 0.",
@@ -422,10 +654,174 @@ STRINGS: dict[str, tuple[str, str]] = {
         "No finished training run yet: the right side switches to the newest run as soon as one finishes (Train tab).",
         "还没有完成的训练运行：一旦有运行完成（训练页），右侧会自动切换到最新的运行。",
     ),
+    # Leaderboard panel (Chat tab; ctllm/ui/leaderboard_panel.py).
+    "chat-leaderboard-box.label": ("Leaderboard: ratings from the votes", "排行榜：根据投票的评分"),
+    "chat-leaderboard-language.label": ("Language", "语言"),
+    "chat-leaderboard-language.choice.all": ("all", "全部"),
+    "chat-leaderboard-language.choice.en": ("English", "英文"),
+    "chat-leaderboard-language.choice.zh": ("Chinese", "中文"),
+    "chat-leaderboard-language.choice.other": ("other", "其他"),
+    "chat-leaderboard-category.label": ("Prompt category", "提示类别"),
+    "chat-leaderboard-category.choice.all": ("all", "全部"),
+    "chat-leaderboard-blind.label": ("Blind-mode votes only", "仅盲评投票"),
+    "chat-leaderboard-rounds.label": ("Bootstrap rounds", "自助法轮数"),
+    "chat-leaderboard-refresh.value": ("Refresh", "刷新"),
+    "chat-leaderboard-table.label": (
+        "Bradley–Terry ratings (FastChat's method; 400 points = 10:1 odds)",
+        "布拉德利–特里模型评分（与聊天竞技场排行榜同法；相差 400 分即胜率比 10:1）",
+    ),
+    "chat-leaderboard-table.header.rank": ("rank", "名次"),
+    "chat-leaderboard-table.header.model": ("model", "模型"),
+    "chat-leaderboard-table.header.rating": ("rating", "评分"),
+    "chat-leaderboard-table.header.95 % CI": ("95 % CI", "95% 置信区间"),
+    "chat-leaderboard-table.header.votes": ("votes", "投票数"),
+    "chat-leaderboard-table.header.W-L-T": ("W-L-T", "胜-负-平"),
+    "chat-leaderboard-chart.label": ("Ratings with 95 % intervals", "评分及 95% 区间"),
+    "chat-leaderboard-matrix.label": ("Head-to-head win rates", "两两胜率"),
+    "leaderboard.no_votes": (
+        "No votes to rate yet: vote in the Chat tab (blind mode for the default view).",
+        "还没有可评分的投票：请在对话页投票（默认视图只统计盲评投票）。",
+    ),
+    "leaderboard.summary": (
+        "**{votes} votes** rated, of {total} · 95 % intervals from {rounds} bootstrap rounds",
+        "评分依据 **{votes} 票**（共 {total} 票）· 95% 区间来自 {rounds} 轮自助法",
+    ),
+    "leaderboard.category": ("category {category}", "类别 {category}"),
+    "leaderboard.blind_only": (
+        "blind-mode votes only (untick the box to count every vote)",
+        "仅统计盲评投票（取消勾选以统计全部投票）",
+    ),
+    "leaderboard.bad_rounds": (
+        "Bootstrap rounds must be a whole number from 0 to {max}.",
+        "自助法轮数须为 0 到 {max} 的整数。",
+    ),
+    "leaderboard.chart_title": ("Ratings with bootstrap 95 % intervals", "评分及自助法 95% 区间"),
+    "leaderboard.rating_axis": ("rating", "评分"),
+    "leaderboard.matrix_title": (
+        "Win rate of the row's model against the column's (ties left out)",
+        "行模型对列模型的胜率（不计平局）",
+    ),
+    "leaderboard.matrix_hover": (
+        "%{y} beat %{x} in %{text} of %{customdata} decisive votes",
+        "%{y} 在 %{customdata} 次分出胜负的投票中胜 %{x} 的比例为 %{text}",
+    ),
+    "leaderboard.opponent": ("opponent", "对手"),
+    "leaderboard.model": ("model", "模型"),
+    # Plots (ctllm.ui.plots): titles, axes, legend names, waiting notes, and the evaluation charts' words.
+    "plot.loss": ("Loss", "损失"),
+    "plot.loss_nll": (
+        "Loss: DPO (left) and chosen NLL (right); the logged loss is DPO + α·NLL",
+        "损失：DPO（左轴）与 chosen 的 NLL（右轴）；记录的损失为 DPO + α·NLL",
+    ),
+    "plot.margin": ("Reward margin (chosen − rejected)", "奖励差（chosen − rejected）"),
+    "plot.accuracy": ("Reward accuracy", "奖励准确率"),
+    "plot.rewards": ("Rewards: chosen and rejected", "奖励：chosen 与 rejected"),
+    "plot.step": ("step", "步数"),
+    "plot.series.train": ("train", "训练"),
+    "plot.series.eval": ("eval", "评估"),
+    "plot.series.chosen": ("chosen", "chosen 回答"),
+    "plot.series.rejected": ("rejected", "rejected 回答"),
+    "plot.series.eval_chosen": ("eval chosen", "评估 chosen 回答"),
+    "plot.series.eval_rejected": ("eval rejected", "评估 rejected 回答"),
+    "plot.series.dpo": ("DPO", "DPO 损失"),
+    "plot.series.eval_dpo": ("eval DPO", "评估 DPO 损失"),
+    "plot.series.nll": ("NLL", "NLL 损失"),
+    "plot.series.eval_nll": ("eval NLL", "评估 NLL 损失"),
+    "plot.waiting": ("Waiting for the first step…", "等待第一步……"),
+    "plot.compare": ("Runs compared: {metric}", "运行比较：{metric}"),
+    "plot.compare_none": ("Pick runs with logged steps to compare.", "选择已记录步数的运行来比较。"),
+    "eval_chart.all": ("all", "全部"),
+    "eval_chart.preference.title": (
+        "Preference accuracy on held-out pairs (length-normalised log-likelihood)",
+        "留出偏好对上的偏好准确率（按长度归一化的对数似然）",
+    ),
+    "eval_chart.preference.yaxis": ("chosen preferred", "偏好 chosen 的比例"),
+    "eval_chart.reward.title": (
+        "DPO implicit reward against SFT (β = {beta})",
+        "DPO 相对 SFT 的隐式奖励（β = {beta}）",
+    ),
+    "eval_chart.reward.accuracy": ("implicit reward accuracy", "隐式奖励准确率"),
+    "eval_chart.reward.margin": ("mean margin β·Δ", "平均奖励差 β·Δ"),
+    "eval_chart.behaviour.title": (
+        "Behaviour under greedy decoding: refusals of harmful prompts, answers to benign ones",
+        "贪心解码下的行为：对有害提示的拒答，对无害提示的回答",
+    ),
+    "eval_chart.behaviour.yaxis": ("share of prompts", "提示占比"),
+    "eval_chart.behaviour.not_meaningful": (
+        "* the model cannot write this language: not meaningful",
+        "* 模型不会写这种语言：结果无意义",
+    ),
+    "eval_chart.refusal_rate": ("refusal rate", "拒答率"),
+    "eval_chart.answer_rate": ("answer rate", "回答率"),
 }
 
 
 STRINGS["help-text.value"] = (HELP["en"], HELP["zh"])
+
+# Train tab: the loss picker (ctllm/ui/loss_picker.py). Choice labels lead with the loss's set; the English line on
+# each loss is ctllm.dpo.loss_fields.PAPERS (its link is added where it is shown).
+_LOSS_GROUPS = {"reference": ("Reference", "需参考"), "reference_free": ("Reference-free", "免参考")}
+_LOSS_PAPERS_ZH = {
+    "sigmoid": "DPO：以策略与参考模型的差值做逻辑斯蒂损失",
+    "hinge": "SLiC/RSO：DPO 差值上的铰链损失",
+    "ipo": "IPO：逐 token 差值与 1/(2β) 的平方距离",
+    "robust": "Robust DPO：在标签翻转率 ε 下无偏",
+    "exo_pair": "EXO：到平滑标签分布的反向 KL",
+    "nca_pair": "NCA：绝对似然，提高 chosen",
+    "bco_pair": "BCO：区分 chosen 与 rejected 奖励的二分类器",
+    "sppo_hard": "SPPO，使用硬胜率",
+    "aot": "AOT：排序后差值的分布占优",
+    "aot_unpaired": "AOT 非成对：排序后的 chosen 奖励对排序后的 rejected 奖励",
+    "apo_zero": "apo_zero：提高 chosen，降低 rejected",
+    "apo_down": "apo_down：两者都降低，rejected 降得更多",
+    "discopop": "DiscoPOP：由 LLM 搜索得到的逻辑斯蒂与指数损失的混合",
+    "sft": "chosen 回答的 NLL（可与其他损失相加：RPO、MPO）",
+    "sigmoid_norm": "基于逐 token 平均对数比的 DPO",
+    "simpo": "SimPO：免参考，长度归一化的奖励，目标间隔 γ",
+    "cpo": "CPO：免参考的 DPO 加 chosen 回答的 NLL",
+    "orpo": "ORPO：NLL 加 λ × 几率比项，免参考",
+    "alphapo": "AlphaPO：奖励形状由 α 决定的 SimPO",
+}
+for _name in LOSS_TYPES:
+    _en, _zh = _LOSS_GROUPS[loss_group(_name)]
+    STRINGS[f"train-loss-type.choice.{_name}"] = (f"{_en} · {_name}", f"{_zh} · {_name}")
+    STRINGS[f"loss.paper.{_name}"] = (paper_summary(_name), _LOSS_PAPERS_ZH[_name])
+STRINGS.update({
+    "train-f-divergence-type.label": ("f-divergence", "f 散度"),
+    "train-f-divergence-type.info": (
+        "f-DPO: the divergence from the reference (reverse_kl is DPO's)",
+        "f-DPO：与参考模型之间的散度（reverse_kl 即 DPO 所用）",
+    ),
+    "train-f-alpha-divergence-coef.label": ("divergence α", "散度 α"),
+    "train-f-alpha-divergence-coef.info": (
+        "α of alpha_divergence (1: reverse KL)",
+        "alpha_divergence 的 α（1 即反向 KL）",
+    ),
+    "train-discopop-tau.label": ("discopop τ", "DiscoPOP 的 τ"),
+    "train-discopop-tau.info": (
+        "temperature of the blend of logistic and exponential loss (paper: 0.05)",
+        "逻辑斯蒂损失与指数损失混合的温度（论文：0.05）",
+    ),
+    "train-simpo-gamma.label": ("SimPO γ", "SimPO 的 γ"),
+    "train-simpo-gamma.info": (
+        "target margin between the chosen and rejected rewards",
+        "chosen 与 rejected 奖励之间的目标间隔",
+    ),
+    "train-cpo-alpha.label": ("cpo alpha", "CPO 的 α"),
+    "train-cpo-alpha.info": ("weight of the chosen answer's NLL in CPO", "CPO 中 chosen 回答 NLL 的权重"),
+    "train-orpo-lambda.label": ("ORPO λ", "ORPO 的 λ"),
+    "train-orpo-lambda.info": ("weight λ of the odds-ratio term (paper: 0.1)", "几率比项的权重 λ（论文：0.1）"),
+    "train-alphapo-alpha.label": ("AlphaPO α", "AlphaPO 的 α"),
+    "train-alphapo-alpha.info": (
+        "shape α of the reward (0 would be SimPO; paper: 0.25)",
+        "奖励的形状参数 α（0 即 SimPO；论文：0.25）",
+    ),
+    "train-loss-weights.label": ("loss weights", "损失权重"),
+    "train-loss-weights.info": (
+        "one weight per loss, comma-separated (empty: all 1)",
+        "每个损失一个权重，用逗号分隔（留空：全为 1）",
+    ),
+})
 ATTRS = ("label", "info", "placeholder", "value")
 MAX_SESSIONS = 10_000  # languages remembered, oldest forgotten first
 

@@ -10,21 +10,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ctllm.evaluate import headline_text, summary_headline
+from ctllm.evaluate import summary_headline
+from ctllm.evaluate.report import BEFORE_AFTER, before_after
+from ctllm.ui.i18n import STRINGS, t
 from ctllm.ui.render import inert_inline
 
-# The phases before step 1, numbered as the user sees them ("step 2 of 4").
+# The phases before step 1, numbered as the user sees them ("step 2 of 4"); their names are "job.phase.<phase>".
 PREPARATION = ("converting", "loading", "tokenizing", "reference")
-PHASE_LABELS = {
-    "converting": "converting the embedded model",
-    "loading": "loading models",
-    "tokenizing": "tokenizing",
-    "reference": "reference pass",
-    "training": "training",
-    "evaluating": "evaluating",
-    "scoring": "scoring pairs",
-}
+PHASES = (*PREPARATION, "training", "evaluating", "scoring")
 ACTIVE = ("running", "cancelling")
+
+
+def state_name(state: str) -> str:
+    """A job state ("running", "finished", ...) in the session's language."""
+    key = f"job.state.{state}"
+    return t(key) if key in STRINGS else state
+
+
+def headline_line(numbers: Mapping[str, float]) -> str:
+    """The before/after numbers on one line in the session's language ("pref. acc. 45% → 70% · ...")."""
+    return " · ".join(
+        f"{t('eval.headline.' + key)} {before_after(numbers, key)}"
+        for key, _ in BEFORE_AFTER
+        if f"{key}/sft" in numbers or f"{key}/dpo" in numbers
+    )
 
 
 def format_duration(seconds: float | None) -> str:
@@ -44,14 +53,14 @@ def phase_text(status: Mapping[str, Any], numbered: bool = True) -> str:
     """'preparing: step 4 of 4, reference pass 42% (84 / 200)', 'evaluating 50% (2 / 4)', or '' without a phase.
     ``numbered=False`` leaves out the training run's preparation steps (for other jobs, e.g. scoring)."""
     phase = status.get("phase")
-    if phase not in PHASE_LABELS:
+    if phase not in PHASES:
         return ""
-    text = PHASE_LABELS[phase]
+    text = t(f"job.phase.{phase}")
     done, total = _count(status.get("phase_done")), _count(status.get("phase_total"))
     if done is not None and total:
         text += f" {min(1.0, done / total):.0%} ({done} / {total})"
     if numbered and phase in PREPARATION:
-        return f"preparing: step {PREPARATION.index(phase) + 1} of {len(PREPARATION)}, {text}"
+        return t("job.preparing_step").format(step=PREPARATION.index(phase) + 1, steps=len(PREPARATION), phase=text)
     return text
 
 
@@ -72,26 +81,26 @@ def progress_text(
     total = status.get("total_steps")
     elapsed = job.duration(now)
     phase = status.get("phase")
-    parts = [f"**Job {job.id}** · run {inert_inline(job.name)} · **{state}**"]
+    parts = [t("job.heading").format(job=job.id, run=inert_inline(job.name), state=state_name(state))]
     if total and phase not in PREPARATION:
-        parts.append(f"step {step} / {total} ({min(1.0, step / total):.0%})")
+        parts.append(t("job.step").format(step=step, total=total, share=f"{min(1.0, step / total):.0%}"))
         speed = (last or {}).get("pairs_per_second")
         if state in ACTIVE and step and elapsed and phase in (None, "training"):
             per_step = global_batch / speed if global_batch and isinstance(speed, (int, float)) and speed > 0 else None
             eta = (per_step or elapsed / step) * (total - step)
-            parts.append(f"ETA {format_duration(eta)}")
+            parts.append(t("job.eta").format(eta=format_duration(eta)))
     if state in ACTIVE:
         shown = phase_text(status) if phase != "training" else ""
         if shown:
             parts.append(shown)
         elif not total and phase is None:
-            parts.append("preparing…")
-    parts.append(f"elapsed {format_duration(elapsed)}")
+            parts.append(t("job.preparing"))
+    parts.append(t("job.elapsed").format(elapsed=format_duration(elapsed)))
     if last and isinstance(last.get("pairs_per_second"), (int, float)):
-        parts.append(f"{last['pairs_per_second']:.2f} pairs/s")
+        parts.append(t("job.pairs_per_second").format(rate=f"{last['pairs_per_second']:.2f}"))
     text = " · ".join(parts)
     if status.get("reference"):
-        text += f"\n\nreference model: {inert_inline(str(status['reference']))}"
+        text += "\n\n" + t("job.reference_model").format(model=inert_inline(str(status["reference"])))
     if job.error:
         text += f"\n\n⚠ {inert_inline(job.error)}"
     summary = status.get("summary")
@@ -105,9 +114,9 @@ def _summary_text(summary: Mapping[str, Any]) -> str:
     keys = [k for k in ("eval_rewards/accuracies", "eval_rewards/margins") if isinstance(summary.get(k), (int, float))]
     if keys:
         text += "\n\n" + " · ".join(f"{k} = {summary[k]:.3g}" for k in keys)
-    numbers = headline_text(summary_headline(dict(summary)))
+    numbers = headline_line(summary_headline(dict(summary)))
     if numbers:
         text += f"\n\nSFT → DPO: {numbers}"
     elif str(summary.get("final_eval", "")).startswith(("cancelled", "failed")):
-        text += f"\n\nfinal evaluation {inert_inline(str(summary['final_eval']))}"
+        text += "\n\n" + t("job.final_eval").format(what=inert_inline(str(summary["final_eval"])))
     return text

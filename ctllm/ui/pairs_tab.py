@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
-from dataclasses import astuple, dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import astuple, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from ctllm.errors import UserError
-from ctllm.pairs.agreement import collection_stats
+from ctllm.pairs.agreement import AgreementReport, collection_stats, fmt_kappa
 from ctllm.pairs.export import export_collection
 from ctllm.pairs.formats import FORMATS
 from ctllm.pairs.importer import import_pairs
@@ -32,8 +32,8 @@ from ctllm.pairs.writers import EXPORT_FORMATS
 from ctllm.paths import safe_resolve
 from ctllm.ui.auth import Forbidden, Role, User, require
 from ctllm.ui.context import HAND_WRITTEN_COLLECTION, SAMPLES_COLLECTION, AppContext
-from ctllm.ui.handlers import bind
-from ctllm.ui.i18n import headers, t
+from ctllm.ui.handlers import bind, form
+from ctllm.ui.i18n import STRINGS, headers, labelled, t
 from ctllm.ui.render import (
     code_block,
     inert_inline,
@@ -47,28 +47,13 @@ from ctllm.ui.synth_panel import build as build_synth_panel
 PAGE_SIZE = 20
 POLL_SECONDS = 10  # how often an open page checks for new collections and others' labels
 ALL = "all"
-LANGUAGE_CHOICES = [("all", ALL), ("Chinese", "zh"), ("English", "en"), ("other", "other")]
-LABEL_STATE_CHOICES = [
-    ("all", ALL),
-    ("not labelled by me", "not_mine"),
-    ("unlabelled (by anyone)", "unlabelled"),
-    ("labelled by me", "mine"),
-    ("labelled (by anyone)", "labelled"),
-    ("disagreement", "disagreement"),
-]
-SORT_CHOICES = [
-    ("import order", "id"),
-    ("length difference, chosen shorter first", "length_diff"),
-    ("length difference, chosen longer first", "-length_diff"),
-    ("run score: lowest margin first", "score"),
-]
-VERDICT_NAMES = {
-    "first": "first better",
-    "second": "second better",
-    "tie": "tie",
-    "both_bad": "both bad",
-    "skip": "skipped",
-}
+# The dropdowns' choices, labelled from the locale table (the language switch relabels them).
+LANGUAGE_CHOICES = labelled("pairs-language", "choice", (ALL, "zh", "en", "other"), "en")
+LABEL_STATE_CHOICES = labelled(
+    "pairs-label-state", "choice", (ALL, "not_mine", "unlabelled", "mine", "labelled", "disagreement"), "en"
+)
+SORT_CHOICES = labelled("pairs-sort", "choice", ("id", "length_diff", "-length_diff", "score"), "en")
+EDIT_WHICH_CHOICES = labelled("pairs-edit-which", "choice", ("first", "second"), "en")
 TABLE_HEADERS = ["", "id", "lang", "prompt", "Δ len", "mine", "n"]
 TABLE_WIDTHS = ["5%", "9%", "9%", "44%", "11%", "16%", "6%"]
 MAX_SCAN_PAGES = 5  # pages looked through for the next pair to label before falling back to id order
@@ -80,25 +65,90 @@ def shown_first(annotator: str, root_id: int) -> str:
     return "chosen" if digest[0] % 2 == 0 else "rejected"
 
 
+def _named(prefix: str, value: str) -> str:
+    """``value``'s name from the locale table (``"<prefix>.<value>"``), or the value itself when it has none."""
+    key = f"{prefix}.{value}"
+    return t(key) if key in STRINGS else value
+
+
+def verdict_name(verdict: str) -> str:
+    """A verdict ("first", "tie", "skip", ...) as the session's language says it ("first better", ...)."""
+    return _named("pairs.verdict", verdict)
+
+
+def language_name(code: str) -> str:
+    """A pair's language code, spelled out in Chinese ("zh" → 中文); the code itself in English."""
+    return _named("pairs.lang", code)
+
+
 def displayed_verdict(choice: str, first: str) -> str:
     """A label's choice (in stored sides) said in positions as they are shown now (the label may come from
     another screen, e.g. a chat vote, with another order)."""
     if choice in ("chosen", "rejected"):
-        return VERDICT_NAMES["first" if choice == first else "second"]
-    return VERDICT_NAMES.get(choice, choice)
+        return verdict_name("first" if choice == first else "second")
+    return verdict_name(choice)
+
+
+def source_choices(sources: Iterable[str]) -> list[tuple[str, str]]:
+    """The source dropdown's choices: "all" in the session's language, then the collection's sources as they are."""
+    return [(t("pairs.all"), ALL), *((source, source) for source in sources)]
 
 
 @dataclass(frozen=True)
-class PairsView:
-    """What the tab shows: the filters, the page (its pair ids, how many pairs match) and the open pair."""
+class PairFilters:
+    """What the filter row selects. The controls are read into one of these (:func:`filtered`), and the view
+    carries them (:class:`PairsView` extends it)."""
 
     collection: str = ""
     language: str = ALL
     source: str = ALL
     label_state: str = "not_mine"
-    text: str = ""
     sort: str = "id"
     score_name: str = ""
+    text: str = ""
+
+    @classmethod
+    def read(cls, values: Mapping[str, Any]) -> PairFilters:
+        """From the controls' values by field name; an empty one means "all", import order, no search."""
+        return cls(
+            collection=values.get("collection") or "",
+            language=values.get("language") or ALL,
+            source=values.get("source") or ALL,
+            label_state=values.get("label_state") or ALL,
+            sort=values.get("sort") or "id",
+            score_name=values.get("score_name") or "",
+            text=values.get("text") or "",
+        )
+
+    @property
+    def filters(self) -> PairFilters:
+        """Just the filters (of a view, too)."""
+        return PairFilters(**filter_values(self))
+
+
+FILTER_FIELDS = tuple(f.name for f in fields(PairFilters))
+FILTER_CONTROLS = {"text": "search"}  # the PairsUI component of a filter field, where its name differs
+
+
+def filter_values(filters: PairFilters) -> dict[str, Any]:
+    return {name: getattr(filters, name) for name in FILTER_FIELDS}
+
+
+def filtered(method: Callable[..., Any], extra: int) -> Callable[..., Any]:
+    """A handler whose inputs are the filter controls (``PairsUI.filters``), then ``extra`` more; calls
+    ``method(PairFilters, *the extra values, request=...)``."""
+
+    def with_filters(values: dict[str, Any], *rest: Any, request: gr.Request | None = None) -> Any:
+        return method(PairFilters.read(values), *rest, request=request)
+
+    with_filters.__name__ = getattr(method, "__name__", "handler")
+    return form(with_filters, FILTER_FIELDS, extra)
+
+
+@dataclass(frozen=True)
+class PairsView(PairFilters):
+    """What the tab shows: the filters, the page (its pair ids, how many pairs match) and the open pair."""
+
     page: int = 1
     page_ids: tuple[int, ...] = ()
     more: bool = False
@@ -156,15 +206,34 @@ def page_info(view: PairsView) -> str:
 
 def progress_markdown(p: LabelProgress) -> str:
     share = f"{p.judged / p.total:.0%}" if p.total else "–"
-    return t("pairs.progress").format(
-        mine=f"{p.judged:,}",
-        total=f"{p.total:,}",
-        share=share,
-        skipped=f"{p.skipped:,}",
-        anyone=f"{p.anyone:,}",
-        labels=f"{p.judgements:,}",
-        annotators=p.annotators,
-    )
+    return counted("pairs.progress", mine=p.judged, total=p.total, share=share, skipped=p.skipped, anyone=p.anyone,
+                   labels=p.judgements, annotators=p.annotators)
+
+
+def counted(key: str, **values: int | str) -> str:
+    """``key``'s text filled in, whole numbers written with thousands separators."""
+    return t(key).format(**{name: f"{v:,}" if isinstance(v, int) else v for name, v in values.items()})
+
+
+def agreement_text(report: AgreementReport) -> str:
+    """The agreement line of the statistics (``AgreementReport``'s own text) in the session's language."""
+    if not report.annotators:
+        return t("pairs.agree_none")
+    judged = {"annotators": len(report.annotators), "pairs": f"{report.labelled_pairs:,}"}
+    parts = [t("pairs.agree_judged").format(**judged, multi=f"{report.multi_rated:,}")]
+    if len(report.annotators) == 2 and report.cohen:
+        ((kappa, shared),) = report.cohen.values()
+        parts.append(t("pairs.agree_cohen").format(kappa=fmt_kappa(kappa), shared=f"{shared:,}"))
+    elif len(report.annotators) > 2:
+        parts.append(t("pairs.agree_fleiss").format(kappa=fmt_kappa(report.fleiss), pairs=f"{report.multi_rated:,}"))
+    if report.decisive:
+        share = f"{report.with_source / report.decisive:.0%}"
+        parts.append(t("pairs.agree_source").format(share=share, decisive=f"{report.decisive:,}"))
+        parts.append(t("pairs.agree_first").format(share=f"{report.first_position / report.decisive:.0%}"))
+    if report.unequal_length:
+        parts.append(t("pairs.agree_longer").format(share=f"{report.longer_picked / report.unequal_length:.0%}"))
+    parts.append(t("pairs.agree_counts").format(ties=report.ties, both_bad=report.both_bad, skips=report.skips))
+    return t("pairs.list_separator").join(parts)
 
 
 def _preview(text: str, limit: int = 90) -> str:
@@ -183,7 +252,8 @@ class PairPanel:
     second: str
 
 
-EMPTY_PANEL = PairPanel("No pair to show: pick a collection or change the filters.", "", "", "", "")
+def empty_panel() -> PairPanel:
+    return PairPanel(t("pairs.no_pair"), "", "", "", "")
 
 
 @dataclass(frozen=True)
@@ -234,12 +304,9 @@ class PairsUI:
         ]
 
     @property
-    def filter_controls(self) -> list[Any]:
-        return [self.language, self.source, self.label_state, self.sort, self.score_name, self.search]
-
-    @property
     def filters(self) -> list[Any]:
-        return [self.collection, *self.filter_controls]
+        """The filter controls, in ``PairFilters``' order."""
+        return [getattr(self, FILTER_CONTROLS.get(name, name)) for name in FILTER_FIELDS]
 
     @property
     def opened(self) -> list[Any]:
@@ -260,32 +327,35 @@ class PairsHandlers:
     def render_pair(self, pair_id: int | None, annotator: str, search: str = "") -> tuple[PairPanel, str]:
         """(what the panel shows, which stored side is first) for a pair; ``search``'s matches highlighted."""
         if pair_id is None:
-            return EMPTY_PANEL, "chosen"
+            return empty_panel(), "chosen"
         stored = self.store.get_pair(pair_id)
         pair = stored.pair
         first = shown_first(annotator, stored.root_id)
         texts = (pair.chosen, pair.rejected) if first == "chosen" else (pair.rejected, pair.chosen)
         labels = self.store.labels_for(pair_id)
         mine = next((label for label in labels if label.annotator == annotator), None)
-        parts = [f"**Pair {stored.id}**", inert_inline(pair.source or "–"), pair.language]
+        parts = [t("pairs.info_pair").format(pair=stored.id), inert_inline(pair.source or "–")]
+        parts.append(language_name(pair.language))
         if stored.split:
-            parts.append(f"split {inert_inline(stored.split)}")
+            parts.append(t("pairs.info_split").format(split=inert_inline(stored.split)))
         if stored.parent_id is not None:
-            parts.append(f"edited version of {stored.parent_id}")
+            parts.append(t("pairs.info_edited").format(parent=stored.parent_id))
         if not stored.is_latest:
-            parts.append("⚠ an older version")
-        parts.append(f"{len(labels)} label(s)")
+            parts.append(t("pairs.info_older"))
+        parts.append(t("pairs.info_labels").format(n=len(labels)))
         if mine is not None:
-            parts.append(f"your verdict: **{displayed_verdict(mine.choice, first)}**")
+            parts.append(t("pairs.info_mine").format(verdict=displayed_verdict(mine.choice, first)))
         scores = self.store.scores_for(pair_id)
         if scores:
-            parts.append(", ".join(f"{inert_inline(k)} margin {v:+.3f}" for k, v in list(scores.items())[:2]))
+            margin = t("pairs.info_margin")
+            shown = list(scores.items())[:2]
+            parts.append(", ".join(margin.format(run=inert_inline(k), margin=f"{v:+.3f}") for k, v in shown))
         mark = search_highlighter(search)
         context = prompt_context_markdown(pair.prompt, mark)
         return (
             PairPanel(
                 info=" · ".join(parts),
-                context=context or "_(no system prompt or earlier turns)_",
+                context=context or t("pairs.no_context"),
                 prompt=last_user_markdown(pair.prompt, mark),
                 first=inert_markdown(texts[0], mark),
                 second=inert_markdown(texts[1], mark),
@@ -310,7 +380,7 @@ class PairsHandlers:
                 [
                     "▶" if pid == current else "",
                     pid,
-                    pair.language,
+                    language_name(pair.language),
                     _preview(pair.last_user, 60),
                     len(pair.chosen) - len(pair.rejected),
                     displayed_verdict(mine, shown_now) if mine else "",
@@ -358,35 +428,16 @@ class PairsHandlers:
         return replace(view, page=page, page_ids=ids, more=result.next_cursor is not None, matches=matches)
 
     def browse(
-        self,
-        collection: str,
-        language: str,
-        source: str,
-        label_state: str,
-        sort: str,
-        score_name: str,
-        text: str,
-        page: float | None,
-        view: PairsView | None,
-        request: gr.Request | None = None,
+        self, filters: PairFilters, page: float | None, view: PairsView | None, request: gr.Request | None = None
     ) -> dict[Any, Any]:
         """Apply the filters and show a page (the first pair of the page opens); a page past the last shows the
         last one and says how many there are."""
         user = require(request, Role.VIEWER, self.ctx.settings)
-        if not collection:
+        if not filters.collection:
             return self.show(new_view(), user)
-        if sort == "score" and not score_name:
+        if filters.sort == "score" and not filters.score_name:
             raise gr.Error(t("pairs.need_scores"))
-        view = replace(
-            view or new_view(),
-            collection=collection,
-            language=language or ALL,
-            source=source or ALL,
-            label_state=label_state or ALL,
-            sort=sort or "id",
-            score_name=score_name or "",
-            text=text or "",
-        )
+        view = replace(view or new_view(), **filter_values(filters))
         wanted = max(1, int(page or 1))
         try:
             view = self._fetch_page(view, user.name, wanted)
@@ -398,19 +449,10 @@ class PairsHandlers:
         return self.show(view.opened_first(), user, message)
 
     def browse_first_page(
-        self,
-        collection: str,
-        language: str,
-        source: str,
-        label_state: str,
-        sort: str,
-        score_name: str,
-        text: str,
-        view: PairsView | None,
-        request: gr.Request | None = None,
+        self, filters: PairFilters, view: PairsView | None, request: gr.Request | None = None
     ) -> dict[Any, Any]:
         """A filter changed (or a search ran): back to page 1."""
-        return self.browse(collection, language, source, label_state, sort, score_name, text, 1, view, request)
+        return self.browse(filters, 1, view, request)
 
     def turn_page(self, delta: int, view: PairsView | None, request: gr.Request | None = None) -> dict[Any, Any]:
         user = require(request, Role.VIEWER, self.ctx.settings)
@@ -466,7 +508,7 @@ class PairsHandlers:
         except UserError as error:
             raise gr.Error(str(error)) from None
         view = self._next_to_label(view, user.name, pair_id)
-        message = f"Pair {pair_id}: {VERDICT_NAMES[verdict]}."
+        message = t("pairs.voted").format(pair=pair_id, verdict=verdict_name(verdict))
         if view.pair_id == pair_id:
             message += " " + t("pairs.all_labelled")
         return {**self.show(view, user, message), self.ui.reason: ""}
@@ -509,8 +551,7 @@ class PairsHandlers:
             return self.show(view, user, t("pairs.nothing_to_undo"))
         pair_id = self.store.latest_version(label.pair_id).id
         view = replace(self._fetch_page(view, user.name, view.page), pair_id=pair_id)
-        verdict = VERDICT_NAMES.get(label.verdict, label.verdict)
-        message = t("pairs.undid").format(verdict=verdict, pair=pair_id)
+        message = t("pairs.undid").format(verdict=verdict_name(label.verdict), pair=pair_id)
         return {**self.show(view, user, message), self.ui.reason: label.reason}
 
     # --- editing and adding ----------------------------------------------------------------------------
@@ -543,7 +584,7 @@ class PairsHandlers:
         except UserError as error:
             raise gr.Error(str(error)) from None
         view = replace(self._fetch_page(view, user.name, view.page), pair_id=new_id)
-        return self.show(view, user, f"Saved as pair {new_id}, a new version of pair {stored.id}.")
+        return self.show(view, user, t("pairs.saved_edit").format(new=new_id, old=stored.id))
 
     def add_pair(
         self,
@@ -560,9 +601,9 @@ class PairsHandlers:
         name = (collection or HAND_WRITTEN_COLLECTION).strip()
         for field, value in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
             if not (value or "").strip():
-                raise gr.Error(f"The {field} is empty.")
+                raise gr.Error(t(f"pairs.empty_{field}"))
         if chosen.strip() == rejected.strip():
-            raise gr.Error("The two responses are identical.")
+            raise gr.Error(t("pairs.identical"))
         pair = Pair(
             prompt=user_prompt(prompt.strip(), (system or "").strip()),
             chosen=chosen,
@@ -573,16 +614,14 @@ class PairsHandlers:
 
         existing = self.store.find_collection(name)
         if existing is not None and existing.kind == "import" and not user.can(Role.ADMIN):
-            raise gr.Error(
-                f"Only admins add pairs to the imported collection {name!r}; use {HAND_WRITTEN_COLLECTION!r}."
-            )
+            raise gr.Error(t("pairs.admins_only").format(name=repr(name), hand=repr(HAND_WRITTEN_COLLECTION)))
         target = existing or self.store.ensure_collection(name, "manual")
         try:
             stored = self.store.add_pair(target, pair, by=user.name)
         except DuplicatePair as error:
             raise gr.Error(str(error)) from None
         out = {
-            self.ui.add_message: f"Added pair {stored.id} to {inert_inline(name)}.",
+            self.ui.add_message: t("pairs.added").format(pair=stored.id, collection=inert_inline(name)),
             self.ui.collection: gr.update(choices=self.collection_names()),
         }
         if view and view.collection == name:
@@ -602,31 +641,24 @@ class PairsHandlers:
         stats = collection_stats(self.store, name)
         lengths, dup = stats["lengths"], stats["duplicates"]
         judged = stats["agreement"].labelled_pairs  # skips are not judgements
-        languages = ", ".join(f"{k or '?'} {v:,}" for k, v in stats["by_language"].items())
-        splits = ", ".join(f"{inert_inline(k or 'none')} {v:,}" for k, v in stats["by_split"].items())
+        languages = ", ".join(f"{language_name(k) if k else '?'} {v:,}" for k, v in stats["by_language"].items())
+        splits = ", ".join(f"{inert_inline(k or t('pairs.no_split'))} {v:,}" for k, v in stats["by_split"].items())
         share = lengths["chosen_longer_share"]
-        lines = [
-            f"### {inert_inline(name)}",
-            self.progress_text(name, user.name),
-            "",
-            "- "
-            + t("pairs.stats_counts").format(
-                pairs=f"{stats['pairs']:,}",
-                judged=f"{judged:,}",
-                skipped=f"{max(0, stats['labelled'] - judged):,}",
-                disagreements=f"{stats['disagreements']:,}",
-                edited=f"{stats['edited']:,}",
-            ),
-            f"- languages: {languages} · splits: {splits}",
-            f"- agreement: {inert_inline(str(stats['agreement']))}",
-            f"- length bias: chosen is the longer response in {share:.0%} of pairs ({lengths['equal']:,} equal); "
-            f"mean characters chosen {lengths['mean_chosen']:,.0f} vs rejected {lengths['mean_rejected']:,.0f}"
-            if share is not None
-            else "- length bias: no pairs",
-            f"- duplicates: {dup['prompts_in_several_pairs']:,} prompts appear in more than one pair "
-            f"({dup['pairs_sharing_a_prompt']:,} pairs); {dup['pairs_also_in_other_collections']:,} pairs are also "
-            f"in another collection; {dup['skipped_at_import']:,} skipped at import",
-        ]
+        skipped = max(0, stats["labelled"] - judged)
+        items = [
+            counted("pairs.stats_counts", pairs=stats["pairs"], judged=judged, skipped=skipped,
+                    disagreements=stats["disagreements"], edited=stats["edited"]),
+            t("pairs.stats_languages").format(languages=languages, splits=splits),
+            t("pairs.stats_agreement").format(agreement=agreement_text(stats["agreement"])),
+            t("pairs.stats_length_none")
+            if share is None
+            else counted("pairs.stats_length", share=f"{share:.0%}", equal=lengths["equal"],
+                         chosen=round(lengths["mean_chosen"]), rejected=round(lengths["mean_rejected"])),
+            counted("pairs.stats_duplicates", prompts=dup["prompts_in_several_pairs"],
+                    sharing=dup["pairs_sharing_a_prompt"], elsewhere=dup["pairs_also_in_other_collections"],
+                    skipped=dup["skipped_at_import"]),
+        ]  # fmt: skip
+        lines = [f"### {inert_inline(name)}", self.progress_text(name, user.name), "", *(f"- {i}" for i in items)]
         return "\n".join(lines)
 
     # --- import / export -------------------------------------------------------------------------------
@@ -665,15 +697,15 @@ class PairsHandlers:
                     raise gr.Error(str(error)) from None
                 default_name = Path(source).stem
         else:
-            raise gr.Error("Upload a file or type a path / hub id.")
+            raise gr.Error(t("pairs.import_nothing_given"))
         mapping = None
         if (mapping_text or "").strip():
             try:
                 mapping = json.loads(mapping_text)
             except json.JSONDecodeError as error:
-                raise gr.Error(f"The column mapping is not valid JSON: {error}") from None
+                raise gr.Error(t("pairs.mapping_not_json").format(error=error)) from None
             if not isinstance(mapping, dict):
-                raise gr.Error('The column mapping must be a JSON object such as {"prompt": "question"}.')
+                raise gr.Error(t("pairs.mapping_not_object"))
         name = (collection or "").strip() or default_name
         try:
             summary = import_pairs(
@@ -689,8 +721,9 @@ class PairsHandlers:
                 created_by=user.name,
             )
         except UserError as error:
-            return {self.ui.import_report: "Nothing was imported.\n\n" + code_block(str(error)[:4000])}
-        report = f"**Imported into {inert_inline(summary.collection)}** (format {summary.format}).\n\n"
+            return {self.ui.import_report: t("pairs.import_failed") + "\n\n" + code_block(str(error)[:4000])}
+        report = t("pairs.imported").format(collection=inert_inline(summary.collection), format=summary.format)
+        report += "\n\n"
         report += code_block(summary.report())
         # The filters stay, except the source (the new collection has its own sources).
         base = replace(view or new_view(), collection=summary.collection, source=ALL, page=1)
@@ -710,7 +743,7 @@ class PairsHandlers:
             raise gr.Error(str(error)) from None
         path = Path(getattr(result, "path", result))
         summary = getattr(result, "report", None)
-        text = summary() if callable(summary) else f"Wrote {path.name}."
+        text = summary() if callable(summary) else t("pairs.wrote").format(file=path.name)
         return {self.ui.export_report: inert_markdown(text), self.ui.export_file: str(path)}
 
     # --- opening a collection --------------------------------------------------------------------------
@@ -743,7 +776,7 @@ class PairsHandlers:
         return {
             ui.collection: gr.update(choices=names, value=view.collection or None),
             ui.language: view.language,
-            ui.source: gr.update(choices=[ALL, *sources], value=source),
+            ui.source: gr.update(choices=source_choices(sources), value=source),
             ui.label_state: view.label_state,
             ui.sort: view.sort,
             ui.score_name: gr.update(choices=scores, value=score_name or None),
@@ -759,32 +792,14 @@ class PairsHandlers:
         return self._opened(PairsView(collection=name, label_state=ALL), user)
 
     def collection_changed(
-        self,
-        collection: str | None,
-        language: str,
-        source: str,
-        label_state: str,
-        sort: str,
-        score_name: str,
-        text: str,
-        view: PairsView | None,
-        request: gr.Request | None = None,
+        self, filters: PairFilters, view: PairsView | None, request: gr.Request | None = None
     ) -> dict[Any, Any]:
         """The collection dropdown changed (by the user, or by code: an import, a collection gone): open the
         collection it shows, keeping the filters but the source. Nothing is sent when the view already shows it."""
         user = require(request, Role.VIEWER, self.ctx.settings)
-        view = view or new_view()
-        if (collection or "") == view.collection:
+        if filters.collection == (view or new_view()).collection:
             return {}
-        base = PairsView(
-            collection=collection or "",
-            language=language or ALL,
-            label_state=label_state or ALL,
-            sort=sort or "id",
-            score_name=score_name or "",
-            text=text or "",
-        )
-        return self._opened(base, user)
+        return self._opened(PairsView(**filter_values(replace(filters, source=ALL))), user)
 
     def _collection_filters(self, collection: str) -> tuple[list[str], list[str]]:
         """A collection's sources and the runs that scored it."""
@@ -798,7 +813,7 @@ class PairsHandlers:
         require(request, Role.VIEWER, self.ctx.settings)
         sources, scores = self._collection_filters(collection)
         return (
-            gr.update(choices=[ALL, *sources], value=ALL),
+            gr.update(choices=source_choices(sources), value=ALL),
             gr.update(choices=scores, value=scores[0] if scores else None),
         )
 
@@ -847,6 +862,18 @@ class PairsHandlers:
             keep = view.pair_id if view.pair_id in fresh.page_ids else None
             out |= self.show(fresh.opened_first() if keep is None else replace(fresh, pair_id=keep), user)
         return out
+
+    def language_changed(
+        self, current: str | None, view: PairsView | None, request: gr.Request | None = None
+    ) -> dict[Any, Any]:
+        """After a switch of language: the open page and the source choices again, in the new language."""
+        user = require(request, Role.VIEWER, self.ctx.settings)
+        out = self.tab_selected(current, view, request)
+        if self.ui.view not in out:  # no collection open (or it is gone): the empty panel, in the new language
+            out |= self.show(new_view(), user)
+        view = out[self.ui.view]
+        sources, _ = self._collection_filters(view.collection)
+        return out | {self.ui.source: gr.update(choices=source_choices(sources), value=view.source)}
 
     def load(self, request: gr.Request | None = None) -> dict[Any, Any]:
         """Page load: the collection list, the first collection's first page, and who is labelling."""
@@ -955,9 +982,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
 
     with gr.Accordion(open=False, elem_id="pairs-edit-box"):
         with gr.Row():
-            edit_which = gr.Radio(
-                [("Response 1", "first"), ("Response 2", "second")], value="first", elem_id="pairs-edit-which"
-            )
+            edit_which = gr.Radio(EDIT_WHICH_CHOICES, value="first", elem_id="pairs-edit-which")
             edit_load = gr.Button(size="sm", elem_id="pairs-edit-load")
         edit_text = gr.Textbox(lines=6, elem_id="pairs-edit-text")
         edit_save = gr.Button(elem_id="pairs-edit-save")
@@ -995,7 +1020,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
         import_run = gr.Button(elem_id="pairs-import-run")
         import_report = gr.Markdown(elem_id="pairs-import-report")
 
-    build_synth_panel(ctx, collection)
+    synth = build_synth_panel(ctx, collection)
 
     with gr.Accordion(open=False, elem_id="pairs-export-box"):
         with gr.Row():
@@ -1045,16 +1070,16 @@ def build(ctx: AppContext) -> dict[str, Any]:
             search.submit,
             search_run.click,
         ],
-        bind(h.browse_first_page),
+        filtered(h.browse_first_page, 1),
         inputs=[*ui.filters, view],
         outputs=shown,
         **fast,
     )
     # .change, not .input: an import, the poll or another tab sets the dropdown too, and the view must follow.
-    collection.change(bind(h.collection_changed), inputs=[*ui.filters, view], outputs=ui.opened, **fast)
+    collection.change(filtered(h.collection_changed, 1), inputs=[*ui.filters, view], outputs=ui.opened, **fast)
     gr.on(
         [go.click, page.submit],
-        bind(h.browse),
+        filtered(h.browse, 2),
         inputs=[*ui.filters, page, view],
         outputs=shown,
         api_name="pairs_page",
@@ -1104,7 +1129,8 @@ def build(ctx: AppContext) -> dict[str, Any]:
     return {
         "load": (bind(h.load), [], [*ui.opened, add_collection]),
         "select": (bind(h.tab_selected), [collection, view], [collection, *shown]),
-        "language": (bind(h.tab_selected), [collection, view], [collection, *shown]),
+        # After a switch of language, what the handlers wrote, in the new one: the Pairs view, then the synthesis panel.
+        "language": [(bind(h.language_changed), [collection, view], [collection, source, *shown]), synth["language"]],
         "handlers": h,
         "ui": ui,
     }

@@ -24,20 +24,24 @@ from ctllm.synth import SynthOptions, preflight, start_synth_job
 from ctllm.synth.filters import NEAR_IDENTICAL_THRESHOLD
 from ctllm.ui.auth import Forbidden, Role, require
 from ctllm.ui.context import AppContext
+from ctllm.ui.i18n import STRINGS, t
+from ctllm.ui.job_progress import state_name
 from ctllm.ui.render import code_block, inert_inline
 from ctllm.ui.train_tab import format_duration, shown_command
 
 KIND = "synth"
 ACTIVE = ("queued", "running", "cancelling")
-FILTER_NAMES = {
-    "empty": "empty",
-    "cut_off": "cut off",
-    "wrong_language": "wrong language",
-    "near_identical": "near-identical",
-    "too_long": "too long for the context",
-}
+FILTERS = ("empty", "cut_off", "wrong_language", "near_identical", "too_long")  # named "synth.filter.<name>"
 PROMPT_FILE_TYPES = [".txt", ".json", ".jsonl", ".csv", ".tsv", ".parquet"]
-NO_JOB = "No synthesis job yet."
+
+
+def filter_name(name: str) -> str:
+    return t(f"synth.filter.{name}") if name in FILTERS else name
+
+
+def no_strong_model() -> tuple[str, str]:
+    """The strong-model picker's "none" choice, in the session's language."""
+    return (t("synth.no_strong"), "")
 
 
 def argv_value(argv: tuple[str, ...] | list[str], flag: str) -> str | None:
@@ -65,52 +69,71 @@ def remaining_seconds(status: dict[str, Any], now: float) -> float | None:
 def filter_counts(filtered: Any) -> str:
     """'dropped 3: empty 0, cut off 2, ...' from a {filter: count} dict."""
     if not isinstance(filtered, dict):
-        return "dropped 0"
+        return t("synth.dropped").format(n=0)
     counts = {name: int(count) for name, count in filtered.items() if _number(count) is not None}
-    shown = ", ".join(f"{FILTER_NAMES.get(name, name)} {count}" for name, count in counts.items())
-    return f"dropped {sum(counts.values())}" + (f" ({shown})" if shown else "")
+    shown = t("synth.list_separator").join(f"{filter_name(name)} {count}" for name, count in counts.items())
+    return t("synth.dropped").format(n=sum(counts.values())) + (f" ({shown})" if shown else "")
 
 
 def progress_markdown(job: Any, status: dict[str, Any] | None, now: float) -> str:
     """State, prompts done / total, ETA, speed, pairs added and filter counts of one synthesis job."""
     status = status or {}
     collection = status.get("collection") or argv_value(job.argv, "--collection") or "?"
-    parts = [f"**Synthesis job {job.id}** · collection {inert_inline(str(collection))} · **{job.state}**"]
+    heading = t("synth.heading").format(
+        job=job.id, collection=inert_inline(str(collection)), state=state_name(job.state)
+    )
+    parts = [heading]
     step, total = _number(status.get("step")) or 0, _number(status.get("total_steps"))
     running = job.state in ("running", "cancelling")
     if total:
-        parts.append(f"prompts {int(step)} / {int(total)} ({min(1.0, step / total):.0%})")
+        parts.append(
+            t("synth.prompts_done").format(done=int(step), total=int(total), share=f"{min(1.0, step / total):.0%}")
+        )
     if job.state == "queued":
-        parts.append("waiting for its devices (another job holds them)")
+        parts.append(t("synth.queued"))
     elif running:
         eta = remaining_seconds(status, now)
         if eta is not None and status.get("phase") == "generating":
-            parts.append(f"ETA {format_duration(eta)}")
+            parts.append(t("job.eta").format(eta=format_duration(eta)))
         else:
-            parts.append(f"{status.get('phase') or 'starting'}…")
+            parts.append(synth_phase(status.get("phase")))
     rate = _number(status.get("pairs_per_minute"))
     if rate:
-        parts.append(f"{rate:.1f} prompts/min")
-    parts.append(f"elapsed {format_duration(job.duration(now))}")
+        parts.append(t("synth.rate").format(rate=f"{rate:.1f}"))
+    parts.append(t("job.elapsed").format(elapsed=format_duration(job.duration(now))))
     lines = [" · ".join(parts)]
     summary = status.get("summary") if isinstance(status.get("summary"), dict) else None
     source = summary or status
     if "added" in source or summary:
-        lines.append(
-            f"pairs added: **{int(source.get('added') or 0)}** · already in the collection: "
-            f"{int(source.get('duplicates') or 0)} · {filter_counts(source.get('filtered'))}"
+        added = t("synth.added").format(
+            added=int(source.get("added") or 0), duplicates=int(source.get("duplicates") or 0)
         )
+        lines.append(f"{added} · {filter_counts(source.get('filtered'))}")
     if summary and job.final:
-        lines.append(
-            f"prompts: {summary.get('prompts')} distinct in {summary.get('rows')} rows ({summary.get('bad_rows')} bad, "
-            f"{summary.get('repeated_rows')} repeated); {summary.get('already_done')} done before, "
-            f"{summary.get('processed')} now, {summary.get('remaining')} left · seed {summary.get('seed')}"
-        )
+        names = ("prompts", "rows", "bad_rows", "repeated_rows", "already_done", "processed", "remaining", "seed")
+        lines.append(t("synth.summary").format(**{name: summary.get(name) for name in names}))
     if job.error:
         lines.append(f"⚠ {inert_inline(job.error)}")
     elif job.state == "cancelled":
-        lines.append("Resume continues where it stopped, without duplicating a pair.")
+        lines.append(t("synth.resume_hint"))
     return "\n\n".join(lines)
+
+
+def preflight_text(checked: Any) -> str:
+    """What the checks before the start found (a ``ctllm.synth.Preflight``), in the session's language."""
+    text = t("synth.preflight").format(prompts=checked.prompts, with_answer=checked.with_answer)
+    if checked.bad_rows:
+        text += t("synth.preflight_bad_rows").format(bad_rows=checked.bad_rows)
+    text += t("synth.preflight_weak").format(weak=inert_inline(str(checked.weak)))
+    if checked.strong:
+        text += t("synth.preflight_strong").format(strong=inert_inline(str(checked.strong)))
+    return text
+
+
+def synth_phase(phase: Any) -> str:
+    """What a running synthesis is doing ("loading…", "generating…"), in the session's language."""
+    key = f"synth.phase.{phase or 'starting'}"
+    return t(key) if key in STRINGS else f"{phase}…"
 
 
 def _int(value: Any, name: str, default: int | None = None) -> int | None:
@@ -144,7 +167,7 @@ class SynthHandlers:
 
     def job_choices(self) -> list[tuple[str, int]]:
         return [
-            (f"{job.id} · {argv_value(job.argv, '--collection') or job.name} · {job.state}", job.id)
+            (f"{job.id} · {argv_value(job.argv, '--collection') or job.name} · {state_name(job.state)}", job.id)
             for job in self.synth_jobs(50)
         ]
 
@@ -158,13 +181,13 @@ class SynthHandlers:
 
     def _synth_job(self, job_id: Any) -> Any:
         if not job_id:
-            raise gr.Error("No synthesis job selected.")
+            raise gr.Error(t("synth.no_job_selected"))
         try:
             job = self.ctx.jobs.get(int(job_id))
         except UserError as error:
             raise gr.Error(str(error)) from None
         if job.kind != KIND:
-            raise gr.Error(f"Job {job.id} is a {job.kind} job, not a synthesis job.")
+            raise gr.Error(t("synth.not_synth_job").format(job=job.id, kind=job.kind))
         return job
 
     def _prompts_source(self, upload: str | None, typed: str | None) -> tuple[Path, bool]:
@@ -173,7 +196,7 @@ class SynthHandlers:
             return Path(upload), True
         typed = (typed or "").strip()
         if not typed:
-            raise UserError("Upload a prompts file or type a path on the server.")
+            raise UserError(t("synth.no_prompts"))
         roots = self.ctx.settings.path_roots
         base = None if Path(typed).expanduser().is_absolute() else Path(roots[0])
         return safe_resolve(typed, roots, base=base), False
@@ -228,11 +251,14 @@ class SynthHandlers:
                 self.ctx.jobs, options, settings, devices=device_set, owner=user.name, copy_prompts=uploaded
             )
         except UserError as error:
-            return gr.skip(), f"⚠ Nothing started: {inert_inline(str(error))}", gr.skip(), gr.skip()
-        message = (
-            f"Started synthesis job {job.id} ({job.state}) into collection {inert_inline(options.collection)}: "
-            f"{inert_inline(checked.describe())}.\n\n" + code_block(shown_command(list(job.argv), device_set))
+            return gr.skip(), t("synth.not_started").format(error=inert_inline(str(error))), gr.skip(), gr.skip()
+        message = t("synth.started").format(
+            job=job.id,
+            state=state_name(job.state),
+            collection=inert_inline(options.collection),
+            checked=preflight_text(checked),
         )
+        message += "\n\n" + code_block(shown_command(list(job.argv), device_set))
         return job.id, message, gr.update(active=True), gr.update(choices=self.job_choices(), value=job.id)
 
     def cancel(self, job_id: int | None, request: gr.Request | None = None) -> str:
@@ -242,7 +268,7 @@ class SynthHandlers:
             job = self.ctx.jobs.cancel(job.id, wait=False)
         except UserError as error:
             raise gr.Error(str(error)) from None
-        return f"Synthesis job {job.id}: {job.state} (it stops after the current batch; its pairs stay)."
+        return t("synth.cancelled").format(job=job.id, state=state_name(job.state))
 
     def resume(self, job_id: int | None, request: gr.Request | None = None) -> tuple[Any, ...]:
         user = require(request, Role.ADMIN, self.ctx.settings)
@@ -251,7 +277,7 @@ class SynthHandlers:
             new = self.ctx.jobs.resume(job.id, owner=user.name)
         except UserError as error:
             raise gr.Error(str(error)) from None
-        message = f"Resumed as synthesis job {new.id} ({new.state}): prompts already handled are skipped."
+        message = t("synth.resumed").format(job=new.id, state=state_name(new.state))
         return new.id, message, gr.update(active=True), gr.update(choices=self.job_choices(), value=new.id)
 
     # --- watching (admin) ------------------------------------------------------------------------------
@@ -263,7 +289,7 @@ class SynthHandlers:
         picker = gr.update(choices=names) if names != known else gr.skip()
         if not job_id:
             off = gr.update(interactive=False)
-            return NO_JOB, "", off, off, gr.update(active=False), picker, names
+            return t("synth.no_job"), "", off, off, gr.update(active=False), picker, names
         try:
             view = self.ctx.jobs.watch(int(job_id), lines=20)
         except UserError as error:
@@ -277,6 +303,20 @@ class SynthHandlers:
             gr.update(active=job.state in ACTIVE),
             picker,
             names,
+        )
+
+    def language_changed(self, job_id: int | None, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """After a switch of language (admins; nothing for others): the status line, the job picker and the strong
+        model's choices again, in the new language."""
+        try:
+            require(request, Role.ADMIN, self.ctx.settings)
+        except Forbidden:
+            return gr.skip(), gr.skip(), gr.skip()
+        models = [(spec.label, spec.ref) for spec in list_models(self.ctx.settings)]
+        return (
+            self.poll(job_id, None, request)[0],
+            gr.update(choices=self.job_choices()),
+            gr.update(choices=[no_strong_model(), *models]),
         )
 
     def select_job(self, job_id: int | None, request: gr.Request | None = None) -> tuple[Any, Any]:
@@ -297,16 +337,17 @@ class SynthHandlers:
         return (
             gr.update(visible=True),
             gr.update(choices=models),
-            gr.update(choices=[("none (the file's answers only)", ""), *models]),
+            gr.update(choices=[no_strong_model(), *models]),
             gr.update(choices=self.job_choices(), value=job_id),
             job_id,
             gr.update(active=job_id is not None),
         )
 
 
-def build(ctx: AppContext, collection_picker: Any) -> SynthHandlers:
+def build(ctx: AppContext, collection_picker: Any) -> dict[str, Any]:
     """The panel (inside the Pairs tab's layout); ``collection_picker`` is the tab's collection dropdown, whose
-    choices the panel refreshes while a job adds a collection."""
+    choices the panel refreshes while a job adds a collection. Returns the handlers ("handlers") and the event that
+    writes the panel again after a switch of language ("language": fn, inputs, outputs)."""
     h = SynthHandlers(ctx)
     job_id = gr.State(None)
     known = gr.State(None)
@@ -322,9 +363,7 @@ def build(ctx: AppContext, collection_picker: Any) -> SynthHandlers:
             weak = gr.Dropdown(
                 [("embedded", "embedded")], value="embedded", allow_custom_value=True, elem_id="synth-weak"
             )
-            strong = gr.Dropdown(
-                [("none (the file's answers only)", "")], value="", allow_custom_value=True, elem_id="synth-strong"
-            )
+            strong = gr.Dropdown([no_strong_model()], value="", allow_custom_value=True, elem_id="synth-strong")
         with gr.Row():
             max_new_tokens = gr.Number(value=256, precision=0, minimum=1, elem_id="synth-max-new")
             batch_size = gr.Number(value=8, precision=0, minimum=1, elem_id="synth-batch-size")
@@ -343,7 +382,7 @@ def build(ctx: AppContext, collection_picker: Any) -> SynthHandlers:
             cancel = gr.Button(variant="stop", interactive=False, elem_id="synth-cancel")
             resume = gr.Button(interactive=False, elem_id="synth-resume")
         message = gr.Markdown(elem_id="synth-message")
-        status = gr.Markdown(NO_JOB, elem_id="synth-status")
+        status = gr.Markdown(t("synth.no_job", "en"), elem_id="synth-status")
         log = gr.Textbox(lines=4, max_lines=8, interactive=False, elem_id="synth-log")
 
     timer = gr.Timer(value=2, active=False)
@@ -375,4 +414,4 @@ def build(ctx: AppContext, collection_picker: Any) -> SynthHandlers:
         api_name="synth_load",
         api_visibility="undocumented",
     )
-    return h
+    return {"handlers": h, "language": (h.language_changed, [job_id], [status, watch, strong])}

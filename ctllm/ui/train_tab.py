@@ -19,31 +19,29 @@ from typing import Any
 
 import gradio as gr
 
-from ctllm.dpo.config import LOSS_TYPES, SCHEDULERS, TrainConfig
+from ctllm.dpo.config import SCHEDULERS, TrainConfig
 from ctllm.dpo.presets import list_presets, load_preset
 from ctllm.errors import UserError
 from ctllm.evaluate import (
     EVAL_JSON,
     before_after,
     export_csv,
-    figures,
     headline,
-    headline_text,
     load_result,
     result_rows,
 )
 from ctllm.evaluate.report import BEFORE_AFTER
 from ctllm.jobs.log_text import readable_log
 from ctllm.jobs.score_job import start_score_job
-from ctllm.jobs.train_job import data_spec, plan_train_job, shown_command, start_train_job
+from ctllm.jobs.train_job import RUN_NAME_PLACEHOLDER, data_spec, plan_train_job, shown_command, start_train_job
 from ctllm.models.registry import list_models
 from ctllm.runs import list_runs, read_config, read_metrics, read_status
-from ctllm.ui import plots
+from ctllm.ui import loss_picker, plots
 from ctllm.ui.auth import Role, require
 from ctllm.ui.context import SAMPLES_COLLECTION, AppContext
 from ctllm.ui.handlers import bind, form, keyed
 from ctllm.ui.i18n import STRINGS, headers, t
-from ctllm.ui.job_progress import format_duration, phase_text, progress_text
+from ctllm.ui.job_progress import format_duration, headline_line, phase_text, progress_text, state_name
 from ctllm.ui.publish_panel import build as build_publish_panel
 from ctllm.ui.render import inert_inline
 
@@ -68,8 +66,9 @@ HISTORY_HEADERS = [
     "started",
 ]
 DURATION_COLUMN = HISTORY_HEADERS.index("duration")
+STATE_COLUMN = HISTORY_HEADERS.index("state")
 EVAL_TABLE_HEADERS = ["section", "group", "metric", "SFT", "DPO", "n", "note"]
-EVAL_CHARTS = ("preference", "reward", "behaviour")
+EVAL_CHARTS = plots.EVAL_CHARTS
 COMPARE_METRICS = [
     "loss",
     "nll_loss",
@@ -108,7 +107,6 @@ class Field:
 
 FIELDS: tuple[Field, ...] = (
     Field("beta", "number", "β: how far the policy may move from the reference (CT-LLM: 0.5)"),
-    Field("loss_type", "dropdown", "sigmoid (DPO), hinge, ipo, robust", LOSS_TYPES),
     Field("lr", "number", "learning rate (CT-LLM: 1e-6 full fine-tuning)"),
     Field("batch_size", "int", "pairs per device per micro-batch"),
     Field("grad_accum", "int", "micro-batches per optimizer step"),
@@ -121,13 +119,6 @@ FIELDS: tuple[Field, ...] = (
     Field("weight_decay", "number", "AdamW weight decay"),
     Field("eval_every", "int", "steps between held-out evaluations (0: at the end)"),
     Field("seed", "int", "random seed"),
-    Field("label_smoothing", "number", "cDPO / robust ε", advanced=True),
-    Field(
-        "rpo_alpha",
-        "number",
-        "RPO: weight of the chosen NLL (0: off); the loss plot then splits DPO and NLL",
-        advanced=True,
-    ),
     Field("scheduler", "dropdown", "learning-rate schedule", SCHEDULERS, advanced=True),
     Field("lora_alpha", "int", "LoRA α", advanced=True),
     Field("precompute_ref", "checkbox", "reference log-probs in one pass before training", advanced=True),
@@ -139,13 +130,27 @@ FIELDS: tuple[Field, ...] = (
 )
 # The form's inputs in order: these come before the hyperparameter fields.
 HEAD = ("preset", "model", "ref_model", "data", "eval_data", "eval_fraction", "run_name", "devices", "num_processes")
-FORM_NAMES = HEAD + tuple(f.name for f in FIELDS)
+FORM_NAMES = HEAD + tuple(f.name for f in FIELDS) + loss_picker.NAMES  # the loss and its hyperparameters last
 COMMAND_OUTPUTS = ("command", "message", *FORM_NAMES)  # "Show command" and Start, command first for API clients
 START_OUTPUTS = ("job_id", "cache", *COMMAND_OUTPUTS, "watch")
 HELP = {f.name: f.help for f in FIELDS} | {
     "devices": "cpu, or GPU ids such as 0 or 0,1",
     "num_processes": "1, or N processes through accelerate",
 }
+
+
+def job_label(job_id: int, name: str, state: str) -> str:
+    """A run picker's choice label: "12 · run-name · running", the state in the session's language."""
+    return f"{job_id} · {name} · {state_name(state)}"
+
+
+def score_target_text(run: str) -> str:
+    return f"{t('train.score_run')}: **{inert_inline(run)}**"
+
+
+def localized_command(command: str) -> str:
+    """The "Show command" line with its run-name placeholder in the session's language."""
+    return command.replace(RUN_NAME_PLACEHOLDER, t("train.run_name_placeholder"))
 
 
 def field_help(name: str) -> str | None:
@@ -179,13 +184,13 @@ def _rpo_alpha(run_dir: Path) -> float | None:
 
 def score_text(job: Any, status: dict[str, Any], now: float) -> str:
     """A scoring job's line: state, phase with its percentage, elapsed; where the scores went when finished."""
-    parts = [f"**Job {job.id}** · {inert_inline(job.name)} · **{job.state}**"]
+    parts = [t("train.score_heading").format(job=job.id, run=inert_inline(job.name), state=state_name(job.state))]
     if job.state in ("running", "cancelling"):
-        parts.append(phase_text(status, numbered=False) or "starting…")
-    parts.append(f"elapsed {format_duration(job.duration(now))}")
+        parts.append(phase_text(status, numbered=False) or t("job.starting"))
+    parts.append(t("job.elapsed").format(elapsed=format_duration(job.duration(now))))
     text = " · ".join(parts)
     if job.state == "finished":
-        text += "\n\nSaved: the Pairs tab's “Run for score sort” lists this run for that collection."
+        text += "\n\n" + t("train.score_saved")
     if job.error:
         text += f"\n\n⚠ {inert_inline(job.error)}"
     return text
@@ -246,35 +251,44 @@ def eval_runs(runs_dir: Path) -> list[str]:
     return [run["name"] for run in list_runs(runs_dir) if (Path(run["path"]) / EVAL_JSON).is_file()]
 
 
-def eval_view(result: dict[str, Any] | None, run: str) -> tuple[str, list[list[Any]], list[Any]]:
+def eval_view(result: dict[str, Any] | None, run: str) -> tuple[str, Any, list[Any]]:
     """(summary Markdown, table rows, one figure per EVAL_CHARTS name) of a run's evaluation."""
     if not result:
-        message = (
-            "Pick a run, or click one in the job history."
-            if not run
-            else (
-                f"Run {inert_inline(run)} has no evaluation yet (eval.json is written when a run with final_eval "
-                "finishes; `python -m ctllm eval` makes one for any two models)."
-            )
-        )
-        return message, [], [plots.waiting_figure(name, "no evaluation") for name in EVAL_CHARTS]
+        message = t("train.eval_pick") if not run else t("train.eval_none").format(run=inert_inline(run))
+        return message, [], plots.eval_figures(None, t("train.eval_no_chart"))
     models = result.get("models", {})
     lines = [
         f"**{inert_inline(run)}** · SFT {inert_inline(str(models.get('ref', {}).get('label', '?')))} → DPO "
         f"{inert_inline(str(models.get('model', {}).get('label', '?')))} · β = {result.get('beta')} · "
         f"{result.get('seconds', '?')} s"
     ]
-    numbers = headline_text(headline(result))
+    numbers = headline_line(headline(result))
     if numbers:
         lines.append(numbers)
-    lines += [f"note: {inert_inline(str(note))}" for note in result.get("notes") or []]
-    rows = [
-        [r["section"], r["group"], r["metric"], _cell(r["sft"]), _cell(r["dpo"]), r["n"], r["note"]]
-        for r in result_rows(result)
-    ]
-    charts = figures(result)
-    shown = [charts.get(name) or plots.waiting_figure(name, "not in this evaluation") for name in EVAL_CHARTS]
-    return "  \n".join(lines), rows, shown
+    lines += [t("train.eval_note").format(note=inert_inline(str(note))) for note in result.get("notes") or []]
+    rows = {"data": [eval_cells(r) for r in result_rows(result)],
+            "headers": headers("train-eval-table", EVAL_TABLE_HEADERS)}
+    return "  \n".join(lines), rows, plots.eval_figures(result)
+
+
+def eval_cells(row: dict[str, Any]) -> list[Any]:
+    """One row of the evaluation table in the session's language; list names and categories are data."""
+    kind, _, name = row["group"].partition(": ")
+    if row["group"] == "all":
+        group = t("eval.group.all")
+    elif name and kind in ("category", "language"):
+        group = f"{t(f'eval.group.{kind}')}: {name}"
+    else:
+        group = row["group"]
+    note = t("eval_chart.behaviour.not_meaningful") if row["note"] else ""
+    return [t(f"eval.section.{row['section']}"), group, t(f"eval.metric.{row['metric'].replace(' ', '_')}"),
+            _cell(row["sft"]), _cell(row["dpo"]), row["n"], note]
+
+
+def run_figures(cache: dict[str, Any]) -> list[Any]:
+    """The four live figures of the run whose metric rows ``cache`` holds (waiting ones before its first step)."""
+    rows, alpha = cache.get("rows") or [], cache.get("rpo_alpha")
+    return plots.metric_figures(plots.with_dpo_loss(rows, alpha) if alpha and plots.has_nll(rows) else rows)
 
 
 def _cell(value: Any) -> Any:
@@ -293,7 +307,8 @@ class TrainHandlers:
 
         config = load_preset(preset) if preset else TrainConfig()
         names = ("model", "ref_model", *(f.name for f in FIELDS))
-        return {name: gr.update(value=getattr(config, name)) for name in names}
+        values = {name: getattr(config, name) for name in names} | loss_picker.form_values(config)
+        return {name: gr.update(value=value) for name, value in values.items()}
 
     def show_command(self, form: dict[str, Any], request: gr.Request | None = None) -> dict[str, Any]:
         require(request, Role.VIEWER, self.ctx.settings)
@@ -301,7 +316,7 @@ class TrainHandlers:
             plan = plan_train_job(form)
         except UserError as error:
             return {"command": f"# {error}", "message": f"⚠ {inert_inline(str(error))}", **field_updates(str(error))}
-        return {"command": plan.command(self.ctx.settings), "message": "", **field_updates(None)}
+        return {"command": localized_command(plan.command(self.ctx.settings)), "message": "", **field_updates(None)}
 
     def start(self, form: dict[str, Any], request: gr.Request | None = None) -> dict[str, Any]:
         """Validate the form, then start the job and show it."""
@@ -310,7 +325,8 @@ class TrainHandlers:
             job, plan = start_train_job(self.ctx.jobs, plan_train_job(form), self.ctx.settings, owner=user.name)
         except UserError as error:
             return {"message": f"⚠ {inert_inline(str(error))}", **field_updates(str(error))}
-        message = f"Started job {job.id} ({job.state}) in {inert_inline(str(job.run_dir))}."
+        run_dir = inert_inline(str(job.run_dir))
+        message = t("train.started").format(job=job.id, state=state_name(job.state), run_dir=run_dir)
         return {
             "job_id": job.id,
             "cache": {},
@@ -326,25 +342,25 @@ class TrainHandlers:
         sends the job SIGTERM (it saves a checkpoint, then stops)."""
         require(request, Role.ADMIN, self.ctx.settings)
         if not job_id:
-            raise gr.Error("No job selected.")
+            raise gr.Error(t("train.no_job_selected"))
         if not armed or time.time() - armed > CONFIRM_WINDOW_S:
             return {"armed": time.time(), "cancel": gr.update(value=t("train.confirm_cancel"))}
         job = self.ctx.jobs.cancel(int(job_id), wait=False)
         return {
             "armed": None,
             "cancel": gr.update(value=t("train.cancel"), interactive=False),
-            "message": f"Job {job.id}: {job.state} (the run saves a checkpoint, then stops).",
+            "message": t("train.cancelled").format(job=job.id, state=state_name(job.state)),
         }
 
     def resume(self, job_id: int | None, request: gr.Request | None = None) -> dict[str, Any]:
         user = require(request, Role.ADMIN, self.ctx.settings)
         if not job_id:
-            raise gr.Error("No job selected.")
+            raise gr.Error(t("train.no_job_selected"))
         job = self.ctx.jobs.resume(int(job_id), owner=user.name)
         return {
             "job_id": job.id,
             "cache": {},
-            "message": f"Resumed as job {job.id} ({job.state}).",
+            "message": t("train.resumed").format(job=job.id, state=state_name(job.state)),
             "watch": gr.update(choices=self.job_choices(), value=job.id),
         }
 
@@ -362,7 +378,7 @@ class TrainHandlers:
     # --- watching --------------------------------------------------------------------------------------
     def job_choices(self) -> list[tuple[str, int]]:
         jobs = self.ctx.jobs.list_jobs(limit=50, kinds=TRAIN_KINDS)
-        return [(f"{job.id} · {job.name} · {job.state}", job.id) for job in jobs]
+        return [(job_label(job.id, job.name, job.state), job.id) for job in jobs]
 
     def current_job(self, kinds: tuple[str, ...] = TRAIN_KINDS) -> int | None:
         """The job to show on opening the page: the newest active one, else the newest."""
@@ -375,10 +391,9 @@ class TrainHandlers:
     def _shown_job(self, job_id: int | None, cache: dict[str, Any]) -> dict[str, Any]:
         """The shown run: status, the four figures (only when new metric lines arrived), log, buttons, cache."""
         if not job_id:
-            figures = [plots.waiting_figure(p.title, "Start a run to see its curves here.") for p in plots.PANELS]
-            out: dict[str, Any] = {"status": "No job yet.", "log": "", "cache": {"run_dir": ""}}
+            out: dict[str, Any] = {"status": t("train.no_job"), "log": "", "cache": {"run_dir": ""}}
             if cache.get("run_dir") != "":
-                out.update(zip(PLOT_NAMES, figures, strict=True))
+                out.update(zip(PLOT_NAMES, plots.idle_figures(), strict=True))
             return out | {"cancel": gr.update(interactive=False), "resume": gr.update(interactive=False)}
         try:
             view = self.ctx.jobs.watch(int(job_id))
@@ -391,9 +406,7 @@ class TrainHandlers:
         rows = cache["rows"]
         out = {}
         if changed or "drawn" not in cache:
-            alpha = cache["rpo_alpha"]
-            shown = plots.with_dpo_loss(rows, alpha) if alpha and plots.has_nll(rows) else rows
-            out.update(zip(PLOT_NAMES, plots.metric_figures(shown), strict=True))
+            out.update(zip(PLOT_NAMES, run_figures(cache), strict=True))
         cache["drawn"] = True
         last = next((row for row in reversed(rows) if "loss" in row), None) or view.metrics
         if not cache.get("global_batch"):
@@ -421,7 +434,7 @@ class TrainHandlers:
         }
         out: dict[str, Any] = {}
         if current["watch"] != seen.get("watch"):
-            choices = [(f"{job_id_} · {name} · {state}", job_id_) for job_id_, name, state in current["watch"]]
+            choices = [(job_label(job_id_, name, state), job_id_) for job_id_, name, state in current["watch"]]
             out["watch"] = gr.update(choices=choices, value=job_id)
         if current["history"] != seen.get("history"):  # headers too: plain rows would bring back the English ones
             out["history"] = {"data": current["history"], "headers": headers("train-history", HISTORY_HEADERS)}
@@ -499,6 +512,7 @@ class TrainHandlers:
                     started,
                 ]
             row = list(self._history_cache[key])
+            row[STATE_COLUMN] = state_name(job.state)
             if job.active:
                 row[DURATION_COLUMN] = format_duration(job.duration())
             rows.append(row)
@@ -520,22 +534,22 @@ class TrainHandlers:
         require(request, Role.VIEWER, self.ctx.settings)
 
         run = (run or "").strip()
-        result = None
-        if run:
-            if not re.fullmatch(r"[A-Za-z0-9._-]+", run) or ".." in run:
-                raise gr.Error(f"not a run name: {run!r}")
-            result = load_result(self.ctx.settings.runs_dir / run)
-        summary, rows, charts = eval_view(result, run)
+        result, shown = self._evaluation(run)
         csv_path = None
         if result:
             runs_dir, exports = self.ctx.settings.runs_dir, self.ctx.settings.exports_dir
             csv_path = str(export_csv(runs_dir / run / EVAL_JSON, exports / f"eval-{run}.csv"))
-        return {
-            "eval_summary": summary,
-            "eval_table": rows,
-            **dict(zip(EVAL_PLOT_NAMES, charts, strict=True)),
-            "eval_csv": csv_path,
-        }
+        return {**shown, "eval_csv": csv_path}
+
+    def _evaluation(self, run: str) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """(``run``'s eval.json or None, the summary, table and charts showing it)."""
+        result = None
+        if run:
+            if not re.fullmatch(r"[A-Za-z0-9._-]+", run) or ".." in run:
+                raise gr.Error(t("train.not_a_run").format(run=repr(run)))
+            result = load_result(self.ctx.settings.runs_dir / run)
+        summary, rows, charts = eval_view(result, run)
+        return result, {"eval_summary": summary, "eval_table": rows, **dict(zip(EVAL_PLOT_NAMES, charts, strict=True))}
 
     def history_select(self, evt: gr.SelectData, request: gr.Request | None = None) -> dict[str, Any]:
         """Clicking a row of the job history shows that run's evaluation and picks it for scoring."""
@@ -547,8 +561,29 @@ class TrainHandlers:
         return {
             "eval_run": gr.update(value=run),
             "selected_run": run,
-            "score_target": f"{t('train.score_run')}: **{inert_inline(run)}**",
+            "score_target": score_target_text(run),
         }
+
+    def language_changed(
+        self,
+        job_id: int | None,
+        cache: dict[str, Any] | None,
+        score_job: int | None,
+        selected_run: str | None,
+        eval_run: str | None,
+        compare_runs: list[str] | None = None,
+        metric: str | None = None,
+        request: gr.Request | None = None,
+    ) -> dict[str, Any]:
+        """After a switch of language: what the handlers wrote, again in the new language (the shown run's status and
+        figures, the run picker, the history, the scoring line, the chosen run and its evaluation, the comparison)."""
+        require(request, Role.VIEWER, self.ctx.settings)
+        redraw = {k: v for k, v in (cache or {}).items() if k != "drawn"} if job_id else {}
+        out = {**self._shown_job(job_id, redraw), **self._lists(job_id, {}), **self._score_panel(score_job)}
+        if selected_run:
+            out["score_target"] = score_target_text(selected_run)
+        out["compare_plot"] = self.compare(compare_runs, metric or "loss", request)
+        return out | self._evaluation((eval_run or "").strip())[1]
 
     def load(self, request: gr.Request | None = None) -> dict[str, Any]:
         """On page load: pickers (models, collections, runs) and the job to watch (a running one re-attaches)."""
@@ -620,6 +655,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
                 widgets["eval_data"] = gr.Dropdown([""], value="", allow_custom_value=True, elem_id="train-eval-data")
                 widgets["eval_fraction"] = gr.Number(value=defaults.eval_fraction, elem_id="train-eval-fraction")
             with gr.Accordion(open=True, elem_id="train-hyper-box"):
+                widgets.update(loss_picker.build(defaults))
                 with gr.Row():
                     for field in [f for f in FIELDS if not f.advanced]:
                         widgets[field.name] = _widget(field)
@@ -642,14 +678,17 @@ def build(ctx: AppContext) -> dict[str, Any]:
                 ui["watch"] = gr.Dropdown([], elem_id="train-job", scale=3)
                 ui["cancel"] = gr.Button(variant="stop", interactive=False, elem_id="train-cancel", scale=1)
                 ui["resume"] = gr.Button(interactive=False, elem_id="train-resume", scale=1)
-            ui["status"] = gr.Markdown("No job yet.", elem_id="train-status")
+            ui["status"] = gr.Markdown(t("train.no_job", "en"), elem_id="train-status")
             gr.Markdown(elem_classes=["explain-box"], elem_id="train-explain")
-            # Empty until the first timer tick draws them: building plotly figures here (its first use imports
-            # plotly's validators) would add seconds to the app's start.
+            # Each plot says what it waits for from the start (Gradio's empty-plot icon otherwise); the first timer
+            # tick and a language switch draw real figures.
             for row in (plots.PANELS[:2], plots.PANELS[2:]):
                 with gr.Row():
                     for panel in row:
-                        ui[f"plot_{panel.key}"] = gr.Plot(show_label=False, elem_id=f"train-plot-{panel.key}")
+                        ui[f"plot_{panel.key}"] = gr.Plot(
+                            plots.placeholder(t(f"plot.{panel.key}", "en"), t("train.no_curves", "en")),
+                            show_label=False, elem_id=f"train-plot-{panel.key}",
+                        )
             ui["log"] = gr.Textbox(lines=8, max_lines=12, interactive=False, autoscroll=True, elem_id="train-log")
 
     with gr.Accordion(open=True, elem_id="train-history-box"):
@@ -664,21 +703,25 @@ def build(ctx: AppContext) -> dict[str, Any]:
         with gr.Row():
             ui["eval_run"] = gr.Dropdown([], allow_custom_value=True, elem_id="train-eval-run", scale=2)
             ui["eval_csv"] = gr.File(interactive=False, elem_id="train-eval-csv", scale=1)
-        ui["eval_summary"] = gr.Markdown("Pick a run, or click one in the job history.", elem_id="train-eval-summary")
+        ui["eval_summary"] = gr.Markdown(t("train.eval_pick", "en"), elem_id="train-eval-summary")
         ui["eval_table"] = gr.Dataframe(
             headers=EVAL_TABLE_HEADERS, interactive=False, elem_id="train-eval-table", wrap=True
         )
-        with gr.Row():
-            for name, key in zip(EVAL_PLOT_NAMES, EVAL_CHARTS, strict=True):
-                ui[name] = gr.Plot(show_label=False, elem_id=f"train-eval-{key}")
+        for name, key in zip(EVAL_PLOT_NAMES, EVAL_CHARTS, strict=True):  # one a row: category labels need the width
+            title = t(f"eval_chart.{key}.title", "en").format(beta="…")
+            empty = plots.placeholder(title, t("train.eval_no_chart", "en"), plots.EVAL_HEIGHT, plots.EVAL_TITLE_WIDTH)
+            ui[name] = gr.Plot(empty, show_label=False, elem_id=f"train-eval-{key}")
     build_publish_panel(ctx, ui["eval_run"])
     with gr.Accordion(open=False, elem_id="train-compare-box"):
         with gr.Row():
             ui["compare_runs"] = gr.Dropdown([], multiselect=True, elem_id="train-compare-runs")
             compare_metric = gr.Dropdown(COMPARE_METRICS, value="loss", elem_id="train-compare-metric")
-        compare_plot = gr.Plot(show_label=False, elem_id="train-compare-plot")
+            ui["compare_metric"] = compare_metric
+        empty = plots.placeholder(t("plot.compare", "en").format(metric="loss"), t("plot.compare_none", "en"))
+        ui["compare_plot"] = compare_plot = gr.Plot(empty, show_label=False, elem_id="train-compare-plot")
     ui.update(widgets)
     outputs = list(ui.values())
+    picker_language = loss_picker.wire(widgets)
 
     def wire(method: Any, names: tuple[str, ...] | None = None) -> Any:
         return keyed(bind(method), ui if names is None else {name: ui[name] for name in names})
@@ -728,4 +771,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
         api_visibility="undocumented",
     )
 
-    return {"load": (wire(h.load), [], outputs), "language": (wire(h.refresh), [ui["job_id"]], outputs)}
+    relocalize_inputs = [ui["job_id"], ui["cache"], ui["score_job"], ui["selected_run"], ui["eval_run"]]
+    relocalize_inputs += [ui["compare_runs"], ui["compare_metric"]]
+    language = [(wire(h.language_changed), relocalize_inputs, outputs), picker_language]
+    return {"load": (wire(h.load), [], outputs), "language": language}

@@ -1,4 +1,4 @@
-"""Label three pairs with the keyboard in real Chromium and see the progress change."""
+"""Label three pairs with the keyboard in real Chromium and see the progress change (and then in 中文)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,14 @@ def test_label_three_pairs_with_the_keyboard(app: RunningApp, page, artifacts_di
     page.keyboard.press("u")
     wait_for_text(page, "#pairs-progress", f"Mine: 2 / {SAMPLES}")
     assert "Undid" in text_of(page, "#pairs-message")
+
+    # 中文: what the handlers wrote is written again in Chinese, without a reload (the pair, progress, run status).
+    page.locator("#ui-lang").get_by_text("中文").click()
+    wait_for_text(page, "#pairs-progress", f"我的：2 / {SAMPLES}")
+    wait_for_text(page, "#pairs-pair-info", "偏好对")
+    page.get_by_role("tab", name="训练").click()
+    wait_for_text(page, "#train-status", "还没有任务")
+    page.screenshot(path=str(artifacts_dir / "pairs-train-in-chinese.png"), full_page=True)
     assert not page.errors, page.errors
 
 

@@ -1,5 +1,6 @@
-"""Start a tiny training job in real Chromium, watch the loss plot gain points and the log follow its end, cancel it
-(two clicks) and see the page follow it to "cancelled" without a Refresh."""
+"""Pick a loss (its own fields and paper line appear), then start a tiny training job in real Chromium, watch the
+loss plot gain points and the log follow its end, cancel it (two clicks) and see the page follow it to "cancelled"
+without a Refresh."""
 
 from __future__ import annotations
 
@@ -48,11 +49,34 @@ def set_field(page, elem_id: str, value: str) -> None:
     box.press("Tab")
 
 
+def choose(page, elem_id: str, option: str) -> None:
+    page.locator(f"#{elem_id} input").first.click()
+    page.get_by_role("option").filter(has_text=option).first.click()
+
+
 def test_start_watch_and_cancel_a_tiny_run(app: RunningApp, page, artifacts_dir: Path, tiny_model_dir: Path) -> None:
     page.goto(app.url)
     wait_for_text(page, "#pairs-progress", "Mine: 0 /")
     page.get_by_role("tab", name="Train").click()
     wait_for_text(page, "#train-status", "No job yet")
+
+    # The loss picker: a reference-free loss shows its γ and a link to its paper, and hides what it does not use.
+    page.wait_for_selector("#train-rpo-alpha input", state="visible", timeout=30_000)
+    assert not page.locator("#train-simpo-gamma input").is_visible()
+    choose(page, "train-loss-type", "Reference-free · orpo")
+    wait_for_text(page, "#train-loss-paper", "odds-ratio")
+    page.wait_for_selector("#train-orpo-lambda input", state="visible", timeout=30_000)
+    page.wait_for_selector("#train-rpo-alpha input", state="hidden", timeout=30_000)  # orpo has its own NLL
+    page.wait_for_selector("#train-beta input", state="hidden", timeout=30_000)  # and its own λ instead of β
+    choose(page, "train-loss-type", "Reference-free · simpo")
+    wait_for_text(page, "#train-loss-paper", "SimPO")
+    page.wait_for_selector("#train-simpo-gamma input", state="visible", timeout=30_000)
+    page.wait_for_selector("#train-orpo-lambda input", state="hidden", timeout=30_000)
+    assert page.locator('#train-loss-paper a[href="https://arxiv.org/abs/2405.14734"]').count() == 1
+    page.locator("#train-hyper-box").screenshot(path=str(artifacts_dir / "train-loss-picker.png"))
+    choose(page, "train-loss-type", "Reference · sigmoid")  # back to the preset's loss for the run below
+    wait_for_text(page, "#train-loss-paper", "DPO: logistic")
+    page.wait_for_selector("#train-simpo-gamma input", state="hidden", timeout=30_000)
     page.wait_for_function(
         "() => { const p = document.querySelector('#train-plot-loss .js-plotly-plot');"
         " return !!p && !!p.layout && (p.layout.annotations || []).some(a => a.text.includes('Start a run')); }",

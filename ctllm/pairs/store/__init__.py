@@ -33,7 +33,7 @@ resolved pairs), ``query`` (planning, paging, search), ``labels`` (labels, score
 
 from ctllm.pairs.store.ingest import BATCH, BULK_INDEX_MIN, FOLD_AT, Prepared, prepare_rows
 from ctllm.pairs.store.query import LABEL_STATES, LISTED_CANDIDATES, PAGE_SIZE, SORTS, Page, PairQuery, Plan, plan_query
-from ctllm.pairs.store.records import Collection, DuplicatePair, Label, LabelProgress, Progress, StoredPair
+from ctllm.pairs.store.records import Collection, DuplicatePair, Label, LabelProgress, StoredPair
 from ctllm.pairs.store.schema import FTS_HASH_BYTES, SCHEMA_VERSION
 from ctllm.pairs.store.store import KINDS, PairStore, Store
 
@@ -57,7 +57,6 @@ __all__ = [
     "PairStore",
     "Plan",
     "Prepared",
-    "Progress",
     "Store",
     "StoredPair",
     "plan_query",

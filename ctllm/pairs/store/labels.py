@@ -11,7 +11,7 @@ from ctllm.errors import UserError
 from ctllm.pairs.resolve import SHOWN_FIRST, VERDICTS, choice_of
 from ctllm.pairs.store.connection import Connections
 from ctllm.pairs.store.query import PairQuery
-from ctllm.pairs.store.records import LABEL_COLUMNS, Collection, Label, LabelProgress, Progress, StoredPair
+from ctllm.pairs.store.records import LABEL_COLUMNS, Collection, Label, LabelProgress, StoredPair
 
 
 class LabelsMixin(Connections):
@@ -99,34 +99,22 @@ class LabelsMixin(Connections):
                 return found[0]
         return None
 
-    def progress(self, collection: str | int | Collection, annotator: str | None = None) -> Progress:
-        cid = self.get_collection(collection).id
-        db = self.db
-        total = db.execute("SELECT count(*) FROM pairs WHERE collection_id = ? AND is_latest = 1", (cid,)).fetchone()[0]
-        labels, anyone, annotators = db.execute(
-            "SELECT count(*), count(DISTINCT root_id), count(DISTINCT annotator) FROM labels WHERE collection_id = ?",
-            (cid,),
-        ).fetchone()
-        mine = 0
-        if annotator:
-            mine = db.execute(
-                "SELECT count(*) FROM labels WHERE collection_id = ? AND annotator = ?", (cid, annotator)
-            ).fetchone()[0]
-        return Progress(total, mine, anyone, labels, annotators)
-
-    def label_progress(self, collection: str | int | Collection, annotator: str) -> LabelProgress:
+    def label_progress(self, collection: str | int | Collection, annotator: str | None = None) -> LabelProgress:
         """Progress as an annotator reads it: skips are counted apart and are nobody's judgement."""
         cid = self.get_collection(collection).id
         db = self.db
         total = db.execute("SELECT count(*) FROM pairs WHERE collection_id = ? AND is_latest = 1", (cid,)).fetchone()[0]
-        judged, skipped, anyone, judgements, annotators = db.execute(
-            "SELECT coalesce(sum(annotator = ? AND choice != 'skip'), 0),"
-            " coalesce(sum(annotator = ? AND choice = 'skip'), 0),"
+        judged, skipped, anyone, judgements, annotators, labels = db.execute(
+            "SELECT coalesce(sum(annotator = ?1 AND choice != 'skip'), 0),"
+            " coalesce(sum(annotator = ?1 AND choice = 'skip'), 0),"
             " count(DISTINCT CASE WHEN choice != 'skip' THEN root_id END), coalesce(sum(choice != 'skip'), 0),"
-            " count(DISTINCT CASE WHEN choice != 'skip' THEN annotator END) FROM labels WHERE collection_id = ?",
-            (annotator, annotator, cid),
+            " count(DISTINCT CASE WHEN choice != 'skip' THEN annotator END), count(*)"
+            " FROM labels WHERE collection_id = ?2",
+            (annotator, cid),
         ).fetchone()
-        return LabelProgress(total, judged, skipped, anyone, judgements, annotators)
+        return LabelProgress(total, judged, skipped, anyone, judgements, annotators, labels)
+
+    progress = label_progress
 
     # -- scores ------------------------------------------------------------------------------------------------
 

@@ -49,15 +49,6 @@ class Label:
 
 
 @dataclass(frozen=True)
-class Progress:
-    total: int  # latest pairs in the collection
-    mine: int  # labelled by the annotator (skips included)
-    anyone: int  # labelled by at least one annotator
-    labels: int  # label rows in the collection
-    annotators: int
-
-
-@dataclass(frozen=True)
 class LabelProgress:
     """Labelling progress in one collection; a skip is not a judgement (it only moves the annotator on)."""
 
@@ -67,6 +58,12 @@ class LabelProgress:
     anyone: int  # pairs judged by at least one annotator
     judgements: int  # labels that are not skips
     annotators: int  # annotators with at least one judgement
+    labels: int  # label rows, skips included
+
+    @property
+    def mine(self) -> int:
+        """Pairs the annotator has moved past, judged or skipped."""
+        return self.judged + self.skipped
 
 
 class DuplicatePair(UserError):
