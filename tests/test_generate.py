@@ -167,7 +167,8 @@ def test_models_on_other_weights_stay_apart_and_share_the_cores(tiny: LoadedMode
 
         return hook
 
-    hooks = [loaded.model.register_forward_pre_hook(threads_of(name)) for name, loaded in (("tiny", tiny), ("smol", smol))]
+    models = {"tiny": tiny, "smol": smol}
+    hooks = [loaded.model.register_forward_pre_hook(threads_of(name)) for name, loaded in models.items()]
     try:
         together = list(stream_chats(jobs))[-1]
     finally:
