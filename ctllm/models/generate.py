@@ -367,8 +367,10 @@ def stream_chats(jobs: Sequence[ChatJob], store: KeptCaches = CHAT_CACHES) -> It
     """Answer several chats at once, yielding every answer so far (a tuple in ``jobs`` order) whenever one grows.
 
     Chats on the same loaded weights with the same sampling settings run as ONE left-padded batch (two sides of a
-    chat on one model cost little more than one); others run in a thread per model. Each chat samples from its own
-    seeded generator. Closing the iterator stops generation after the current token.
+    chat on one model cost little more than one), and so do a plain model and a LoRA model on it (the plain model's
+    rows run with the adapter off: :func:`on_shared_base`); others run in a thread per model, the threads sharing
+    torch's threads between them. Each chat samples from its own seeded generator. Closing the iterator stops
+    generation after the current token.
 
     A chat with a ``cache_key`` keeps its KV cache in ``store``; when its previous turn's cache covers the start of
     its prompt, it runs alone (not batched) from that cache, prefilling only the new tokens: on a 2-core CPU that
