@@ -199,6 +199,7 @@ def bench_chat(data_dir: Path, tokens: int) -> None:
         ("one model on both sides (one batch of 2)", "embedded"),
     )
     for label, dpo in cases:
+        one = timed(h.regenerate("left", turn, left, right), ("left",))["left"][1]  # the baseline again, beside it
         figures = {}
         for when in ("before", "now"):
             with as_before() if when == "before" else nullcontext():
@@ -210,7 +211,8 @@ def bench_chat(data_dir: Path, tokens: int) -> None:
             f"chat, {label}: first token left {times['left'][0]:.2f} s, right {times['right'][0]:.2f} s "
             f"(goal <= 1 s: {verdict(worst_first, 1.0)}); both answers {together:.2f} s = {together / one:.2f}x "
             f"one side (goal <= 1.3x: {verdict(together / one, 1.3)}); before this change "
-            f"{figures['before'][0]:.2f} s = {figures['before'][0] / one:.2f}x [{load()}]"
+            f"{figures['before'][0]:.2f} s = {figures['before'][0] / one:.2f}x "
+            f"(one side alone just before: {one:.2f} s) [{load()}]"
         )
     # A turn with history: re-encoding both conversations in one batch of 2 (no chat id: no kept caches) against
     # each side continuing alone from its kept KV cache (the Chat tab's path), for one model and for SFT + LoRA.
