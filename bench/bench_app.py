@@ -7,9 +7,10 @@
   whole app is served (``/gradio_api/info``), median of 3 starts.
 - chat: the Chat tab's own handlers (the code a browser's event runs, minus the Gradio queue) on the embedded
   model, models already loaded: first token on each side with both streaming at once (goal <= 1 s each), and
-  both sides' 128-token answers together vs one side alone (goal <= 1.3x), for two models (the right side a
-  second copy of the model, as a DPO run would be: two threads) and for one model on both sides (one batch of 2);
-  then a turn with history on one model, re-encoded in one batch of 2 against continued from the kept KV caches.
+  both sides' 128-token answers together vs one side alone (goal <= 1.3x), for SFT + a LoRA run on it, for two
+  models (the right side a second copy of the model, as a fully trained run would be) and for one model on both
+  sides, each beside the previous behaviour measured in the same run (``as_before``); then a turn with history,
+  re-encoded against continued from the kept KV caches.
   Browser-side time to first token: bench/bench_chat_browser.py.
 - pairs: a store of 229k synthetic pairs (183k Chinese + 46k English, written straight through the store API);
   server time of the Pairs tab's handlers for a page turn, a page-number jump deep in the collection, a label
@@ -118,17 +119,17 @@ def bench_start(data_dir: Path) -> None:
 
 @contextmanager
 def as_before() -> Iterator[None]:
-    """Chat generation as it was before one batch for a LoRA run and its base, and before threads shared the
-    cores: every generation thread takes all of torch's threads, each model runs in its own thread. A baseline
-    measured in the same run, beside the figure."""
+    """Chat generation as it was before this change: both sides on one model in one batch of 2, every other model
+    in its own thread, every thread with all of torch's threads. A baseline measured in the same run."""
     from ctllm.models import generate
 
-    saved = generate._threads_each, generate.on_shared_base
-    generate._threads_each, generate.on_shared_base = (lambda parallel: generate.THREADS), list
+    saved = generate._threads_each, generate.on_shared_base, generate.batching_pays
+    generate._threads_each = lambda parallel: generate.THREADS
+    generate.on_shared_base, generate.batching_pays = list, lambda jobs: True  # batches on one model only
     try:
         yield
     finally:
-        generate._threads_each, generate.on_shared_base = saved
+        generate._threads_each, generate.on_shared_base, generate.batching_pays = saved
 
 
 def lora_run(base_folder: Path, out: Path) -> Path:
@@ -194,9 +195,9 @@ def bench_chat(data_dir: Path, tokens: int) -> None:
     n = len(get_model("embedded", settings).tokenizer(alone[2], add_special_tokens=False)["input_ids"])
     print(f"chat: one side alone {n} tokens in {one:.2f} s, first token {alone[0]:.2f} s [{load()}]")
     cases = (
-        ("SFT + a LoRA run on it (one batch of 2, adapter off on the SFT row)", lora),
+        ("SFT + a LoRA run on it (a thread each)", lora),
         ("two models on other weights (two threads sharing the cores)", copy),
-        ("one model on both sides (one batch of 2)", "embedded"),
+        ("one model on both sides (a thread each)", "embedded"),
     )
     for label, dpo in cases:
         one = timed(h.regenerate("left", turn, left, right), ("left",))["left"][1]  # the baseline again, beside it
@@ -214,14 +215,14 @@ def bench_chat(data_dir: Path, tokens: int) -> None:
             f"{figures['before'][0]:.2f} s = {figures['before'][0] / one:.2f}x "
             f"(one side alone just before: {one:.2f} s) [{load()}]"
         )
-    # A turn with history: re-encoding both conversations in one batch of 2 (no chat id: no kept caches) against
+    # A turn with history: re-encoding both conversations (no chat id: no kept caches) against
     # each side continuing alone from its kept KV cache (the Chat tab's path), for one model and for SFT + LoRA.
     for dpo in ("embedded", lora):
         first = {k: v for update in h.send(prompt, Turn(), Side(), Side(), form(dpo)) for k, v in update.items()}
         turn, left, right = first["turn"], first["left"], first["right"]
         follow_up = "Now tell the same story from the storm's point of view."
         what = "one model" if dpo == "embedded" else "SFT + LoRA run"
-        for label, chat_id in (("re-encoded, one batch of 2", ""), ("continued from kept caches", turn.chat_id)):
+        for label, chat_id in (("re-encoded", ""), ("continued from kept caches", turn.chat_id)):
             times = timed(h.send(follow_up, replace(turn, chat_id=chat_id), left, right, form(dpo)), SIDES)
             print(
                 f"chat with history ({what}), {label}: first token on both sides "

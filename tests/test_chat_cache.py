@@ -51,7 +51,8 @@ class Prefills:
 
 
 def answers(jobs: list[ChatJob], store: KeptCaches) -> tuple[str, ...]:
-    return list(stream_chats(jobs, store))[-1]
+    """The final answers; chats on one model as one batch (as on a GPU), so its rows' kept caches are tested."""
+    return list(stream_chats(jobs, store, batch=True))[-1]
 
 
 def second_turn(first_answer: str) -> list[Message]:

@@ -21,6 +21,7 @@ from ctllm.models.generate import (
     THREADS,
     ChatJob,
     GenerationParams,
+    batching_pays,
     generate_batch,
     generate_batch_detailed,
     generate_chat,
@@ -127,7 +128,7 @@ def sft_and_lora(tiny_model_dir: Path, tmp_path_factory) -> tuple[LoadedModel, L
     return get_model(str(tiny_model_dir), settings), get_model(str(folder), settings)
 
 
-def test_the_sft_model_and_a_lora_run_on_it_answer_as_one_batch_like_each_alone(
+def test_the_sft_model_and_a_lora_run_on_it_can_answer_as_one_batch_like_each_alone(
     sft_and_lora: tuple[LoadedModel, LoadedModel],
 ) -> None:
     """The Chat tab's usual pair, SFT against a LoRA run on it: one batch of 2 on the LoRA model, the SFT row with
@@ -142,7 +143,7 @@ def test_the_sft_model_and_a_lora_run_on_it_answer_as_one_batch_like_each_alone(
         lambda module, args, kwargs: batches.append(int(kwargs["input_ids"].shape[0])), with_kwargs=True
     )
     try:
-        together = list(stream_chats(jobs))[-1]
+        together = list(stream_chats(jobs, batch=True))[-1]
     finally:
         hook.remove()
     alone = (generate_chat(sft, QUESTION, GREEDY), generate_chat(lora, QUESTION, GREEDY))
@@ -150,8 +151,19 @@ def test_the_sft_model_and_a_lora_run_on_it_answer_as_one_batch_like_each_alone(
     assert alone[0] != alone[1]  # the adapter changes the answer: the rows really ran with different weights
     assert batches and set(batches) == {2}  # every forward pass carried both sides
     sampled = GenerationParams(temperature=1.0, top_p=0.95, max_new_tokens=16, seed=5)
-    pair = list(stream_chats([ChatJob(sft, QUESTION, sampled), ChatJob(lora, QUESTION, sampled)]))[-1]
+    pair = list(stream_chats([ChatJob(sft, QUESTION, sampled), ChatJob(lora, QUESTION, sampled)], batch=True))[-1]
     assert pair == (generate_chat(sft, QUESTION, sampled), generate_chat(lora, QUESTION, sampled))
+    # On a CPU a batch costs about as much as both alone: by default each side runs alone, in its own thread.
+    assert not batching_pays(jobs)
+    batches.clear()
+    hook = lora.model.get_base_model().register_forward_pre_hook(
+        lambda module, args, kwargs: batches.append(int(kwargs["input_ids"].shape[0])), with_kwargs=True
+    )
+    try:
+        assert list(stream_chats(jobs))[-1] == alone
+    finally:
+        hook.remove()
+    assert batches and set(batches) == {1}
 
 
 def test_models_on_other_weights_stay_apart_and_share_the_cores(tiny: LoadedModel, smol: LoadedModel) -> None:

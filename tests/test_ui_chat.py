@@ -161,8 +161,10 @@ def test_votes_wait_for_both_answers(ctx: AppContext, tiny_model_dir: Path) -> N
         h.vote("tie", Turn(), Side(), Side())
 
 
-def test_same_model_on_both_sides_is_one_batch_and_answers_like_alone(ctx: AppContext, tiny_model_dir: Path) -> None:
-    """Both sides on one loaded model with the same seed: one batch of two, each row sampling as it would alone."""
+@pytest.mark.parametrize("batch", [True, None], ids=["one batch", "the CPU's default: a thread each"])
+def test_same_model_on_both_sides_answers_like_alone(ctx: AppContext, tiny_model_dir: Path, batch: bool | None) -> None:
+    """Both sides on one loaded model with the same seed: as one batch of two (each row sampling as it would alone)
+    or, the default on a CPU, in a thread each, the answers are those of one side alone."""
     from ctllm.models.generate import ChatJob, GenerationParams, stream_chat, stream_chats
     from ctllm.models.loading import get_model
 
@@ -170,7 +172,7 @@ def test_same_model_on_both_sides_is_one_batch_and_answers_like_alone(ctx: AppCo
     messages = [{"role": "user", "content": "Hello there"}]
     params = GenerationParams(temperature=0, max_new_tokens=12)
     alone = list(stream_chat(loaded, messages, params))[-1]
-    steps = list(stream_chats([ChatJob(loaded, messages, params), ChatJob(loaded, messages, params)]))
+    steps = list(stream_chats([ChatJob(loaded, messages, params), ChatJob(loaded, messages, params)], batch=batch))
     assert steps[-1] == (alone, alone)
     for before, after in zip(steps, steps[1:], strict=False):  # answers only grow
         assert all(b2.startswith(b1) for b1, b2 in zip(before, after, strict=True))

@@ -363,12 +363,21 @@ class _Answer:
         return grew
 
 
-def stream_chats(jobs: Sequence[ChatJob], store: KeptCaches = CHAT_CACHES) -> Iterator[tuple[str, ...]]:
+def batching_pays(jobs: Sequence[ChatJob]) -> bool:
+    """Whether to batch chats on shared weights: not on a CPU. There a batch of 2 costs about twice one chat (a
+    matrix product of 2 rows packs the weights that a single row's streams once), and peft's mixed-adapter batch
+    more; a thread per chat, each with its share of the cores, costs about 1.15x one chat (bench/bench_app.py)."""
+    return all(job.loaded.device.type != "cpu" for job in jobs)
+
+
+def stream_chats(
+    jobs: Sequence[ChatJob], store: KeptCaches = CHAT_CACHES, *, batch: bool | None = None
+) -> Iterator[tuple[str, ...]]:
     """Answer several chats at once, yielding every answer so far (a tuple in ``jobs`` order) whenever one grows.
 
-    Chats on the same loaded weights with the same sampling settings run as ONE left-padded batch (two sides of a
-    chat on one model cost little more than one), and so do a plain model and a LoRA model on it (the plain model's
-    rows run with the adapter off: :func:`on_shared_base`); others run in a thread per model, the threads sharing
+    With ``batch`` (default: :func:`batching_pays`), chats on the same loaded weights with the same sampling
+    settings run as ONE left-padded batch, and so do a plain model and a LoRA model on it (the plain model's rows
+    run with the adapter off: :func:`on_shared_base`); the other chats run in a thread each, the threads sharing
     torch's threads between them. Each chat samples from its own seeded generator. Closing the iterator stops
     generation after the current token.
 
@@ -377,7 +386,8 @@ def stream_chats(jobs: Sequence[ChatJob], store: KeptCaches = CHAT_CACHES) -> It
     reaches the first token far sooner than re-encoding the whole conversation of both sides in one batch.
     """
     prompts = [_prompt_ids(job.loaded, job.messages) for job in jobs]
-    jobs = on_shared_base(jobs)
+    batch = batching_pays(jobs) if batch is None else batch
+    jobs = on_shared_base(jobs) if batch else list(jobs)
     caches = [
         store.take(job.loaded.model, job.cache_key, ids)[0] if job.cache_key is not None else None
         for job, ids in zip(jobs, prompts, strict=True)
@@ -397,7 +407,7 @@ def stream_chats(jobs: Sequence[ChatJob], store: KeptCaches = CHAT_CACHES) -> It
         finally:
             out.put(done)
 
-    groups = _batches(jobs, [cache is not None for cache in caches])
+    groups = _batches(jobs, [cache is not None or not batch for cache in caches])
     threads = _threads_each(len(groups))
     workers = [threading.Thread(target=work, args=(rows,), name="generate:chat", daemon=True) for rows in groups]
     for worker in workers:
