@@ -1,8 +1,8 @@
 """Chat tab: the SFT (reference) model on the left, the DPO model on the right, one input for both.
 
 One send is one streaming event: its first update echoes the message in both panes at once, then both answers
-stream together (one batch of two when both sides are the same loaded model, or the SFT model and a LoRA run on
-it), then each gets its implicit reward
+stream together (a thread each on a CPU; elsewhere one batch of two when both sides are the same loaded model, or
+the SFT model and a LoRA run on it), then each gets its implicit reward
 β·(log π_dpo − log π_sft). A vote saves a preference pair into the "chat votes" collection.
 
 Each side keeps its own conversation: a model sees its own earlier answers, never the other side's, and a pane
