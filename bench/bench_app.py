@@ -7,9 +7,10 @@
   whole app is served (``/gradio_api/info``), median of 3 starts.
 - chat: the Chat tab's own handlers (the code a browser's event runs, minus the Gradio queue) on the embedded
   model, models already loaded: first token on each side with both streaming at once (goal <= 1 s each), and
-  both sides' 128-token answers together vs one side alone (goal <= 1.3x), for two models (the right side a
-  second copy of the model, as a DPO run would be: two threads) and for one model on both sides (one batch of 2);
-  then a turn with history on one model, re-encoded in one batch of 2 against continued from the kept KV caches.
+  both sides' 128-token answers together vs one side alone (goal <= 1.3x), for SFT + a LoRA run on it, for two
+  models (the right side a second copy of the model, as a fully trained run would be) and for one model on both
+  sides, each beside the previous behaviour measured in the same run (``as_before``); then a turn with history,
+  re-encoded against continued from the kept KV caches.
   Browser-side time to first token: bench/bench_chat_browser.py.
 - pairs: a store of 229k synthetic pairs (183k Chinese + 46k English, written straight through the store API);
   server time of the Pairs tab's handlers for a page turn, a page-number jump deep in the collection, a label
@@ -30,6 +31,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,10 +117,38 @@ def bench_start(data_dir: Path) -> None:
 # --------------------------------------------------------------------------------------------------- chat
 
 
+@contextmanager
+def as_before() -> Iterator[None]:
+    """Chat generation as it was before this change: both sides on one model in one batch of 2, every other model
+    in its own thread, every thread with all of torch's threads. A baseline measured in the same run."""
+    from ctllm.models import generate
+
+    saved = generate._threads_each, generate.on_shared_base, generate.batching_pays
+    generate._threads_each = lambda parallel: generate.THREADS
+    generate.on_shared_base, generate.batching_pays = list, lambda jobs: True  # batches on one model only
+    try:
+        yield
+    finally:
+        generate._threads_each, generate.on_shared_base, generate.batching_pays = saved
+
+
+def lora_run(base_folder: Path, out: Path) -> Path:
+    """A LoRA adapter on the embedded model, shaped as the cpu presets train one (r 16, every linear layer), with
+    the adapter's initial weights (B = 0: answers as long as the base's, so the timings compare like for like)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.float32)
+    config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear")
+    get_peft_model(model, config).save_pretrained(out)
+    return out
+
+
 def bench_chat(data_dir: Path, tokens: int) -> None:
     from ctllm.models.embedded import embedded_folder, ensure_embedded
     from ctllm.models.loading import get_model
-    from ctllm.ui.chat_tab import SIDES, ChatHandlers, Side, Turn
+    from ctllm.ui.chat_tab import SIDES, ChatHandlers, Side, Turn, TurnSettings
     from ctllm.ui.context import AppContext
 
     cache = Path(os.environ.get("CTLLM_TEST_MODEL_CACHE", REPO / ".cache" / "test-models"))
@@ -126,8 +157,9 @@ def bench_chat(data_dir: Path, tokens: int) -> None:
     if not folder.exists() and (cache / folder.name / "model.safetensors").exists():
         os.symlink(cache / folder.name, folder)
     ensure_embedded(settings.models_dir)
-    copy = str(folder)  # a second spec: a second model copy, as a DPO run would be
-    get_model("embedded", settings), get_model(copy, settings)
+    copy = str(folder)  # a second spec: a second model copy, as a fully trained DPO run would be
+    lora = str(lora_run(folder, data_dir / "lora-run"))  # a LoRA run on the SFT model, as the cpu presets train
+    get_model("embedded", settings), get_model(copy, settings), get_model(lora, settings)
     h = ChatHandlers(AppContext(settings))
     prompt = "Write a long, detailed story about a lighthouse keeper and a storm."
 
@@ -150,42 +182,53 @@ def bench_chat(data_dir: Path, tokens: int) -> None:
                     last[which] = now
         return {w: (first[w], last[w], latest[w].answer) for w in sides}
 
-    def turn_args(text: str, turn: Turn, left: Side, right: Side, dpo: str = "embedded") -> tuple:
-        return text, turn, left, right, "embedded", dpo, False, 0.1, 0.0, 1.0, tokens, 0
+    def form(dpo: str = "embedded") -> TurnSettings:
+        return TurnSettings("embedded", dpo, False, 0.1, 0.0, 1.0, tokens, 0)
 
     def both(dpo: str) -> dict[str, tuple[float, float, str]]:
-        return timed(h.send(*turn_args(prompt, Turn(), Side(), Side(), dpo)), SIDES)
+        return timed(h.send(prompt, Turn(), Side(), Side(), form(dpo)), SIDES)
 
-    warm = {
-        k: v
-        for update in h.send(prompt, Turn(), Side(), Side(), "embedded", copy, False, 0.1, 0.0, 1.0, tokens, 0)
-        for k, v in update.items()
-    }  # warm-up, and a finished turn to regenerate one side of
-    turn, left, right = warm["turn"], warm["left"], warm["right"]
+    warm = {k: v for update in h.send(prompt, Turn(), Side(), Side(), form(lora)) for k, v in update.items()}
+    turn, left, right = warm["turn"], warm["left"], warm["right"]  # warm-up, and a finished turn to regenerate
     alone = timed(h.regenerate("left", turn, left, right), ("left",))["left"]
     one = alone[1]
     n = len(get_model("embedded", settings).tokenizer(alone[2], add_special_tokens=False)["input_ids"])
     print(f"chat: one side alone {n} tokens in {one:.2f} s, first token {alone[0]:.2f} s [{load()}]")
-    for label, dpo in (("two models (threads)", copy), ("one model on both sides (one batch of 2)", "embedded")):
-        times = both(dpo)
-        together = max(times[w][1] for w in SIDES)
-        worst_first = max(times[w][0] for w in SIDES)
+    cases = (
+        ("SFT + a LoRA run on it (a thread each)", lora),
+        ("two models on other weights (two threads sharing the cores)", copy),
+        ("one model on both sides (a thread each)", "embedded"),
+    )
+    for label, dpo in cases:
+        one = timed(h.regenerate("left", turn, left, right), ("left",))["left"][1]  # the baseline again, beside it
+        figures = {}
+        for when in ("before", "now"):
+            with as_before() if when == "before" else nullcontext():
+                times = both(dpo)
+            together = max(times[w][1] for w in SIDES)
+            figures[when] = (together, max(times[w][0] for w in SIDES), times)
+        together, worst_first, times = figures["now"]
         print(
             f"chat, {label}: first token left {times['left'][0]:.2f} s, right {times['right'][0]:.2f} s "
             f"(goal <= 1 s: {verdict(worst_first, 1.0)}); both answers {together:.2f} s = {together / one:.2f}x "
-            f"one side (goal <= 1.3x: {verdict(together / one, 1.3)}) [{load()}]"
+            f"one side (goal <= 1.3x: {verdict(together / one, 1.3)}); before this change "
+            f"{figures['before'][0]:.2f} s = {figures['before'][0] / one:.2f}x "
+            f"(one side alone just before: {one:.2f} s) [{load()}]"
         )
-    # A turn with history, one model on both sides: re-encoding both conversations in one batch of 2 (no chat id:
-    # no kept caches) against each side continuing alone from its kept KV cache (the Chat tab's path).
-    first = {k: v for update in h.send(*turn_args(prompt, Turn(), Side(), Side())) for k, v in update.items()}
-    turn, left, right = first["turn"], first["left"], first["right"]
-    follow_up = "Now tell the same story from the storm's point of view."
-    for label, chat_id in (("re-encoded, one batch of 2", ""), ("continued from kept caches", turn.chat_id)):
-        times = timed(h.send(*turn_args(follow_up, replace(turn, chat_id=chat_id), left, right)), SIDES)
-        print(
-            f"chat with history, {label}: first token on both sides {max(times[w][0] for w in SIDES):.2f} s, "
-            f"both answers {max(times[w][1] for w in SIDES):.2f} s (goal <= 1.5 s to the first token) [{load()}]"
-        )
+    # A turn with history: re-encoding both conversations (no chat id: no kept caches) against
+    # each side continuing alone from its kept KV cache (the Chat tab's path), for one model and for SFT + LoRA.
+    for dpo in ("embedded", lora):
+        first = {k: v for update in h.send(prompt, Turn(), Side(), Side(), form(dpo)) for k, v in update.items()}
+        turn, left, right = first["turn"], first["left"], first["right"]
+        follow_up = "Now tell the same story from the storm's point of view."
+        what = "one model" if dpo == "embedded" else "SFT + LoRA run"
+        for label, chat_id in (("re-encoded", ""), ("continued from kept caches", turn.chat_id)):
+            times = timed(h.send(follow_up, replace(turn, chat_id=chat_id), left, right, form(dpo)), SIDES)
+            print(
+                f"chat with history ({what}), {label}: first token on both sides "
+                f"{max(times[w][0] for w in SIDES):.2f} s, both answers {max(times[w][1] for w in SIDES):.2f} s "
+                f"(goal <= 1.5 s to the first token) [{load()}]"
+            )
 
 
 # --------------------------------------------------------------------------------------------------- pairs

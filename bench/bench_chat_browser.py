@@ -102,7 +102,7 @@ def handler_rounds(rounds: int) -> list[dict[str, float]]:
     """The same two turns through the Chat tab's handlers here: seconds to each side's first character."""
     from ctllm.models.embedded import embedded_folder
     from ctllm.settings import Settings
-    from ctllm.ui.chat_tab import ChatHandlers, Side, Turn
+    from ctllm.ui.chat_tab import ChatHandlers, Side, Turn, TurnSettings
     from ctllm.ui.context import AppContext
 
     root = Path(tempfile.mkdtemp(prefix="bench-chat-handlers-"))  # left for the OS to clean, like /tmp's others
@@ -117,9 +117,8 @@ def handler_rounds(rounds: int) -> list[dict[str, float]]:
         measured = {}
         for name, question in zip(("fresh", "history"), QUESTIONS, strict=True):
             started = time.perf_counter()
-            updates = h.send(
-                question, turn, left, right, "embedded", "embedded", False, 0.1, 0.7, 0.9, MAX_NEW_TOKENS, -1
-            )
+            form = TurnSettings("embedded", "embedded", False, 0.1, 0.7, 0.9, MAX_NEW_TOKENS, -1)
+            updates = h.send(question, turn, left, right, form)
             for update in updates:
                 turn, left, right = update.get("turn", turn), update.get("left", left), update.get("right", right)
                 if name not in measured and left.answer and right.answer:

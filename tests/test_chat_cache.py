@@ -51,7 +51,8 @@ class Prefills:
 
 
 def answers(jobs: list[ChatJob], store: KeptCaches) -> tuple[str, ...]:
-    return list(stream_chats(jobs, store))[-1]
+    """The final answers; chats on one model as one batch (as on a GPU), so its rows' kept caches are tested."""
+    return list(stream_chats(jobs, store, batch=True))[-1]
 
 
 def second_turn(first_answer: str) -> list[Message]:
@@ -154,7 +155,7 @@ def test_the_chat_tab_keeps_each_sides_cache_and_forgets_it_on_clear_and_on_a_ne
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     from ctllm.models.kv_reuse import CHAT_CACHES
-    from ctllm.ui.chat_tab import ChatHandlers, Side, Turn
+    from ctllm.ui.chat_tab import ChatHandlers, Side, Turn, TurnSettings
     from ctllm.ui.context import AppContext
 
     settings = Settings(data_dir=tmp_path / "data", allowed_roots=(tmp_path, tiny_model_dir.parent)).ensure_dirs()
@@ -163,7 +164,7 @@ def test_the_chat_tab_keeps_each_sides_cache_and_forgets_it_on_clear_and_on_a_ne
     model = str(tiny_model_dir)
 
     def send(text: str, turn: Turn, left: Side, right: Side, blind: bool = False) -> tuple[Turn, Side, Side]:
-        for update in h.send(text, turn, left, right, model, model, blind, 0.1, 0.0, 1.0, 6, 3):
+        for update in h.send(text, turn, left, right, TurnSettings(model, model, blind, 0.1, 0.0, 1.0, 6, 3)):
             turn, left, right = update.get("turn", turn), update.get("left", left), update.get("right", right)
         return turn, left, right
 

@@ -17,12 +17,18 @@ from ctllm.cli.chat import chat_loop
 from ctllm.errors import UserError
 from ctllm.models import embedded
 from ctllm.models.generate import (
+    BASE_ADAPTER,
+    THREADS,
+    ChatJob,
     GenerationParams,
+    batching_pays,
     generate_batch,
     generate_batch_detailed,
     generate_chat,
+    on_shared_base,
     sample_tokens,
     stream_chat,
+    stream_chats,
 )
 from ctllm.models.loading import LoadedModel, get_model, load_model
 from ctllm.settings import Settings
@@ -107,6 +113,81 @@ def test_two_concurrent_streams_each_keep_their_seed(tiny: LoadedModel) -> None:
     for thread in threads:
         thread.join()
     assert {seed: steps[-1] for seed, steps in together.items()} == alone
+
+
+@pytest.fixture(scope="module")
+def sft_and_lora(tiny_model_dir: Path, tmp_path_factory) -> tuple[LoadedModel, LoadedModel]:
+    """The tiny model and a LoRA adapter on it (random, non-zero LoRA weights), loaded as the Chat tab loads them."""
+    from peft import LoraConfig, get_peft_model
+
+    folder = tmp_path_factory.mktemp("lora") / "adapter"
+    settings = Settings(data_dir=folder.parent / "data", allowed_roots=(tiny_model_dir.parent, folder.parent))
+    torch.manual_seed(3)
+    config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(load_model(str(tiny_model_dir), settings).model, config).save_pretrained(folder)
+    return get_model(str(tiny_model_dir), settings), get_model(str(folder), settings)
+
+
+def test_the_sft_model_and_a_lora_run_on_it_can_answer_as_one_batch_like_each_alone(
+    sft_and_lora: tuple[LoadedModel, LoadedModel],
+) -> None:
+    """The Chat tab's usual pair, SFT against a LoRA run on it: one batch of 2 on the LoRA model, the SFT row with
+    the adapter off; each answer equals that model's own greedy answer, and the sampled ones their seeds'."""
+    sft, lora = sft_and_lora
+    jobs = [ChatJob(sft, QUESTION, GREEDY), ChatJob(lora, QUESTION, GREEDY)]
+    moved = on_shared_base(jobs)
+    assert [job.loaded.model for job in moved] == [lora.model, lora.model]
+    assert [job.adapter for job in moved] == [BASE_ADAPTER, lora.model.active_adapter]
+    batches: list[int] = []
+    hook = lora.model.get_base_model().register_forward_pre_hook(
+        lambda module, args, kwargs: batches.append(int(kwargs["input_ids"].shape[0])), with_kwargs=True
+    )
+    try:
+        together = list(stream_chats(jobs, batch=True))[-1]
+    finally:
+        hook.remove()
+    alone = (generate_chat(sft, QUESTION, GREEDY), generate_chat(lora, QUESTION, GREEDY))
+    assert together == alone
+    assert alone[0] != alone[1]  # the adapter changes the answer: the rows really ran with different weights
+    assert batches and set(batches) == {2}  # every forward pass carried both sides
+    sampled = GenerationParams(temperature=1.0, top_p=0.95, max_new_tokens=16, seed=5)
+    pair = list(stream_chats([ChatJob(sft, QUESTION, sampled), ChatJob(lora, QUESTION, sampled)], batch=True))[-1]
+    assert pair == (generate_chat(sft, QUESTION, sampled), generate_chat(lora, QUESTION, sampled))
+    # On a CPU a batch costs about as much as both alone: by default each side runs alone, in its own thread.
+    assert not batching_pays(jobs)
+    batches.clear()
+    hook = lora.model.get_base_model().register_forward_pre_hook(
+        lambda module, args, kwargs: batches.append(int(kwargs["input_ids"].shape[0])), with_kwargs=True
+    )
+    try:
+        assert list(stream_chats(jobs))[-1] == alone
+    finally:
+        hook.remove()
+    assert batches and set(batches) == {1}
+
+
+def test_models_on_other_weights_stay_apart_and_share_the_cores(tiny: LoadedModel, smol: LoadedModel) -> None:
+    """Two unrelated models run in two threads, each with half of torch's threads (not all of them each), and
+    answer as they do alone."""
+    jobs = [ChatJob(tiny, QUESTION, GREEDY), ChatJob(smol, QUESTION, GREEDY)]
+    assert [job.adapter for job in on_shared_base(jobs)] == [None, None]
+    seen: dict[str, int] = {}
+
+    def threads_of(name: str):
+        def hook(module: torch.nn.Module, args: tuple) -> None:
+            seen.setdefault(name, torch.get_num_threads())
+
+        return hook
+
+    models = {"tiny": tiny, "smol": smol}
+    hooks = [loaded.model.register_forward_pre_hook(threads_of(name)) for name, loaded in models.items()]
+    try:
+        together = list(stream_chats(jobs))[-1]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert together == (generate_chat(tiny, QUESTION, GREEDY), generate_chat(smol, QUESTION, GREEDY))
+    assert seen == {"tiny": max(1, THREADS // 2), "smol": max(1, THREADS // 2)}
 
 
 def test_closing_a_stream_stops_its_generation(tiny: LoadedModel) -> None:

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import gradio as gr
 import pytest
 
 from ctllm.settings import Settings
-from ctllm.ui.chat_tab import CHAT_VOTES_COLLECTION, ChatHandlers, Side, Turn, stored_tally
+from ctllm.ui.chat_tab import CHAT_VOTES_COLLECTION, ChatHandlers, Side, Turn, TurnSettings, stored_tally
 from ctllm.ui.context import AppContext
+from ctllm.ui.i18n import remember_language
 from ctllm.ui.pairs_tab import PairFilters, new_view, standalone
-from ctllm.ui.render import inert_markdown
+from ctllm.ui.render import inert_inline, inert_markdown
 from tests.conftest import MODEL_CACHE, REPO
 
 
@@ -40,9 +42,8 @@ def send(
     h: ChatHandlers, text: str, sft: str, dpo: str, turn=None, left=None, right=None, blind=False, request=None
 ) -> list[dict]:
     """Every update of one send: the echo first, then the streamed answers, then the scores."""
-    updates = h.send(
-        text, turn or Turn(), left or Side(), right or Side(), sft, dpo, blind, 0.5, 1.0, 0.9, 8, 7, request
-    )
+    form = TurnSettings(sft, dpo, blind, 0.5, 1.0, 0.9, 8, 7)
+    updates = h.send(text, turn or Turn(), left or Side(), right or Side(), form, request)
     return list(updates)
 
 
@@ -152,7 +153,7 @@ def test_changing_a_model_starts_a_new_conversation(ctx: AppContext, tiny_model_
 def test_votes_wait_for_both_answers(ctx: AppContext, tiny_model_dir: Path) -> None:
     h = ChatHandlers(ctx)
     turn, sides = h.begin_turn(
-        "Hi", Turn(), Side(), Side(), str(tiny_model_dir), str(tiny_model_dir), False, 0.1, 1.0, 0.9, 8, 7
+        "Hi", Turn(), Side(), Side(), TurnSettings(str(tiny_model_dir), str(tiny_model_dir), False, 0.1, 1.0, 0.9, 8, 7)
     )
     with pytest.raises(gr.Error, match="both answers"):
         h.vote("tie", turn, sides["left"], sides["right"])
@@ -160,8 +161,10 @@ def test_votes_wait_for_both_answers(ctx: AppContext, tiny_model_dir: Path) -> N
         h.vote("tie", Turn(), Side(), Side())
 
 
-def test_same_model_on_both_sides_is_one_batch_and_answers_like_alone(ctx: AppContext, tiny_model_dir: Path) -> None:
-    """Both sides on one loaded model with the same seed: one batch of two, each row sampling as it would alone."""
+@pytest.mark.parametrize("batch", [True, None], ids=["one batch", "the CPU's default: a thread each"])
+def test_same_model_on_both_sides_answers_like_alone(ctx: AppContext, tiny_model_dir: Path, batch: bool | None) -> None:
+    """Both sides on one loaded model with the same seed: as one batch of two (each row sampling as it would alone)
+    or, the default on a CPU, in a thread each, the answers are those of one side alone."""
     from ctllm.models.generate import ChatJob, GenerationParams, stream_chat, stream_chats
     from ctllm.models.loading import get_model
 
@@ -169,7 +172,7 @@ def test_same_model_on_both_sides_is_one_batch_and_answers_like_alone(ctx: AppCo
     messages = [{"role": "user", "content": "Hello there"}]
     params = GenerationParams(temperature=0, max_new_tokens=12)
     alone = list(stream_chat(loaded, messages, params))[-1]
-    steps = list(stream_chats([ChatJob(loaded, messages, params), ChatJob(loaded, messages, params)]))
+    steps = list(stream_chats([ChatJob(loaded, messages, params), ChatJob(loaded, messages, params)], batch=batch))
     assert steps[-1] == (alone, alone)
     for before, after in zip(steps, steps[1:], strict=False):  # answers only grow
         assert all(b2.startswith(b1) for b1, b2 in zip(before, after, strict=True))
@@ -180,9 +183,9 @@ def test_blind_mode_hides_names_and_rewards_until_the_vote(
 ) -> None:
     h = ChatHandlers(ctx)
     sides = set()
-    args = (str(tiny_model_dir), str(policy_dir), True, 0.5, 1.0, 0.9, 8, 7)
+    form = TurnSettings(str(tiny_model_dir), str(policy_dir), True, 0.5, 1.0, 0.9, 8, 7)
     for _ in range(12):
-        turn, _ = h.begin_turn("Hello", Turn(), Side(), Side(), *args)
+        turn, _ = h.begin_turn("Hello", Turn(), Side(), Side(), form)
         sides.add(turn.assign["left"])
     assert sides == {"sft", "dpo"}  # shuffled
     out = merged(send(h, "Hello", str(tiny_model_dir), str(policy_dir), blind=True))
@@ -272,12 +275,13 @@ def test_rate_limit_per_user() -> None:
 def test_annotators_chat_only_with_the_served_models(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "d", auth=("ann:1", "boss:2"), admins=("boss",)).ensure_dirs()
     h = ChatHandlers(AppContext(settings))
-    args = (True, 0.5, 1.0, 0.9, 8, 7)
+    other = TurnSettings("embedded", "ct-llm-sft", True, 0.5, 1.0, 0.9, 8, 7)
+    same = TurnSettings("embedded", "embedded")
     with pytest.raises(gr.Error, match="only admins"):
-        h.begin_turn("Hi", Turn(), Side(), Side(), "embedded", "ct-llm-sft", *args, gr.Request(username="ann"))
-    turn, _ = h.begin_turn("Hi", Turn(), Side(), Side(), "embedded", "ct-llm-sft", *args, gr.Request(username="boss"))
+        h.begin_turn("Hi", Turn(), Side(), Side(), other, gr.Request(username="ann"))
+    turn, _ = h.begin_turn("Hi", Turn(), Side(), Side(), other, gr.Request(username="boss"))
     assert turn.dpo_spec == "ct-llm-sft"
-    turn, _ = h.begin_turn("Hi", Turn(), Side(), Side(), "embedded", "embedded", *args, gr.Request(username="ann"))
+    turn, _ = h.begin_turn("Hi", Turn(), Side(), Side(), same, gr.Request(username="ann"))
     assert turn.user == "Hi"
 
 
@@ -294,3 +298,50 @@ def test_closing_the_stream_early_stops_generation(ctx: AppContext, tiny_model_d
     next(stream)
     stream.close()
     assert not [thread for thread in threading.enumerate() if thread.name == "generate:chat"]
+
+
+# Words a Chinese page may keep in Latin letters: the model roles and the reward formula's subscripts.
+ALLOWED_LATIN = {"SFT", "DPO", "log", "sft", "dpo"}
+
+
+def english_words(text: str, names: tuple[str, ...] = ()) -> set[str]:
+    """Latin-letter words of ``text`` outside the allow-list, once the data in it (model and run names) is cut."""
+    for name in names:
+        text = text.replace(inert_inline(name), " ").replace(name, " ")
+    return set(re.findall(r"[A-Za-z]{2,}", text)) - ALLOWED_LATIN
+
+
+def test_what_the_chat_handlers_write_is_chinese_after_the_switch(
+    ctx: AppContext, tiny_model_dir: Path, policy_dir: Path
+) -> None:
+    h = ChatHandlers(ctx)
+    sft, dpo = str(tiny_model_dir), str(policy_dir)
+    names = (sft, dpo, ctx.settings.sft_model, "run:fresh", "fresh", CHAT_VOTES_COLLECTION)
+    page = gr.Request(session_hash="a-page-switched-to-chinese")
+    remember_language(page, "zh")  # what the language radio's handler records
+    written: dict[str, str] = {}
+    written["note, no run yet"] = h.load(page)["note"]
+    updates = send(h, "你好", sft, dpo, blind=True, request=page)
+    out = merged(updates)
+    written["blind names"] = out["left_name"] + " " + out["right_name"]
+    written["blind reward"] = out["left_reward"]
+    written["scoring"] = next(u["left_reward"] for u in updates[:-1] if u.get("left_reward"))
+    voted = h.vote("tie", out["turn"], out["left"], out["right"], page)
+    written["reward"], written["tally and note"] = voted["left_reward"], voted["tally"]
+    for name, call in {
+        "empty message": lambda: h.begin_turn(" ", Turn(), Side(), Side(), TurnSettings(sft, dpo), page),
+        "no models": lambda: h.begin_turn("你好", Turn(), Side(), Side(), TurnSettings("", dpo), page),
+        "vote first": lambda: h.vote("tie", Turn(), Side(), Side(), page),
+        "regenerate first": lambda: list(h.regenerate("left", Turn(), Side(), Side(), page)),
+    }.items():
+        with pytest.raises(gr.Error) as error:
+            call()
+        written[name] = error.value.message
+    finish_a_run(ctx, "fresh", tiny_model_dir)
+    written["choices"] = h.refresh_models(sft, sft, page)["dpo_model"]["choices"][0][0]
+    written["note, same run"] = h.models_changed("run:fresh", "latest-run", page)["note"]
+    assert "模型 A" in written["blind names"] and "隐式奖励" in written["reward"]
+    assert "胜率" in written["tally and note"] and "已保存" in written["tally and note"]
+    assert "最新完成的运行" in written["choices"] and "同一个模型" in written["note, same run"]
+    assert all(written.values()), written
+    assert {name: english_words(text, names) for name, text in written.items()} == {name: set() for name in written}

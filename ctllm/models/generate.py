@@ -25,6 +25,11 @@ from ctllm.models.loading import LoadedModel
 from ctllm.models.templates import apply_chat_template
 from ctllm.pairs.schema import Message
 
+# torch's intra-op threads as the process started (before any generation thread changed its own); threads that
+# generate at the same time share them (see _threads_each).
+THREADS = torch.get_num_threads()
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a batch of mixed adapters
+
 
 @dataclass(frozen=True)
 class GenerationParams:
@@ -127,6 +132,7 @@ def stream_chat(loaded: LoadedModel, messages: Sequence[Message], params: Genera
     errors: list[BaseException] = []
 
     def work() -> None:
+        torch.set_num_threads(THREADS)  # a new thread takes the count the last one set: make it explicit
         try:
             with torch.inference_mode():
                 loaded.model.generate(
@@ -163,13 +169,52 @@ class ChatJob:
     """One conversation to answer in :func:`stream_chats`: its model, messages and sampling (seed included).
 
     ``cache_key`` (a conversation side, ``(chat id, side)``): keep this chat's KV cache for its next turn, and reuse
-    the one its previous turn kept when the prompt still starts with the same tokens.
+    the one its previous turn kept when the prompt still starts with the same tokens. ``adapter``: the peft adapter
+    a row of a mixed batch runs with (``BASE_ADAPTER``: none); set by :func:`on_shared_base`, not by callers.
     """
 
     loaded: LoadedModel
     messages: Sequence[Message]
     params: GenerationParams
     cache_key: Hashable | None = None
+    adapter: str | None = None
+
+
+def _lora_base_of(adapted: LoadedModel, plain: LoadedModel) -> bool:
+    """Whether ``adapted`` is a LoRA model whose base is ``plain``'s weights (the same files, dtype and vocabulary),
+    so ``plain``'s answers can come from ``adapted`` with its adapter switched off, row by row."""
+    peft_config = getattr(adapted.model, "peft_config", None)
+    if not peft_config or getattr(plain.model, "peft_config", None) or len(peft_config) != 1:
+        return False
+    if any(config.peft_type != "LORA" for config in peft_config.values()):
+        return False
+    base = adapted.model.get_base_model()
+    return (
+        type(base) is type(plain.model)
+        and getattr(base.config, "_name_or_path", None) == getattr(plain.model.config, "_name_or_path", "")
+        and adapted.dtype == plain.dtype
+        and adapted.device == plain.device
+        and adapted.stop_token_ids == plain.stop_token_ids
+        and adapted.tokenizer.pad_token_id == plain.tokenizer.pad_token_id
+        and adapted.tokenizer.get_vocab() == plain.tokenizer.get_vocab()
+    )
+
+
+def on_shared_base(jobs: Sequence[ChatJob]) -> list[ChatJob]:
+    """``jobs`` with every chat on a plain model moved onto a LoRA model of the same jobs built on those very
+    weights, as a row with the adapter switched off: the SFT model and a LoRA run then answer as ONE batch.
+    Deterministic, so a side's kept cache is found under the same model on its next turn."""
+    moved = list(jobs)
+    adapted = [job.loaded for job in jobs if getattr(job.loaded.model, "peft_config", None)]
+    for index, job in enumerate(jobs):
+        host = next((lora for lora in adapted if _lora_base_of(lora, job.loaded)), None)
+        if host is not None:
+            moved[index] = replace(job, loaded=host, adapter=BASE_ADAPTER)
+    hosts = {id(job.loaded.model) for job in moved if job.adapter == BASE_ADAPTER}
+    for index, job in enumerate(moved):
+        if job.adapter is None and id(job.loaded.model) in hosts:
+            moved[index] = replace(job, adapter=job.loaded.model.active_adapter)
+    return moved
 
 
 class _RowSampler(LogitsProcessor):
@@ -223,6 +268,13 @@ def _batches(jobs: Sequence[ChatJob], alone: Sequence[bool]) -> list[list[int]]:
     return groups
 
 
+def _threads_each(parallel: int) -> int:
+    """torch threads for each of ``parallel`` generations running at once: together they use the cores once. Two
+    threads each running torch's full thread count on a 2-core CPU make four busy threads that wait on each
+    other at every operation; one thread each runs both sides side by side without that contention."""
+    return max(1, THREADS // max(1, parallel))
+
+
 def _row_cache(cache: DynamicCache, row: int, start: int) -> DynamicCache:
     """Row ``row`` of a batch's cache from position ``start`` on (its left padding cut off)."""
     return DynamicCache([(layer.keys[row : row + 1, :, start:], layer.values[row : row + 1, :, start:])
@@ -268,6 +320,8 @@ def _generate_rows(
     mask = torch.tensor([[0] * (width - len(prompts[row])) + [1] * len(prompts[row]) for row in rows],
                         device=loaded.device)
     kwargs = _generate_kwargs(loaded, replace(params, temperature=0), stop)
+    if any(jobs[row].adapter for row in rows):  # a mixed batch: the base model's rows run with the adapter off
+        kwargs["adapter_names"] = [jobs[row].adapter for row in rows]
     if not params.greedy:
         generators = [
             torch.Generator(device=loaded.device).manual_seed(int(jobs[row].params.with_seed().seed))  # type: ignore[arg-type]
@@ -309,18 +363,31 @@ class _Answer:
         return grew
 
 
-def stream_chats(jobs: Sequence[ChatJob], store: KeptCaches = CHAT_CACHES) -> Iterator[tuple[str, ...]]:
+def batching_pays(jobs: Sequence[ChatJob]) -> bool:
+    """Whether to batch chats on shared weights: not on a CPU. There a batch of 2 costs about twice one chat (a
+    matrix product of 2 rows packs the weights that a single row's streams once), and peft's mixed-adapter batch
+    more; a thread per chat, each with its share of the cores, costs about 1.15x one chat (bench/bench_app.py)."""
+    return all(job.loaded.device.type != "cpu" for job in jobs)
+
+
+def stream_chats(
+    jobs: Sequence[ChatJob], store: KeptCaches = CHAT_CACHES, *, batch: bool | None = None
+) -> Iterator[tuple[str, ...]]:
     """Answer several chats at once, yielding every answer so far (a tuple in ``jobs`` order) whenever one grows.
 
-    Chats on the same loaded weights with the same sampling settings run as ONE left-padded batch (two sides of a
-    chat on one model cost little more than one); others run in a thread per model. Each chat samples from its own
-    seeded generator. Closing the iterator stops generation after the current token.
+    With ``batch`` (default: :func:`batching_pays`), chats on the same loaded weights with the same sampling
+    settings run as ONE left-padded batch, and so do a plain model and a LoRA model on it (the plain model's rows
+    run with the adapter off: :func:`on_shared_base`); the other chats run in a thread each, the threads sharing
+    torch's threads between them. Each chat samples from its own seeded generator. Closing the iterator stops
+    generation after the current token.
 
     A chat with a ``cache_key`` keeps its KV cache in ``store``; when its previous turn's cache covers the start of
     its prompt, it runs alone (not batched) from that cache, prefilling only the new tokens: on a 2-core CPU that
     reaches the first token far sooner than re-encoding the whole conversation of both sides in one batch.
     """
     prompts = [_prompt_ids(job.loaded, job.messages) for job in jobs]
+    batch = batching_pays(jobs) if batch is None else batch
+    jobs = on_shared_base(jobs) if batch else list(jobs)
     caches = [
         store.take(job.loaded.model, job.cache_key, ids)[0] if job.cache_key is not None else None
         for job, ids in zip(jobs, prompts, strict=True)
@@ -332,6 +399,7 @@ def stream_chats(jobs: Sequence[ChatJob], store: KeptCaches = CHAT_CACHES) -> It
     done = object()
 
     def work(rows: list[int]) -> None:
+        torch.set_num_threads(threads)
         try:
             _generate_rows(jobs, rows, prompts, caches[rows[0]], out, stop, store)
         except BaseException as error:  # noqa: BLE001 - re-raised in the consumer's thread below
@@ -339,11 +407,12 @@ def stream_chats(jobs: Sequence[ChatJob], store: KeptCaches = CHAT_CACHES) -> It
         finally:
             out.put(done)
 
-    groups = _batches(jobs, [cache is not None for cache in caches])
-    threads = [threading.Thread(target=work, args=(rows,), name="generate:chat", daemon=True) for rows in groups]
-    for thread in threads:
-        thread.start()
-    running = len(threads)
+    groups = _batches(jobs, [cache is not None or not batch for cache in caches])
+    threads = _threads_each(len(groups))
+    workers = [threading.Thread(target=work, args=(rows,), name="generate:chat", daemon=True) for rows in groups]
+    for worker in workers:
+        worker.start()
+    running = len(workers)
     try:
         while running:
             item = out.get()
@@ -356,8 +425,8 @@ def stream_chats(jobs: Sequence[ChatJob], store: KeptCaches = CHAT_CACHES) -> It
                 yield tuple(answer.text for answer in answers)
     finally:  # also when the consumer closes early: no orphan generation keeps the cores busy
         stop.set()
-        for thread in threads:
-            thread.join()
+        for worker in workers:
+            worker.join()
     if errors:
         raise errors[0]
     yield tuple(answer.text for answer in answers)

@@ -1,7 +1,8 @@
 """Chat tab: the SFT (reference) model on the left, the DPO model on the right, one input for both.
 
 One send is one streaming event: its first update echoes the message in both panes at once, then both answers
-stream together (one batch of two when both sides are the same loaded model), then each gets its implicit reward
+stream together (a thread each on a CPU; elsewhere one batch of two when both sides are the same loaded model, or
+the SFT model and a LoRA run on it), then each gets its implicit reward
 β·(log π_dpo − log π_sft). A vote saves a preference pair into the "chat votes" collection.
 
 Each side keeps its own conversation: a model sees its own earlier answers, never the other side's, and a pane
@@ -18,13 +19,14 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import gradio as gr
 
 from ctllm.errors import UserError
-from ctllm.evaluate import EVAL_JSON, headline, headline_text, load_result
+from ctllm.evaluate import EVAL_JSON, before_after, headline, load_result
+from ctllm.evaluate.report import BEFORE_AFTER
 from ctllm.models.kv_reuse import CHAT_CACHES
 from ctllm.models.registry import LATEST_RUN, RUN_PREFIX, list_models, resolve_spec, run_names
 from ctllm.pairs.schema import Message, Pair
@@ -51,6 +53,25 @@ class Sampling:
     top_p: float = 0.9
     max_new_tokens: int = 256
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    """What a turn is generated with, as the form holds it (checked by :meth:`ChatHandlers.begin_turn`). Each field
+    is named after the tab's component that gives it, so the event's inputs are these fields' components."""
+
+    sft_model: str
+    dpo_model: str
+    blind: bool = False
+    beta: float = DEFAULT_BETA
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new: int = 256
+    seed: float | None = None  # below 0 (or None): a fresh seed for each turn
+
+
+SETTING_INPUTS = tuple(f.name for f in fields(TurnSettings))
+MESSAGE_INPUTS = ("text", "turn", "left", "right")  # the message, and the conversation it continues
 
 
 @dataclass(frozen=True)
@@ -119,7 +140,7 @@ def side_display(turn: Turn, side: Side) -> list[dict[str, str]]:
 def model_names(turn: Turn) -> tuple[str, str]:
     """Headers above the two chats: model names, hidden as Model A / B in blind mode until the vote."""
     if turn.blind and not turn.voted:
-        return "**Model A**", "**Model B**"
+        return f"**{t('chat.model_a')}**", f"**{t('chat.model_b')}**"
     names = [f"**{turn.role(w).upper()}** · {inert_inline(turn.spec(turn.role(w)) or '?')}" for w in SIDES]
     return names[0], names[1]
 
@@ -130,17 +151,15 @@ def reward_line(turn: Turn, side: Side) -> str:
     if side.reward is None:
         return ""
     if turn.blind and not turn.voted:
-        return "implicit reward: shown after the vote"
-    return f"implicit reward β·(log π_dpo − log π_sft) = **{side.reward:+.3f}** (β = {turn.beta:g})"
+        return t("chat.reward_after_vote")
+    return t("chat.reward").format(reward=f"{side.reward:+.3f}", beta=f"{turn.beta:g}")
 
 
 def tally_text(tally: dict[str, int]) -> str:
     decided = tally["dpo"] + tally["sft"]
     rate = f"{tally['dpo'] / decided:.0%}" if decided else "–"
-    return (
-        f"DPO win rate against SFT: **{rate}** ({tally['dpo']} DPO, {tally['sft']} SFT, "
-        f"{tally['tie']} ties, {tally['both bad']} both bad)"
-    )
+    return t("chat.tally").format(rate=rate, dpo=tally["dpo"], sft=tally["sft"], tie=tally["tie"],
+                                  both_bad=tally["both bad"])
 
 
 def run_beta(ctx: AppContext, spec: str) -> float:
@@ -164,8 +183,10 @@ def run_numbers(ctx: AppContext, name: str) -> str:
     """A run's before/after numbers from its end-of-run evaluation ("SFT → DPO pref. acc. 45% → 70% · ..."),
     or "" when it has none."""
     result = load_result(ctx.settings.runs_dir / name)
-    numbers = headline_text(headline(result)) if result else ""
-    return f"SFT → DPO {numbers}" if numbers else ""
+    numbers = headline(result) if result else {}
+    parts = [f"{t('chat.metric.' + key)} {before_after(numbers, key)}" for key, _ in BEFORE_AFTER
+             if f"{key}/sft" in numbers or f"{key}/dpo" in numbers]
+    return "SFT → DPO " + " · ".join(parts) if parts else ""
 
 
 def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
@@ -174,7 +195,7 @@ def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
     names = run_names(ctx.settings)
     numbers = {name: run_numbers(ctx, name) for name in names}
     if names:
-        latest = f"latest finished run ({names[0]})"
+        latest = t("chat.latest_run").format(name=names[0])
         choices.append((f"{latest} · {numbers[names[0]]}" if numbers[names[0]] else latest, LATEST_RUN))
     for spec in list_models(ctx.settings):
         shown = numbers.get(spec.ref[len(RUN_PREFIX) :], "") if spec.ref.startswith(RUN_PREFIX) else ""
@@ -212,7 +233,7 @@ def chosen_dpo(ctx: AppContext, sft: str, dpo: str) -> str:
     return dpo or default_dpo_spec(ctx)
 
 
-def note_text(ctx: AppContext, sft: str, dpo: str, lang: str = "en") -> str:
+def note_text(ctx: AppContext, sft: str, dpo: str, lang: str | None = None) -> str:
     """The note above the chats, from the current selection: warns when both sides are one model."""
     if not sft or not dpo or concrete_spec(ctx, sft) != concrete_spec(ctx, dpo):
         return ""
@@ -238,7 +259,7 @@ class RateLimiter:
                 times.popleft()
             if self.per_minute > 0 and len(times) >= self.per_minute:
                 wait = 60 - (now - times[0])
-                raise gr.Error(f"Rate limit: {self.per_minute} generations a minute; try again in {wait:.0f} s.")
+                raise gr.Error(t("chat.rate_limit").format(limit=self.per_minute, wait=f"{wait:.0f}"))
             times.append(now)
 
 
@@ -254,9 +275,7 @@ def served_models(ctx: AppContext) -> set[str]:
 
 def check_model_allowed(ctx: AppContext, user: User, spec: str) -> None:
     if not user.can(Role.ADMIN) and spec not in served_models(ctx):
-        raise gr.Error(
-            f"Not allowed: only admins choose other models than those served ({inert_inline(spec)} is not one)."
-        )
+        raise gr.Error(t("chat.not_served").format(model=inert_inline(spec)))
 
 
 def vote_updates(enabled: bool) -> dict[str, Any]:
@@ -278,25 +297,10 @@ class ChatHandlers:
 
     # --- a turn: echo the message, stream both answers, score them --------------------------------------
     def send(
-        self,
-        text: str,
-        turn: Turn,
-        left: Side,
-        right: Side,
-        sft_spec: str,
-        dpo_spec: str,
-        blind: bool,
-        beta: float,
-        temperature: float,
-        top_p: float,
-        max_new_tokens: int,
-        seed: float | None,
-        request: gr.Request | None = None,
+        self, text: str, turn: Turn, left: Side, right: Side, form: TurnSettings, request: gr.Request | None = None
     ) -> Iterator[dict[str, Any]]:
         """Start a turn: its first update shows the message in both panes, the next ones stream the answers."""
-        turn, sides = self.begin_turn(
-            text, turn, left, right, sft_spec, dpo_spec, blind, beta, temperature, top_p, max_new_tokens, seed, request
-        )
+        turn, sides = self.begin_turn(text, turn, left, right, form, request)
         names = model_names(turn)
         yield {
             "turn": turn,
@@ -311,34 +315,22 @@ class ChatHandlers:
         yield from self._answer(turn, sides, SIDES)
 
     def begin_turn(
-        self,
-        text: str,
-        turn: Turn,
-        left: Side,
-        right: Side,
-        sft_spec: str,
-        dpo_spec: str,
-        blind: bool,
-        beta: float,
-        temperature: float,
-        top_p: float,
-        max_new_tokens: int,
-        seed: float | None,
-        request: gr.Request | None = None,
+        self, text: str, turn: Turn, left: Side, right: Side, form: TurnSettings, request: gr.Request | None = None
     ) -> tuple[Turn, dict[str, Side]]:
         """Check and record the new user message: the new turn, and each side carrying its own history."""
         user = require(request, Role.ANNOTATOR, self.ctx.settings)
         text = (text or "").strip()
         if not text:
-            raise gr.Error("Type a message first.")
+            raise gr.Error(t("chat.type_first"))
+        sft_spec, dpo_spec, blind, seed = form.sft_model, form.dpo_model, form.blind, form.seed
         if not sft_spec or not dpo_spec:
-            raise gr.Error("Pick a model for each side.")
+            raise gr.Error(t("chat.pick_models"))
         for spec in (sft_spec, dpo_spec):
             check_model_allowed(self.ctx, user, spec)
         self.limiter.check(user.name)
         limit = self.ctx.settings.max_new_tokens_limit
-        if not 1 <= int(max_new_tokens) <= limit:
-            raise gr.Error(f"max new tokens must be between 1 and {limit}.")
+        if not 1 <= int(form.max_new) <= limit:
+            raise gr.Error(t("chat.max_new_range").format(limit=limit))
         turn = turn or Turn()
         conversation = (concrete_spec(self.ctx, sft_spec), concrete_spec(self.ctx, dpo_spec), str(bool(blind)))
         if turn.user and conversation == turn.conversation:
@@ -355,8 +347,8 @@ class ChatHandlers:
             dpo_spec=dpo_spec,
             swapped=swapped,
             blind=bool(blind),
-            beta=float(beta) if beta and beta > 0 else DEFAULT_BETA,
-            sampling=Sampling(float(temperature), float(top_p), int(max_new_tokens), shared_seed),
+            beta=float(form.beta) if form.beta and form.beta > 0 else DEFAULT_BETA,
+            sampling=Sampling(float(form.temperature), float(form.top_p), int(form.max_new), shared_seed),
             conversation=conversation,
             chat_id=chat_id,
         )
@@ -368,9 +360,9 @@ class ChatHandlers:
         """Answer again on one side with a fresh seed, streaming; the other side stays as it is."""
         user = require(request, Role.ANNOTATOR, self.ctx.settings)
         if not turn or not turn.user:
-            raise gr.Error("Nothing to regenerate yet.")
+            raise gr.Error(t("chat.nothing_to_regenerate"))
         if turn.voted:
-            raise gr.Error("This turn has been voted on; send a new message.")
+            raise gr.Error(t("chat.voted_send_new"))
         self.limiter.check(user.name)
         sides = {"left": left, "right": right}
         sides[which] = Side(history=sides[which].history, seed=random.randrange(2**31))
@@ -413,7 +405,8 @@ class ChatHandlers:
                 sides[side_name] = replace(sides[side_name], error=str(error))
         for side_name in jobs:
             sides[side_name] = replace(sides[side_name], done=True)
-        yield {**self._panes(turn, sides, jobs), **{f"{s}_reward": "scoring…" for s in jobs if not sides[s].error}}
+        scoring = {f"{s}_reward": t("chat.scoring") for s in jobs if not sides[s].error}
+        yield {**self._panes(turn, sides, jobs), **scoring}
         for side_name in jobs:
             if not sides[side_name].error:
                 sides[side_name] = replace(sides[side_name], reward=self._implicit_reward(turn, sides[side_name]))
@@ -446,19 +439,19 @@ class ChatHandlers:
         """Save the turn as a preference pair in the chat votes collection and update the tally."""
         user = require(request, Role.ANNOTATOR, self.ctx.settings)
         if choice not in VOTES:
-            raise gr.Error(f"unknown vote {choice!r}")
+            raise gr.Error(t("chat.unknown_vote").format(choice=repr(choice)))
         if not turn or not turn.user:
-            raise gr.Error("Send a message first.")
+            raise gr.Error(t("chat.send_first"))
         if turn.voted:
-            raise gr.Error("This turn already has a vote.")
+            raise gr.Error(t("chat.already_voted"))
         if not (left.done and right.done) or not left.answer or not right.answer:
-            raise gr.Error("Wait until both answers are finished.")
+            raise gr.Error(t("chat.wait_answers"))
         verdict = VOTES[choice]
         turn = replace(turn, voted=verdict)
         saved = save_vote(self.ctx, turn, left, right, verdict, user.name)
         tally = stored_tally(self.ctx, turn.sft_spec, turn.dpo_spec)
         names = model_names(turn)
-        note = "Saved to the “chat votes” collection." if saved else "Both answers are identical: no pair saved."
+        note = t("chat.vote_saved") if saved else t("chat.vote_identical")
         return {
             "turn": turn,
             "left_name": names[0],
@@ -572,6 +565,19 @@ def stored_tally(ctx: AppContext, sft: str, dpo: str) -> dict[str, int]:
     return tally
 
 
+def from_form(send: Callable[..., Iterator[Any]], components: Mapping[str, Any]) -> Callable[..., Iterator[Any]]:
+    """``send(text, turn, left, right, TurnSettings, request)`` as an event handler whose inputs are given as a set
+    of components (Gradio passes them as one ``{component: value}`` dict), so the settings are listed once: as
+    :class:`TurnSettings`' fields."""
+
+    def send_form(values: dict[Any, Any], request: gr.Request) -> Iterator[Any]:
+        form = TurnSettings(**{name: values[components[name]] for name in SETTING_INPUTS})
+        yield from send(*(values[components[name]] for name in MESSAGE_INPUTS), form, request)
+
+    send_form.__name__ = getattr(send, "__name__", "send")
+    return send_form
+
+
 def by_component(handler: Callable[..., Any], components: Mapping[str, Any]) -> Callable[..., Any]:
     """``handler`` (returning or yielding ``{name: value}``) as a Gradio handler returning ``{component: value}``."""
     return keyed(bind(handler), components)
@@ -641,21 +647,8 @@ def build(ctx: AppContext) -> dict[str, Any]:
     # One event per turn (no .then chain): the first update echoes the message, the rest stream both answers.
     gr.on(
         [send.click, c["text"].submit],
-        by_component(h.send, c),
-        inputs=pick(
-            "text",
-            "turn",
-            "left",
-            "right",
-            "sft_model",
-            "dpo_model",
-            "blind",
-            "beta",
-            "temperature",
-            "top_p",
-            "max_new",
-            "seed",
-        ),
+        by_component(from_form(h.send, c), c),
+        inputs={c[name] for name in (*MESSAGE_INPUTS, *SETTING_INPUTS)},
         outputs=pick("turn", "text", "left_name", "right_name", *panes),
         concurrency_id="chat-generate",
         show_progress="hidden",

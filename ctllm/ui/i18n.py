@@ -753,6 +753,45 @@ STRINGS: dict[str, tuple[str, str]] = {
     ),
     "eval_chart.refusal_rate": ("refusal rate", "拒答率"),
     "eval_chart.answer_rate": ("answer rate", "回答率"),
+    # Chat tab: what its handlers write (model choices, rewards, the tally, notes and errors).
+    "chat.model_a": ("Model A", "模型 A"),
+    "chat.model_b": ("Model B", "模型 B"),
+    "chat.latest_run": ("latest finished run ({name})", "最新完成的运行（{name}）"),
+    "chat.metric.preference_accuracy": ("pref. acc.", "偏好准确率"),
+    "chat.metric.refusal_rate": ("refusals", "拒答率"),
+    "chat.metric.answer_rate": ("answers", "作答率"),
+    "chat.reward_after_vote": ("implicit reward: shown after the vote", "隐式奖励：投票后显示"),
+    "chat.reward": (
+        "implicit reward β·(log π_dpo − log π_sft) = **{reward}** (β = {beta})",
+        "隐式奖励 β·(log π_dpo − log π_sft) = **{reward}**（β = {beta}）",
+    ),
+    "chat.tally": (
+        "DPO win rate against SFT: **{rate}** ({dpo} DPO, {sft} SFT, {tie} ties, {both_bad} both bad)",
+        "DPO 对 SFT 的胜率：**{rate}**（DPO 胜 {dpo} 次，SFT 胜 {sft} 次，平局 {tie} 次，都不好 {both_bad} 次）",
+    ),
+    "chat.scoring": ("scoring…", "正在计算隐式奖励…"),
+    "chat.vote_saved": ("Saved to the “chat votes” collection.", "已保存到“chat votes”数据集。"),
+    "chat.vote_identical": ("Both answers are identical: no pair saved.", "两个回答完全相同：未保存偏好对。"),
+    "chat.rate_limit": (
+        "Rate limit: {limit} generations a minute; try again in {wait} s.",
+        "频率限制：每分钟最多生成 {limit} 次；请 {wait} 秒后再试。",
+    ),
+    "chat.not_served": (
+        "Not allowed: only admins choose other models than those served ({model} is not one).",
+        "不允许：只有管理员可以选择未提供的模型（{model} 不在其中）。",
+    ),
+    "chat.type_first": ("Type a message first.", "请先输入消息。"),
+    "chat.pick_models": ("Pick a model for each side.", "请为两侧各选一个模型。"),
+    "chat.max_new_range": ("max new tokens must be between 1 and {limit}.", "最大生成长度必须在 1 到 {limit} 之间。"),
+    "chat.nothing_to_regenerate": ("Nothing to regenerate yet.", "还没有可重新生成的回答。"),
+    "chat.voted_send_new": (
+        "This turn has been voted on; send a new message.",
+        "这一轮已经投过票；请发送新消息。",
+    ),
+    "chat.unknown_vote": ("unknown vote {choice}", "未知的投票 {choice}"),
+    "chat.send_first": ("Send a message first.", "请先发送一条消息。"),
+    "chat.already_voted": ("This turn already has a vote.", "这一轮已经有投票了。"),
+    "chat.wait_answers": ("Wait until both answers are finished.", "请等两个回答都生成完毕。"),
 }
 
 
