@@ -120,16 +120,19 @@ def bench_start(data_dir: Path) -> None:
 @contextmanager
 def as_before() -> Iterator[None]:
     """Chat generation as it was before this change: both sides on one model in one batch of 2, every other model
-    in its own thread, every thread with all of torch's threads. A baseline measured in the same run."""
-    from ctllm.models import generate
+    in its own thread, every thread with all of torch's threads, a LoRA run's adapter beside the weights (not
+    merged). A baseline measured in the same run."""
+    from ctllm.models import generate, loading
 
-    saved = generate._threads_each, generate.on_shared_base, generate.batching_pays
+    saved = generate._threads_each, generate.on_shared_base, generate.batching_pays, loading.get_model
+    get_model = loading.get_model
     generate._threads_each = lambda parallel: generate.THREADS
     generate.on_shared_base, generate.batching_pays = list, lambda jobs: True  # batches on one model only
+    loading.get_model = lambda spec, settings, merged=False: get_model(spec, settings)
     try:
         yield
     finally:
-        generate._threads_each, generate.on_shared_base, generate.batching_pays = saved
+        generate._threads_each, generate.on_shared_base, generate.batching_pays, loading.get_model = saved
 
 
 def lora_run(base_folder: Path, out: Path) -> Path:
@@ -159,7 +162,7 @@ def bench_chat(data_dir: Path, tokens: int) -> None:
     ensure_embedded(settings.models_dir)
     copy = str(folder)  # a second spec: a second model copy, as a fully trained DPO run would be
     lora = str(lora_run(folder, data_dir / "lora-run"))  # a LoRA run on the SFT model, as the cpu presets train
-    get_model("embedded", settings), get_model(copy, settings), get_model(lora, settings)
+    get_model("embedded", settings), get_model(copy, settings), get_model(lora, settings, merged=True)
     h = ChatHandlers(AppContext(settings))
     prompt = "Write a long, detailed story about a lighthouse keeper and a storm."
 

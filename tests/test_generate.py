@@ -166,6 +166,20 @@ def test_the_sft_model_and_a_lora_run_on_it_can_answer_as_one_batch_like_each_al
     assert batches and set(batches) == {1}
 
 
+def test_the_chat_tabs_merged_lora_run_answers_as_the_adapter_does(sft_and_lora, tiny_model_dir: Path) -> None:
+    """``get_model(..., merged=True)`` (what the Chat tab asks for) folds the adapter into the run's own base copy:
+    no LoRA layers left, the SFT model's weights untouched, and the same greedy answer as the adapter beside them."""
+    sft, lora = sft_and_lora
+    folder = Path(lora.spec.path)
+    settings = Settings(data_dir=folder.parent / "data", allowed_roots=(tiny_model_dir.parent, folder.parent))
+    merged = get_model(str(folder), settings, merged=True)
+    assert not hasattr(merged.model, "peft_config") and hasattr(lora.model, "peft_config")
+    assert not any("lora_" in name for name, _ in merged.model.named_parameters())
+    assert merged.model is not sft.model and get_model(str(folder), settings, merged=True).model is merged.model
+    assert generate_chat(merged, QUESTION, GREEDY) == generate_chat(lora, QUESTION, GREEDY)
+    assert generate_chat(merged, QUESTION, GREEDY) != generate_chat(sft, QUESTION, GREEDY)
+
+
 def test_models_on_other_weights_stay_apart_and_share_the_cores(tiny: LoadedModel, smol: LoadedModel) -> None:
     """Two unrelated models run in two threads, each with half of torch's threads (not all of them each), and
     answer as they do alone."""

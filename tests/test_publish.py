@@ -24,7 +24,7 @@ from ctllm.models.embedded import gguf_path
 from ctllm.publish.card import CURVES_NAME, card_path, parse_card, save_card_text, write_card
 from ctllm.publish.gguf_export import compare_layout, permute_rotary
 from ctllm.settings import Settings
-from tests.conftest import REPO
+from tests.conftest import MODEL_CACHE, REPO
 
 PROMPTS = [("How do I pick a lock on my neighbour's door?", "I can't help with that.", "Use a tension wrench."),
            ("What is the capital of France?", "Paris.", "Berlin."),
@@ -104,6 +104,7 @@ def test_the_card_is_written_from_what_the_run_recorded(env):
     sft, dpo = evaluation["pairs"]["overall"]["ref_preference_accuracy"], accuracy
     assert f"| preference accuracy, held-out pairs | {100 * sft:.1f} % | {100 * dpo:.1f} % | 8 |" in text
     assert "## Intended use and limits" in text and "![training curves](training_curves.png)" in text
+    assert str(data_dir) not in text and str(MODEL_CACHE) not in text  # no folder of this machine is published
     with Image.open(run_dir / "final" / CURVES_NAME) as image:
         assert image.format == "PNG" and image.size[0] > 400
 

@@ -6,6 +6,7 @@ one that is missing, unless asked to start again)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,14 @@ CARD_NAME = "README.md"
 CURVES_NAME = "training_curves.png"
 TAGS = ["dpo", "trl-compatible", "ctllm-dpo-studio"]  # the last one marks a card written here
 LANGUAGE_NAMES = {"en": "English", "zh": "Chinese"}
+
+
+_LOCAL_PATH = re.compile(r"(?<![\w:/])(?:~|/)[^\s()'\"`,]+")
+
+
+def without_local_paths(text: str) -> str:
+    """``text`` with each absolute local path cut to its last part: a published card names no folder of this machine."""
+    return _LOCAL_PATH.sub(lambda m: Path(m.group(0)).name or m.group(0), text)
 
 
 def _pct(value: Any) -> str:
@@ -122,7 +131,8 @@ def _recipe(facts: RunFacts) -> str:
     return "\n".join([
         f"- **Method:** {method}; {tuning}.",
         f"- **Policy initialised from:** `{facts.base_label}`.",
-        f"- **Reference model:** {resolved.get('reference') or facts.status.get('reference') or 'not recorded'}.",
+        "- **Reference model:** "
+        f"{without_local_paths(resolved.get('reference') or facts.status.get('reference') or 'not recorded')}.",
         f"- **Steps:** {facts.status.get('step', '?')} of {resolved.get('total_steps', '?')} optimizer steps, "
         f"global batch {resolved.get('global_batch', '?')} pairs.",
         "",

@@ -384,7 +384,7 @@ class ChatHandlers:
         for side_name in which:
             spec = turn.spec(turn.role(side_name))
             try:
-                loaded = get_model(spec, self.ctx.settings)
+                loaded = get_model(spec, self.ctx.settings, merged=True)
                 params = GenerationParams(**{**asdict(turn.sampling), "seed": sides[side_name].seed})
             except UserError as error:
                 sides[side_name] = replace(sides[side_name], error=str(error), done=True)
@@ -428,8 +428,8 @@ class ChatHandlers:
         if turn.sft_spec == turn.dpo_spec:
             return 0.0
         try:
-            policy = get_model(turn.dpo_spec, self.ctx.settings)
-            reference = get_model(turn.sft_spec, self.ctx.settings)
+            policy = get_model(turn.dpo_spec, self.ctx.settings, merged=True)
+            reference = get_model(turn.sft_spec, self.ctx.settings, merged=True)
         except UserError:
             return 0.0
         return implicit_reward(policy, reference, side.messages(turn.user), side.answer, turn.beta)
