@@ -13,7 +13,7 @@ from ctllm.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 # Converted models survive between test runs on one machine (CI converts once, ~30 s).
-MODEL_CACHE = Path(os.environ.get("CTLLM_TEST_MODEL_CACHE", REPO / ".cache" / "test-models"))
+MODEL_CACHE = Path(os.environ.get("CTLLM_TEST_MODEL_CACHE", REPO / ".cache" / "test-models")).resolve()
 ARTIFACTS = REPO / "tests" / "artifacts"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
