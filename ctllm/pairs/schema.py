@@ -86,6 +86,33 @@ class Pair:
         return Pair(self.prompt, self.rejected, self.chosen, self.source, self.language, dict(self.meta))
 
 
+@dataclass(frozen=True)
+class RatedAnswer:
+    """Unpaired feedback (KTO): a prompt, one assistant answer, and whether that answer is desirable.
+
+    TRL's unpaired preference format is ``prompt`` / ``completion`` / ``label``; ``prompt`` as in ``Pair``.
+    """
+
+    prompt: tuple[Message, ...]
+    completion: str
+    desirable: bool
+    source: str = ""
+    language: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if not _is_plain_messages(self.prompt):
+            object.__setattr__(self, "prompt", tuple(Message(role=m["role"], content=m["content"])
+                                                     for m in self.prompt))
+        if not self.language:
+            text = "\n".join(m["content"] for m in self.prompt) + "\n" + self.completion
+            object.__setattr__(self, "language", detect_language(text))
+
+    @property
+    def last_user(self) -> str:
+        return next((m["content"] for m in reversed(self.prompt) if m["role"] == "user"), "")
+
+
 def _is_plain_messages(prompt: object) -> bool:
     """Already a tuple of {role, content} dicts: skip the copy (readers build 229k pairs at a time)."""
     return isinstance(prompt, tuple) and all(type(m) is dict and m.keys() == {"role", "content"} for m in prompt)
