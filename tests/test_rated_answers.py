@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ctllm.cli import main
 from ctllm.errors import UserError
 from ctllm.pairs.readers import UnpairedFile, read_pairs, read_rated
 from ctllm.pairs.schema import RatedAnswer, user_prompt
 from ctllm.pairs.store import SCHEMA_VERSION, Store
+from tests.test_cli_pairs import cli, write_jsonl
 
 ROWS = [
     {"prompt": "How do I reset my password?", "completion": "Open Settings, then Security, then Reset.",
@@ -32,19 +32,6 @@ CONVERSATIONAL = [
     {"prompt": [{"role": "user", "content": "Capital of France?"}],
      "completion": [{"role": "assistant", "content": "Lyon, I think."}], "label": False},
 ]
-
-
-def write_jsonl(path: Path, rows: list, extra_lines: tuple[str, ...] = ()) -> Path:
-    with path.open("w", encoding="utf-8") as out:
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        for line in extra_lines:
-            out.write(line + "\n")
-    return path
-
-
-def cli(settings, *argv: str) -> int:
-    return main([*argv, "--data-dir", str(settings.data_dir)])
 
 
 def test_store_adds_counts_lists_and_dedups(tmp_path: Path) -> None:

@@ -72,15 +72,19 @@ def default_file_name(collection: str, fmt: str) -> str:
     return safe + SUFFIXES[fmt]
 
 
+def _out_path(path: str | Path, target: Collection, fmt: str) -> Path:
+    """``path`` itself, or inside an existing folder a file named after the collection."""
+    out = Path(path).expanduser()
+    return out / default_file_name(target.name, fmt) if out.is_dir() else out
+
+
 def export_rated(store: Store, collection: str | int | Collection, path: str | Path, fmt: str) -> ExportSummary:
     """Write the collection's unpaired rated answers in TRL's unpaired format (``RATED_EXPORT_FORMATS``) to
     ``path`` (a file, or an existing folder: a file named after the collection goes inside)."""
     if fmt not in RATED_EXPORT_FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(RATED_EXPORT_FORMATS)}")
     target = store.get_collection(collection)
-    out = Path(path).expanduser()
-    if out.is_dir():
-        out = out / default_file_name(target.name, fmt)
+    out = _out_path(path, target, fmt)
     if not store.count_rated(target):
         raise UserError(f"collection {target.name!r} has no rated answer to export")
     written = write_rated((r.answer for r in store.iter_rated(target)), out, fmt)
@@ -95,9 +99,7 @@ def export_collection(
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     target = store.get_collection(collection)
-    out = Path(path).expanduser()
-    if out.is_dir():
-        out = out / default_file_name(target.name, fmt)
+    out = _out_path(path, target, fmt)
     pairs, outcomes = store.resolved_pairs(target, split)
     if not pairs:
         raise UserError(f"collection {target.name!r} has no pair to export ({_outcome_text(outcomes)})")

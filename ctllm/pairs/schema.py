@@ -34,11 +34,7 @@ class Pair:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        if not _is_plain_messages(self.prompt):
-            messages = tuple(Message(role=m["role"], content=m["content"]) for m in self.prompt)
-            object.__setattr__(self, "prompt", messages)
-        if not self.language:
-            object.__setattr__(self, "language", detect_language(self.prompt_text + "\n" + self.chosen))
+        _settle(self, self.chosen)
 
     @property
     def system(self) -> str:
@@ -101,16 +97,21 @@ class RatedAnswer:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        if not _is_plain_messages(self.prompt):
-            object.__setattr__(self, "prompt", tuple(Message(role=m["role"], content=m["content"])
-                                                     for m in self.prompt))
-        if not self.language:
-            text = "\n".join(m["content"] for m in self.prompt) + "\n" + self.completion
-            object.__setattr__(self, "language", detect_language(text))
+        _settle(self, self.completion)
 
     @property
     def last_user(self) -> str:
         return next((m["content"] for m in reversed(self.prompt) if m["role"] == "user"), "")
+
+
+def _settle(record: Pair | RatedAnswer, answer: str) -> None:
+    """A frozen record's prompt as plain {role, content} messages, and its language detected when not given."""
+    if not _is_plain_messages(record.prompt):
+        object.__setattr__(record, "prompt", tuple(Message(role=m["role"], content=m["content"])
+                                                   for m in record.prompt))
+    if not record.language:
+        text = "\n".join(m["content"] for m in record.prompt)
+        object.__setattr__(record, "language", detect_language(text + "\n" + answer))
 
 
 def _is_plain_messages(prompt: object) -> bool:
