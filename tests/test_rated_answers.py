@@ -14,7 +14,7 @@ import pytest
 
 from ctllm.errors import UserError
 from ctllm.pairs.readers import UnpairedFile, read_pairs, read_rated
-from ctllm.pairs.schema import RatedAnswer, user_prompt
+from ctllm.pairs.schema import Pair, RatedAnswer, user_prompt
 from ctllm.pairs.store import SCHEMA_VERSION, Store
 from tests.test_cli_pairs import cli, write_jsonl
 
@@ -141,3 +141,16 @@ def test_cli_import_with_explicit_format_and_export_errors(settings, tmp_path: P
     Store(settings.db_path).create_collection("empty")
     assert cli(settings, "export", "--collection", "empty", "--format", "trl-unpaired") != 0
     assert "no rated answer to export" in capsys.readouterr().err
+
+
+def test_kto_examples_unroll_pairs_then_add_rated_answers(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    store.create_collection("mix")
+    pair = Pair(user_prompt("Capital of France?"), "Paris.", "Lyon.", source="src", meta={"k": 1})
+    store.add_pairs("mix", [pair])
+    rated = RatedAnswer(user_prompt("2 + 2?"), "4", True)
+    store.add_rated("mix", [rated])
+    examples = store.kto_examples("mix")
+    assert [(e.completion, e.desirable) for e in examples] == [("Paris.", True), ("Lyon.", False), ("4", True)]
+    assert examples[0].prompt == examples[1].prompt == pair.prompt
+    assert (examples[1].source, examples[1].meta, examples[1].language) == ("src", {"k": 1}, pair.language)

@@ -78,6 +78,11 @@ class Pair:
             meta=dict(data.get("meta") or {}),
         )
 
+    def as_rated(self) -> tuple[RatedAnswer, RatedAnswer]:
+        """The pair as KTO reads it: the chosen answer desirable, the rejected one undesirable."""
+        return (RatedAnswer(self.prompt, self.chosen, True, self.source, self.language, dict(self.meta)),
+                RatedAnswer(self.prompt, self.rejected, False, self.source, self.language, dict(self.meta)))
+
     def swapped(self) -> Pair:
         return Pair(self.prompt, self.rejected, self.chosen, self.source, self.language, dict(self.meta))
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from ctllm.errors import UserError
 from ctllm.pairs import cjk_index
+from ctllm.pairs.schema import RatedAnswer
 from ctllm.pairs.store.ingest import IngestMixin, delete_pairs
 from ctllm.pairs.store.labels import LabelsMixin
 from ctllm.pairs.store.query import QueryMixin
@@ -84,6 +85,13 @@ class Store(IngestMixin, ReadMixin, QueryMixin, LabelsMixin, RatedMixin):
                 "UPDATE collections SET meta = ? WHERE id = ?", (dumps(json.loads(raw) | changes), collection.id)
             )
         return self.get_collection(collection.id)
+
+    def kto_examples(self, ref: str | int | Collection) -> list[RatedAnswer]:
+        """What KTO trains on from a collection: each resolved pair as a desirable and an undesirable example
+        (``Pair.as_rated``), then the collection's unpaired rated answers, by id."""
+        collection = self.get_collection(ref)
+        examples = [answer for pair in self.collection_pairs(collection) for answer in pair.as_rated()]
+        return examples + [stored.answer for stored in self.iter_rated(collection)]
 
     def delete_collection(self, ref: str | int | Collection) -> int:
         """Delete a collection with its pairs, labels, scores and rated answers; returns how many pair rows went."""
