@@ -188,6 +188,103 @@ def run_reference_free(torch: Any, accelerator: Any, inputs: dict[str, Any], cas
     return {"loss": float(loss.detach()), "metrics": keep, "grad": policy.grad.tolist()}
 
 
+# ---- KTO (KTOTrainer._compute_loss): N unpaired examples and their N mismatched KL sequences --------------------
+
+KTO_LABELS = (True, False, True, True, False, False, True, False)
+KTO_LENGTHS = (5, 3, 8, 2, 6, 4, 7, 1)
+
+
+def kto_cases() -> list[dict[str, Any]]:
+    return [
+        {"beta": 0.1},
+        {"beta": 0.5, "desirable_weight": 1.33, "undesirable_weight": 1.0},
+        {"beta": 0.2, "desirable_weight": 1.0, "undesirable_weight": 0.7},
+        {"beta": 0.1, "kl_shift": -3.0},  # policy below the reference on the KL pairs: TRL clamps the KL at 0
+        {"beta": 0.3, "labels": [True] * len(KTO_LABELS)},  # desirable examples only
+        {"beta": 0.3, "labels": [False] * len(KTO_LABELS)},  # undesirable examples only
+    ]
+
+
+def make_kto_inputs(torch: Any) -> dict[str, Any]:
+    """Seeded per-token log-probs of N examples and of their KL sequences (example i's prompt with completion i − 1,
+    so the KL masks are the completion masks cycled by one, as TRL builds them)."""
+    gen = torch.Generator().manual_seed(4321)
+    n = len(KTO_LENGTHS)
+    mask = torch.zeros(n, T, dtype=torch.float64)
+    for row, length in enumerate(KTO_LENGTHS):
+        mask[row, :length] = 1
+    kl_mask = torch.roll(mask, shifts=1, dims=0)
+
+    def draw(m: Any, ref_offset: float) -> tuple[Any, Any]:
+        policy = -(0.05 + 2.45 * torch.rand(n, T, generator=gen, dtype=torch.float64))
+        noise = 0.3 * torch.randn(n, T, generator=gen, dtype=torch.float64)
+        return policy * m, (policy + noise + ref_offset).clamp(max=-0.01) * m
+
+    policy, ref = draw(mask, 0.05)
+    kl_policy, kl_ref = draw(kl_mask, -0.1)  # the policy a little above the reference: a positive KL estimate
+    return {"policy_token_logps": policy, "ref_token_logps": ref, "kl_policy_token_logps": kl_policy,
+            "kl_ref_token_logps": kl_ref, "mask": mask, "kl_mask": kl_mask, "labels": list(KTO_LABELS)}
+
+
+class KTOStubModel(torch.nn.Module):
+    """Fixed per-token log-probs for the examples (input_ids of 0) and for the KL sequences (input_ids of 1)."""
+
+    is_gradient_checkpointing = False
+
+    def __init__(self, token_logps: Any, kl_token_logps: Any, training: bool) -> None:
+        super().__init__()
+        self.token_logps, self.kl_token_logps = token_logps, kl_token_logps
+        self.train(training)
+
+    def forward(self, input_ids: Any, **_: Any) -> SimpleNamespace:
+        logps = self.kl_token_logps if bool(input_ids[0, 0] == 1) else self.token_logps
+        zeros = torch.zeros_like(logps)
+        return SimpleNamespace(log_probs=logps, entropy=zeros.detach(), mean_logits=zeros.detach(), aux_loss=None)
+
+
+def run_kto(torch: Any, accelerator: Any, inputs: dict[str, Any], case: dict[str, Any]) -> dict:
+    from trl import KTOTrainer
+
+    dtype = torch.float64
+    policy = inputs["policy_token_logps"].clone().requires_grad_(True)
+    kl_policy = (inputs["kl_policy_token_logps"] + case.get("kl_shift", 0.0) * inputs["kl_mask"]).clone()
+    kl_policy.requires_grad_(True)
+    trainer = object.__new__(KTOTrainer)
+    trainer.beta = case["beta"]
+    trainer.loss_type = "kto"
+    trainer.desirable_weight = case.get("desirable_weight", 1.0)
+    trainer.undesirable_weight = case.get("undesirable_weight", 1.0)
+    trainer.calculate_KL = True
+    trainer.precompute_ref_logps = False
+    trainer.aux_loss_enabled = False
+    trainer.accelerator = accelerator
+    trainer.args = SimpleNamespace(gradient_checkpointing_kwargs=None)
+    trainer._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+    trainer._total_train_tokens = 0
+    trainer._tp_size = 1
+    trainer.model = KTOStubModel(policy * inputs["mask"], kl_policy * inputs["kl_mask"], training=True)
+    trainer.ref_model = KTOStubModel(inputs["ref_token_logps"].to(dtype), inputs["kl_ref_token_logps"].to(dtype),
+                                     training=False)
+    labels = case.get("labels", inputs["labels"])
+
+    def padded(m: Any, fill: int) -> tuple[Any, Any]:
+        completion_mask = torch.cat([torch.zeros(m.size(0), 1, dtype=torch.long), m.long()], dim=1)
+        return torch.full_like(completion_mask, fill), completion_mask
+
+    input_ids, completion_mask = padded(inputs["mask"], 0)
+    kl_input_ids, kl_completion_mask = padded(inputs["kl_mask"], 1)
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "completion_mask": completion_mask,
+             "KL_input_ids": kl_input_ids, "KL_attention_mask": torch.ones_like(kl_input_ids),
+             "KL_completion_mask": kl_completion_mask, "label": torch.tensor(labels)}
+    loss = trainer._compute_loss(trainer.model, batch, return_outputs=False)
+    loss.backward()
+    metrics = {k: v[-1] for k, v in trainer._metrics["train"].items() if k == "kl" or k.startswith(("rewards/",
+                                                                                                     "logps/"))}
+    kl_grad = kl_policy.grad
+    return {"loss": float(loss.detach()), "metrics": metrics, "grad": policy.grad.tolist(),
+            "kl_grad_is_zero": kl_grad is None or bool((kl_grad == 0).all())}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=OUT)
@@ -210,17 +307,24 @@ def main() -> int:
         cases.append({"options": options, "dtype": str(dtype).removeprefix("torch."), **result})
     for case in cpo_cases():
         cases.append({"options": case, "dtype": "float64", **run_reference_free(torch, accelerator, inputs, case)})
+    kto_inputs = make_kto_inputs(torch)
+    kto = [{"options": case, "dtype": "float64", **run_kto(torch, accelerator, kto_inputs, case)}
+           for case in kto_cases()]
     payload = {
         "made_by": "bench/trl_loss_fixtures.py",
         "trl": trl.__version__, "torch": torch.__version__,
         "inputs": {k: v.tolist() for k, v in inputs.items()},
         "cases": cases,
+        "kto_inputs": {k: v if isinstance(v, list) else v.tolist() for k, v in kto_inputs.items()},
+        "kto_cases": kto,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     print(f"{len(cases)} cases from TRL {trl.__version__} written to {args.out}")
     for c in cases:
         print(f"  {c['options']['loss_type']:<24} {c['dtype']:<8} loss {c['loss']:.10g}")
+    for c in kto:
+        print(f"  kto {c['options']}  loss {c['loss']:.10g}  kl {c['metrics']['kl']:.6g}")
     return 0
 
 

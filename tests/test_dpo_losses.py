@@ -17,6 +17,9 @@ from ctllm.dpo.losses import (
     LossConfig,
     PairLogps,
     compute_loss,
+    kl_mismatch_order,
+    kto_loss,
+    kto_objective,
     length_desensitized_logps,
     objective,
     preference_loss,
@@ -272,3 +275,67 @@ def test_matches_trl(case):
     # entries that are tiny against it); most cases agree to the last bits.
     torch.testing.assert_close(grad, theirs, rtol=RTOL, atol=RTOL * scale * (1e-3 if case["dtype"] == "float64"
                                                                              else 1.0))
+
+
+# ---- KTO against TRL 1.16's KTOTrainer ---------------------------------------------------------------------------
+
+def kto_case_id(case: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in case["options"].items() if k != "labels") + (
+        f",labels={sum(case['options']['labels'])}/{len(case['options']['labels'])}" if "labels" in case["options"]
+        else "")
+
+
+@pytest.mark.parametrize("case", FIXTURE["kto_cases"], ids=kto_case_id)
+def test_kto_matches_trl(case):
+    inputs = FIXTURE["kto_inputs"]
+    mask, kl_mask = torch.tensor(inputs["mask"], dtype=torch.float64), torch.tensor(inputs["kl_mask"],
+                                                                                      dtype=torch.float64)
+    options = case["options"]
+    policy = torch.tensor(inputs["policy_token_logps"], dtype=torch.float64).requires_grad_(True)
+    kl_policy = (torch.tensor(inputs["kl_policy_token_logps"], dtype=torch.float64)
+                 + options.get("kl_shift", 0.0) * kl_mask).requires_grad_(True)
+    labels = torch.tensor(options.get("labels", inputs["labels"]))
+    loss, metrics = kto_objective(
+        (policy * mask).sum(1), torch.tensor(inputs["ref_token_logps"], dtype=torch.float64).sum(1), labels,
+        (kl_policy * kl_mask).sum(1), torch.tensor(inputs["kl_ref_token_logps"], dtype=torch.float64).sum(1),
+        beta=options["beta"], desirable_weight=options.get("desirable_weight", 1.0),
+        undesirable_weight=options.get("undesirable_weight", 1.0))
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(case["loss"], rel=RTOL)
+    assert set(case["metrics"]) == set(metrics) - {"loss"}, "metric names differ from TRL's"
+    for key, value in case["metrics"].items():
+        assert float(metrics[key]) == pytest.approx(value, rel=RTOL, abs=1e-12), key
+    theirs = torch.tensor(case["grad"], dtype=torch.float64)
+    torch.testing.assert_close(policy.grad, theirs, rtol=RTOL, atol=RTOL * 1e-3 * float(theirs.abs().max()))
+    # The reference point is a constant of the step in both: no gradient flows into the KL sequences.
+    assert case["kl_grad_is_zero"] and kl_policy.grad is None
+
+
+def test_kto_fixture_covers_the_clamp_and_one_sided_batches():
+    cases = FIXTURE["kto_cases"]
+    assert any(c["metrics"]["kl"] == 0.0 for c in cases) and any(c["metrics"]["kl"] > 0.1 for c in cases)
+    assert any("rewards/rejected" not in c["metrics"] for c in cases)
+    assert any("rewards/chosen" not in c["metrics"] for c in cases)
+    assert any(c["options"].get("desirable_weight", 1.0) != 1.0 for c in cases)
+
+
+def test_kto_loss_by_hand():
+    # s_d = 1, s_u = −1, KL pairs' mean log-ratio 0.5 → z0 = 0.5; β = 1:
+    # desirable 1 − σ(1 − 0.5), undesirable 1 − σ(0.5 − (−1)), weighted 2 and 1.
+    losses, chosen_rewards, rejected_rewards, kl = kto_loss(
+        t(-10.0), t(-12.0), t(-4.0, -6.0), t(-11.0), t(-11.0), t(-4.0, -7.0), beta=1.0,
+        desirable_weight=2.0, undesirable_weight=1.0)
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    assert float(kl) == pytest.approx(0.5)
+    assert losses.tolist() == pytest.approx([2 * (1 - sig(0.5)), 1 - sig(1.5)], abs=1e-6)
+    assert chosen_rewards.tolist() == pytest.approx([1.0]) and rejected_rewards.tolist() == pytest.approx([-1.0])
+    # KL estimate below zero is clamped: z0 = 0.
+    _, _, _, kl = kto_loss(t(-10.0), t(-12.0), t(-8.0), t(-11.0), t(-11.0), t(-4.0), beta=1.0)
+    assert float(kl) == 0.0
+
+
+def test_kl_mismatch_order_is_trls_cycle():
+    completions = ["a", "b", "c", "d"]
+    # TRL: KL_completion_ids = [completions[-1]] + completions[:-1]
+    assert [completions[i] for i in kl_mismatch_order(4)] == ["d", "a", "b", "c"]
+    assert kl_mismatch_order(0) == [] and kl_mismatch_order(1) == [0]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ctllm.errors import UserError
-from ctllm.pairs.store import PairQuery, Plan, Store, plan_query
+from ctllm.pairs.store import PairQuery, Plan, Store, plan_query, rated
 from ctllm.pairs.store.schema import ensure_schema
 
 CID = 1
@@ -128,3 +128,15 @@ def test_planning_needs_no_database_but_a_cjk_query_needs_its_filter() -> None:
         plan_query(CID, PairQuery(), "newest")
     with pytest.raises(UserError, match="needs a score name"):
         plan_query(CID, PairQuery(), "score")
+
+
+@pytest.mark.parametrize(("sql", "params", "index"), [
+    (rated.LIST_SQL, [CID, 0, 100], "rated_by_id"),
+    (rated.COUNT_SQL, [CID], "rated_by_"),
+    (rated.COUNT_LABEL_SQL, [CID, 1], "rated_by_label"),
+])
+def test_rated_answers_are_paged_and_counted_from_an_index(db: sqlite3.Connection, sql: str, params: list,
+                                                           index: str) -> None:
+    steps = explain(db, (sql, params))
+    assert_indexed(steps)
+    assert any(index in step for step in steps), steps

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from ctllm.pairs.export import export_collection, push_to_hub
+from ctllm.errors import UserError
+from ctllm.pairs.export import export_collection, export_rated, push_to_hub
 from ctllm.pairs.store import Store
-from ctllm.pairs.writers import EXPORT_FORMATS
+from ctllm.pairs.writers import EXPORT_FORMATS, RATED_EXPORT_FORMATS
 from ctllm.settings import Settings
 
 NAME = "export"
@@ -16,7 +17,9 @@ HELP = "export a collection (labels resolved into chosen/rejected) to a file or,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--collection", required=True)
-    parser.add_argument("--format", dest="fmt", choices=EXPORT_FORMATS, default="trl")
+    parser.add_argument("--format", dest="fmt", choices=(*EXPORT_FORMATS, *RATED_EXPORT_FORMATS), default="trl",
+                        help="pair formats, or trl-unpaired / trl-unpaired-parquet for the collection's unpaired "
+                        "rated answers (TRL's prompt/completion/label rows, for KTO)")
     parser.add_argument("--out", help="file or existing folder (default: the data dir's exports folder)")
     parser.add_argument("--split", help="only pairs of this split (e.g. test)")
     parser.add_argument("--push", metavar="OWNER/NAME", help="upload to this hub dataset repository instead")
@@ -26,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     store = Store(settings.ensure_dirs().db_path)
-    if args.push:
+    if args.fmt in RATED_EXPORT_FORMATS:
+        if args.push or args.split:
+            raise UserError(f"--format {args.fmt} writes a file of rated answers: no --push, no --split")
+        summary = export_rated(store, args.collection, args.out or settings.exports_dir, args.fmt)
+    elif args.push:
         token = args.token or os.environ.get("HF_TOKEN", "")
         summary = push_to_hub(store, args.collection, args.push, token, private=not args.public,
                               conversational=args.fmt == "trl-conversational")

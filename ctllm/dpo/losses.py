@@ -412,6 +412,79 @@ def preference_loss(
     return losses, (beta * s_c).detach(), (beta * s_r).detach()
 
 
+# ---- KTO: unpaired desirable / undesirable examples (TRL KTOTrainer) -------------------------------------------
+
+def kl_mismatch_order(n: int) -> list[int]:
+    """Which completion each example's KL sequence borrows: the previous one in the batch, cyclically.
+
+    TRL's KTOTrainer builds ``KL_completion_ids = [completions[-1]] + completions[:-1]``, so example i's prompt is
+    paired with completion i − 1 (example 0 with the last): mismatched (x, y') pairs from the same batch.
+    """
+    return [n - 1, *range(n - 1)] if n > 0 else []
+
+
+def kto_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    policy_KL_logps: Tensor,  # noqa: N803  (TRL's name)
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    ref_KL_logps: Tensor,  # noqa: N803
+    beta: float,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """KTO (Ethayarajh et al. 2024, arXiv 2402.01306) Eq. 7 as TRL 1.16's ``KTOTrainer._compute_loss`` writes it.
+
+    The reference point z₀ is the batch mean of log π(y'|x) − log π_ref(y'|x) over the mismatched KL pairs,
+    detached and clamped at 0. Desirable examples lose 1 − σ(β(s − z₀)), undesirable ones 1 − σ(β(z₀ − s)).
+    Returns (losses [N_d + N_u]: the weighted desirable losses then the weighted undesirable ones, whose mean is
+    TRL's loss; chosen rewards β·s; rejected rewards β·s, both detached; z₀, a 0-d tensor).
+    """
+    if beta <= 0:
+        raise ValueError(f"beta = {beta!r} must be > 0")
+    kl = (policy_KL_logps - ref_KL_logps).mean().detach().clamp(min=0)
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    chosen_losses = 1 - torch.sigmoid(beta * (chosen_logratios - kl))
+    rejected_losses = 1 - torch.sigmoid(beta * (kl - rejected_logratios))
+    losses = torch.cat((desirable_weight * chosen_losses, undesirable_weight * rejected_losses), 0)
+    return losses, (beta * chosen_logratios).detach(), (beta * rejected_logratios).detach(), kl
+
+
+def kto_objective(
+    logps: Tensor,
+    ref_logps: Tensor,
+    labels: Tensor,
+    kl_logps: Tensor,
+    ref_kl_logps: Tensor,
+    beta: float,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One batch of N unpaired examples (summed completion log-probs [N], ``labels`` [N] bool: desirable) and its
+    N KL sequences: TRL's scalar loss and its metrics under TRL 1.16's names (``kl``; ``rewards/chosen`` and
+    ``logps/chosen`` averaged over the desirable examples, ``rewards/rejected`` / ``logps/rejected`` over the
+    undesirable ones, logged only where the batch has some; ``rewards/margins`` only where it has both).
+    """
+    labels = labels.to(device=logps.device, dtype=torch.bool)
+    chosen_logps, rejected_logps = logps[labels], logps[~labels]
+    losses, chosen_rewards, rejected_rewards, kl = kto_loss(
+        chosen_logps, rejected_logps, kl_logps, ref_logps[labels], ref_logps[~labels], ref_kl_logps,
+        beta, desirable_weight, undesirable_weight)
+    loss = losses.mean()
+    metrics: dict[str, Tensor] = {"loss": loss.detach(), "kl": kl}
+    if chosen_logps.numel():
+        metrics["rewards/chosen"] = chosen_rewards.mean()
+        metrics["logps/chosen"] = chosen_logps.detach().mean()
+    if rejected_logps.numel():
+        metrics["rewards/rejected"] = rejected_rewards.mean()
+        metrics["logps/rejected"] = rejected_logps.detach().mean()
+    if chosen_logps.numel() and rejected_logps.numel():
+        metrics["rewards/margins"] = metrics["rewards/chosen"] - metrics["rewards/rejected"]
+    return loss, metrics
+
+
 def batch_nll(policy: ForwardOutput) -> Tensor:
     """−Σ log π(chosen tokens) / number of chosen tokens over the batch (TRL's CrossEntropyLoss mean)."""
     return -policy.chosen_logps.sum() / policy.chosen_tokens.sum().clamp(min=1)

@@ -18,7 +18,14 @@ from typing import Any
 from ctllm.errors import UserError
 from ctllm.pairs.resolve import LEFT_OUT
 from ctllm.pairs.store import Collection, Store
-from ctllm.pairs.writers import EXPORT_FORMATS, dataset_info_entry, to_hf_dataset, write_pairs
+from ctllm.pairs.writers import (
+    EXPORT_FORMATS,
+    RATED_EXPORT_FORMATS,
+    dataset_info_entry,
+    to_hf_dataset,
+    write_pairs,
+    write_rated,
+)
 
 SUFFIXES = {
     "trl": ".trl.jsonl",
@@ -26,6 +33,8 @@ SUFFIXES = {
     "alpaca-ranking": ".alpaca.json",
     "parquet": ".parquet",
     "canonical": ".pairs.jsonl",
+    "trl-unpaired": ".trl-unpaired.jsonl",
+    "trl-unpaired-parquet": ".trl-unpaired.parquet",
 }
 DATASET_INFO = "dataset_info.json"
 
@@ -39,6 +48,7 @@ class ExportSummary:
     outcomes: Counter[str] = field(default_factory=Counter)  # resolve.KEPT / LEFT_OUT counts
     dataset_info: Path | None = None
     repo: str | None = None
+    noun: str = "pairs"
 
     @property
     def left_out(self) -> dict[str, int]:
@@ -47,7 +57,7 @@ class ExportSummary:
     def report(self) -> str:
         where = self.repo if self.repo else str(self.path)
         kept = ", ".join(f"{self.outcomes[k]:,} {k}" for k in ("source", "confirmed", "swapped") if self.outcomes[k])
-        text = f"wrote {self.written:,} pairs of {self.collection!r} to {where} ({self.format})"
+        text = f"wrote {self.written:,} {self.noun} of {self.collection!r} to {where} ({self.format})"
         if kept:
             text += f"; order: {kept}"
         left = ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in self.left_out.items())
@@ -62,6 +72,25 @@ def default_file_name(collection: str, fmt: str) -> str:
     return safe + SUFFIXES[fmt]
 
 
+def _out_path(path: str | Path, target: Collection, fmt: str) -> Path:
+    """``path`` itself, or inside an existing folder a file named after the collection."""
+    out = Path(path).expanduser()
+    return out / default_file_name(target.name, fmt) if out.is_dir() else out
+
+
+def export_rated(store: Store, collection: str | int | Collection, path: str | Path, fmt: str) -> ExportSummary:
+    """Write the collection's unpaired rated answers in TRL's unpaired format (``RATED_EXPORT_FORMATS``) to
+    ``path`` (a file, or an existing folder: a file named after the collection goes inside)."""
+    if fmt not in RATED_EXPORT_FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(RATED_EXPORT_FORMATS)}")
+    target = store.get_collection(collection)
+    out = _out_path(path, target, fmt)
+    if not store.count_rated(target):
+        raise UserError(f"collection {target.name!r} has no rated answer to export")
+    written = write_rated((r.answer for r in store.iter_rated(target)), out, fmt)
+    return ExportSummary(target.name, fmt, out, written, noun="rated answers")
+
+
 def export_collection(
     store: Store, collection: str | int | Collection, path: str | Path, fmt: str, *, split: str | None = None
 ) -> ExportSummary:
@@ -70,9 +99,7 @@ def export_collection(
     if fmt not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     target = store.get_collection(collection)
-    out = Path(path).expanduser()
-    if out.is_dir():
-        out = out / default_file_name(target.name, fmt)
+    out = _out_path(path, target, fmt)
     pairs, outcomes = store.resolved_pairs(target, split)
     if not pairs:
         raise UserError(f"collection {target.name!r} has no pair to export ({_outcome_text(outcomes)})")

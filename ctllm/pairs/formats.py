@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctllm.errors import UserError
-from ctllm.pairs.schema import LANGUAGES, MAX_FIELD_CHARS, Message, Pair, detect_language
+from ctllm.pairs.schema import LANGUAGES, MAX_FIELD_CHARS, Message, Pair, RatedAnswer, detect_language
 
 try:  # orjson parses JSON several times faster; the standard library is the fallback
     import orjson
@@ -236,6 +236,48 @@ def make_pair(
         text = prompt[0]["content"] if len(prompt) == 1 else "\n".join(m["content"] for m in prompt)
         language = detect_language(text + "\n" + chosen)
     return Pair(prompt=prompt, chosen=chosen, rejected=rejected, source=source, language=language, meta=meta)
+
+
+UNPAIRED_COLUMNS = frozenset(("prompt", "completion", "label"))
+_LABEL_TEXT = {"true": True, "1": True, "false": False, "0": False}
+
+
+def is_unpaired(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """TRL's unpaired preference format: sampled rows with prompt, completion and label, none with chosen or
+    rejected (a row missing a field is still this format's row, reported bad)."""
+    return any(UNPAIRED_COLUMNS <= row.keys() for row in rows) and not any(_CHOSEN_REJECTED & row.keys()
+                                                                            for row in rows)
+
+
+def _label(row: Mapping[str, Any]) -> bool:
+    value = _get(row, "label")
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _LABEL_TEXT:  # CSV cells
+        return _LABEL_TEXT[value.strip().lower()]
+    raise RowProblem("label", f"wrong type: expected true or false, got {_type_name(value)} {value!r}"[:200])
+
+
+def rated_answer(row: dict[str, Any], options: ConvertOptions) -> RatedAnswer:
+    """One row of TRL's unpaired format (standard: texts; conversational: messages) as a RatedAnswer; the row's
+    other columns become meta, and source / language / meta columns are read as ``make_pair`` reads them."""
+    raw_prompt, raw_completion = _maybe_json(_get(row, "prompt")), _maybe_json(_get(row, "completion"))
+    prompt = [Message(role="user", content=raw_prompt)] if isinstance(raw_prompt, str) else _messages(
+        raw_prompt, "prompt")
+    if isinstance(raw_completion, str):
+        completion = raw_completion
+    else:
+        answer = _messages(raw_completion, "completion")
+        if len(answer) != 1 or answer[0]["role"] != "assistant":
+            raise RowProblem("completion", "expected one assistant message")
+        completion = answer[0]["content"]
+    desirable = _label(row)
+    # make_pair does the prompt, size, meta and language checks; its "rejected" is a placeholder never kept.
+    pair = make_pair(prompt, completion, "\u0000", row, UNPAIRED_COLUMNS, options,
+                     ("prompt", "completion", "completion"))
+    return RatedAnswer(pair.prompt, completion, desirable, pair.source, pair.language, pair.meta)
 
 
 def _conversation_split(

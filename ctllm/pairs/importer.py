@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctllm.errors import UserError
-from ctllm.pairs.readers import RowError, read_pairs
+from ctllm.pairs.readers import UNPAIRED_FORMAT, RowError, read_pairs, read_rated
 from ctllm.pairs.schema import MAX_FIELD_CHARS
-from ctllm.pairs.store import Store
+from ctllm.pairs.store import Collection, Store
 
 
 @dataclass
@@ -28,10 +28,12 @@ class ImportSummary:
     errors: list[RowError] = field(default_factory=list)
     read_seconds: float = 0.0
     write_seconds: float = 0.0
+    noun: str = "pairs"
 
     def report(self, max_errors: int = 20) -> str:
         lines = [
-            f"collection {self.collection!r}: {self.added:,} pairs added, {self.duplicates:,} duplicates skipped, "
+            f"collection {self.collection!r}: {self.added:,} {self.noun} added, "
+            f"{self.duplicates:,} duplicates skipped, "
             f"{len(self.errors):,} bad rows skipped (format {self.format}, {self.rows:,} rows read; "
             f"read {self.read_seconds:.1f} s, store {self.write_seconds:.1f} s)"
         ]
@@ -90,19 +92,61 @@ def import_pairs(
             store.delete_collection(target)
         raise
     write_seconds = time.perf_counter() - started
+    summary = ImportSummary(
+        target.name, result.format, result.rows, added, duplicates, result.errors, read_seconds, write_seconds
+    )
+    _record_import(store, target, source, summary)
+    return summary
+
+
+def _record_import(store: Store, target: Collection, source: str | Path, summary: ImportSummary) -> None:
+    """The import's line in the collection's meta ("imports")."""
     imports = list(target.meta.get("imports", []))
     imports.append(
         {
             "source": str(source),
-            "format": result.format,
-            "rows": result.rows,
-            "added": added,
-            "duplicates": duplicates,
-            "errors": len(result.errors),
+            "format": summary.format,
+            "rows": summary.rows,
+            "added": summary.added,
+            "duplicates": summary.duplicates,
+            "errors": len(summary.errors),
             "time": time.time(),
         }
     )
     store.update_collection_meta(target, imports=imports)
-    return ImportSummary(
-        target.name, result.format, result.rows, added, duplicates, result.errors, read_seconds, write_seconds
-    )
+
+
+def import_rated(
+    store: Store,
+    source: str | Path,
+    collection: str,
+    *,
+    kind: str = "import",
+    on_error: str = "skip",
+    max_field_chars: int = MAX_FIELD_CHARS,
+    allow_hub: bool = False,
+    created_by: str = "",
+    max_bytes: int | None = None,
+) -> ImportSummary:
+    """Import unpaired rated answers (TRL's prompt / completion / label rows) into ``collection`` (created when
+    missing); nothing is written when the read aborts or no row is good."""
+    started = time.perf_counter()
+    result = read_rated(source, on_error=on_error, max_field_chars=max_field_chars, allow_hub=allow_hub,
+                        max_bytes=max_bytes)
+    read_seconds = time.perf_counter() - started
+    if not result.answers:
+        shown = "\n  ".join(str(e) for e in result.errors[:10])
+        raise UserError(f"{source}: no valid rated answers ({result.rows} rows, {len(result.errors)} bad):\n  {shown}")
+    created = store.find_collection(collection) is None
+    target = store.ensure_collection(collection, kind, source=str(source), format=UNPAIRED_FORMAT)
+    started = time.perf_counter()
+    try:
+        added, duplicates = store.add_rated(target, result.answers, created_by=created_by)
+    except BaseException:
+        if created:
+            store.delete_collection(target)
+        raise
+    summary = ImportSummary(target.name, UNPAIRED_FORMAT, result.rows, added, duplicates, result.errors,
+                            read_seconds, time.perf_counter() - started, noun="rated answers")
+    _record_import(store, target, source, summary)
+    return summary

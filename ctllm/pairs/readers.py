@@ -33,8 +33,10 @@ from ctllm.pairs.formats import (
     check_mapping,
     detect_format,
     fast_json_loads,
+    is_unpaired,
+    rated_answer,
 )
-from ctllm.pairs.schema import MAX_FIELD_CHARS, Pair
+from ctllm.pairs.schema import MAX_FIELD_CHARS, Pair, RatedAnswer
 
 ON_ERROR = ("skip", "abort")
 PROGRESS_EVERY = 5000
@@ -73,6 +75,25 @@ class ReadResult:
     errors: list[RowError]
     format: str
     rows: int  # source rows seen, good and bad
+
+
+@dataclass
+class RatedReadResult:
+    answers: list[RatedAnswer]
+    errors: list[RowError]
+    rows: int
+
+
+UNPAIRED_FORMAT = "trl-unpaired"
+
+
+class UnpairedFile(UserError):
+    """A file in TRL's unpaired format (prompt / completion / label) handed to ``read_pairs``: it holds rated
+    answers, not pairs; ``read_rated`` reads it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name}: rows of prompt / completion / label are unpaired rated answers, not pairs "
+                         f"(format {UNPAIRED_FORMAT})")
 
 
 class ImportAborted(UserError):
@@ -515,6 +536,8 @@ def _read(
             raise UserError(
                 f"{loaded.name}: no readable rows to recognise the format from (first: {loaded.records[0].error})"
             )
+        if is_unpaired(sample):
+            raise UnpairedFile(loaded.name)
         try:
             fmt = detect_format(sample)
         except UserError as error:
@@ -544,3 +567,34 @@ def _read(
     if errors and on_error == "abort":
         raise ImportAborted(loaded.name, errors)
     return ReadResult(pairs=pairs, errors=errors, format=fmt, rows=len(loaded.records))
+
+
+def read_rated(
+    source: str | Path,
+    *,
+    on_error: str = "skip",
+    max_field_chars: int = MAX_FIELD_CHARS,
+    allow_hub: bool = False,
+    max_bytes: int | None = None,
+) -> RatedReadResult:
+    """Every rated answer of a file in TRL's unpaired format (``prompt`` / ``completion`` / ``label``); bad rows as
+    in ``read_pairs`` (file, line or row, field)."""
+    if on_error not in ON_ERROR:
+        raise UserError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
+    loaded = _load(source, allow_hub, max_bytes)
+    if not loaded.records:
+        raise UserError(f"{loaded.name}: no rows found")
+    options = ConvertOptions(loaded.stem, max_field_chars=max_field_chars)
+    answers: list[RatedAnswer] = []
+    errors: list[RowError] = []
+    for record in loaded.records:
+        if record.error is not None:
+            errors.append(record.error)
+            continue
+        try:
+            answers.append(rated_answer(record.data, options))  # type: ignore[arg-type]
+        except RowProblem as problem:
+            errors.append(RowError(loaded.name, record.line, record.row, problem.field, problem.reason))
+    if errors and on_error == "abort":
+        raise ImportAborted(loaded.name, errors)
+    return RatedReadResult(answers, errors, len(loaded.records))

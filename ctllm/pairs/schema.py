@@ -34,11 +34,7 @@ class Pair:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        if not _is_plain_messages(self.prompt):
-            messages = tuple(Message(role=m["role"], content=m["content"]) for m in self.prompt)
-            object.__setattr__(self, "prompt", messages)
-        if not self.language:
-            object.__setattr__(self, "language", detect_language(self.prompt_text + "\n" + self.chosen))
+        _settle(self, self.chosen)
 
     @property
     def system(self) -> str:
@@ -82,8 +78,45 @@ class Pair:
             meta=dict(data.get("meta") or {}),
         )
 
+    def as_rated(self) -> tuple[RatedAnswer, RatedAnswer]:
+        """The pair as KTO reads it: the chosen answer desirable, the rejected one undesirable."""
+        return (RatedAnswer(self.prompt, self.chosen, True, self.source, self.language, dict(self.meta)),
+                RatedAnswer(self.prompt, self.rejected, False, self.source, self.language, dict(self.meta)))
+
     def swapped(self) -> Pair:
         return Pair(self.prompt, self.rejected, self.chosen, self.source, self.language, dict(self.meta))
+
+
+@dataclass(frozen=True)
+class RatedAnswer:
+    """Unpaired feedback (KTO): a prompt, one assistant answer, and whether that answer is desirable.
+
+    TRL's unpaired preference format is ``prompt`` / ``completion`` / ``label``; ``prompt`` as in ``Pair``.
+    """
+
+    prompt: tuple[Message, ...]
+    completion: str
+    desirable: bool
+    source: str = ""
+    language: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        _settle(self, self.completion)
+
+    @property
+    def last_user(self) -> str:
+        return next((m["content"] for m in reversed(self.prompt) if m["role"] == "user"), "")
+
+
+def _settle(record: Pair | RatedAnswer, answer: str) -> None:
+    """A frozen record's prompt as plain {role, content} messages, and its language detected when not given."""
+    if not _is_plain_messages(record.prompt):
+        object.__setattr__(record, "prompt", tuple(Message(role=m["role"], content=m["content"])
+                                                   for m in record.prompt))
+    if not record.language:
+        text = "\n".join(m["content"] for m in record.prompt)
+        object.__setattr__(record, "language", detect_language(text + "\n" + answer))
 
 
 def _is_plain_messages(prompt: object) -> bool:

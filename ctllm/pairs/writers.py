@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ctllm.errors import UserError
-from ctllm.pairs.schema import Message, Pair
+from ctllm.pairs.schema import Message, Pair, RatedAnswer
 
 EXPORT_FORMATS = ("trl", "trl-conversational", "alpaca-ranking", "parquet", "canonical")
+RATED_EXPORT_FORMATS = ("trl-unpaired", "trl-unpaired-parquet")  # unpaired rated answers (KTO)
 PARQUET_BATCH = 10_000
 
 try:  # orjson writes JSON several times faster
@@ -149,6 +150,44 @@ def write_pairs(pairs: Iterable[Pair], path: Path, fmt: str) -> int:
             _write_alpaca(items, partial)
         else:
             _write_parquet(items, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return len(items)
+
+
+def rated_row(answer: RatedAnswer, conversational: bool) -> dict[str, Any]:
+    """TRL's unpaired preference row: prompt / completion / label (messages when ``conversational``)."""
+    if conversational:
+        row: dict[str, Any] = {"prompt": [dict(m) for m in answer.prompt],
+                               "completion": [{"role": "assistant", "content": answer.completion}]}
+    else:
+        row = {"prompt": answer.last_user, "completion": answer.completion}
+    return row | {"label": answer.desirable, "source": answer.source, "language": answer.language,
+                  "meta": _dumps(answer.meta)}
+
+
+def write_rated(answers: Iterable[RatedAnswer], path: Path, fmt: str) -> int:
+    """Write rated answers in TRL's unpaired format, JSONL ("trl-unpaired") or Parquet ("trl-unpaired-parquet");
+    conversational rows for the whole file when any prompt is more than one user turn. Returns how many."""
+    if fmt not in RATED_EXPORT_FORMATS:
+        raise UserError(f"unknown export format {fmt!r} for rated answers; choose one of "
+                        f"{', '.join(RATED_EXPORT_FORMATS)}")
+    path = Path(path)
+    items = list(answers)
+    conversational = any(len(a.prompt) != 1 for a in items)
+    rows = (rated_row(a, conversational) for a in items)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        if fmt == "trl-unpaired":
+            _write_lines((_dumps(row) for row in rows), partial)
+        else:
+            # Lazy: importing pyarrow takes seconds; start-up (the app, the CLI) does not need it.
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(list(rows)), partial, compression="zstd")
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ Layout
   pair_texts   prompt (JSON messages), chosen, rejected, meta (JSON)
   labels       one verdict per (pair version chain, annotator); a new verdict replaces the annotator's old one
   scores       a run's implicit-reward margin per pair, for "lowest margin first"
+  rated_answers  unpaired feedback (KTO): prompt (JSON messages), one completion, desirable 0/1, meta
   pairs_fts    word index (FTS5, contentless) of the texts with their CJK characters left out; a pair with no
                word left (most Chinese pairs) has no row there (``ingest.has_words``)
   search_*     the CJK substring index (``ctllm.pairs.cjk_index``): segments of bulk-imported pairs, and
@@ -28,12 +29,12 @@ the process being killed (not a power cut).
 Modules: ``store`` (``Store``: opening, collections), ``connection`` (connections, write transactions),
 ``schema`` (tables, migrations), ``ingest`` (adding and editing pairs), ``reading`` (pairs by id, version chains,
 resolved pairs), ``query`` (planning, paging, search), ``labels`` (labels, scores, statistics inputs),
-``records`` (what the store returns). Architecture overview: docs/architecture.md.
+``rated`` (unpaired rated answers), ``records`` (what the store returns). Architecture overview: docs/architecture.md.
 """
 
 from ctllm.pairs.store.ingest import BATCH, BULK_INDEX_MIN, FOLD_AT, Prepared, prepare_rows
 from ctllm.pairs.store.query import LABEL_STATES, LISTED_CANDIDATES, PAGE_SIZE, SORTS, Page, PairQuery, Plan, plan_query
-from ctllm.pairs.store.records import Collection, DuplicatePair, Label, LabelProgress, StoredPair
+from ctllm.pairs.store.records import Collection, DuplicatePair, Label, LabelProgress, StoredPair, StoredRated
 from ctllm.pairs.store.schema import FTS_HASH_BYTES, SCHEMA_VERSION
 from ctllm.pairs.store.store import KINDS, PairStore, Store
 
@@ -59,6 +60,7 @@ __all__ = [
     "Prepared",
     "Store",
     "StoredPair",
+    "StoredRated",
     "plan_query",
     "prepare_rows",
 ]

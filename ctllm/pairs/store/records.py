@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctllm.errors import UserError
-from ctllm.pairs.schema import Pair
+from ctllm.pairs.schema import Pair, RatedAnswer
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,17 @@ class StoredPair:
     parent_id: int | None
     is_latest: bool
     split: str
+    created_by: str
+    created: float
+
+
+@dataclass(frozen=True)
+class StoredRated:
+    """An unpaired rated answer in the store (``rated_answers``)."""
+
+    id: int
+    collection_id: int
+    answer: RatedAnswer
     created_by: str
     created: float
 

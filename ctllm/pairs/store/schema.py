@@ -10,7 +10,7 @@ from ctllm.errors import UserError
 from ctllm.pairs import cjk_index
 from ctllm.pairs.store.ingest import BATCH, has_words, index_texts, pair_texts
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 FTS_HASH_BYTES = 64 << 20
 
 SCHEMA = """
@@ -86,6 +86,23 @@ CREATE VIRTUAL TABLE IF NOT EXISTS pairs_fts USING fts5(
     coll, prompt, chosen, rejected, content='', tokenize='unicode61 remove_diacritics 2'
 );
 CREATE TABLE IF NOT EXISTS search_unindexed (pair_id INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS rated_answers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection_id INTEGER NOT NULL REFERENCES collections(id),
+    prompt TEXT NOT NULL,  -- JSON messages, as pair_texts.prompt
+    completion TEXT NOT NULL,
+    desirable INTEGER NOT NULL CHECK (desirable IN (0, 1)),
+    language TEXT NOT NULL,
+    source TEXT NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}',
+    content_hash TEXT NOT NULL,
+    created_by TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS rated_dedup ON rated_answers(collection_id, content_hash);
+-- Listing by id reads rated_by_id (the rowid follows collection_id in the index), counts read rated_by_label.
+CREATE INDEX IF NOT EXISTS rated_by_id ON rated_answers(collection_id);
+CREATE INDEX IF NOT EXISTS rated_by_label ON rated_answers(collection_id, desirable);
 """ + cjk_index.SCHEMA
 
 
@@ -99,6 +116,7 @@ def ensure_schema(db: sqlite3.Connection, path: Path) -> None:
         _migrate_from_1(db)
     if version in (1, 2, 3, 4):  # 2: every CJK character a token; 3: no skip terms; 4: word-less rows
         db.execute("DROP TABLE IF EXISTS pairs_fts")
+    # 5 → 6 (unpaired rated answers, KTO) adds a table and its indexes: the CREATE statements below do it.
     for statement in _split_sql(SCHEMA):
         db.execute(statement)
     # A 64 MB in-memory buffer before the index writes a segment: fewer merges on a big import.

@@ -10,9 +10,11 @@ from typing import Any
 
 from ctllm.errors import UserError
 from ctllm.pairs import cjk_index
+from ctllm.pairs.schema import RatedAnswer
 from ctllm.pairs.store.ingest import IngestMixin, delete_pairs
 from ctllm.pairs.store.labels import LabelsMixin
 from ctllm.pairs.store.query import QueryMixin
+from ctllm.pairs.store.rated import RatedMixin
 from ctllm.pairs.store.reading import ReadMixin
 from ctllm.pairs.store.records import COLLECTION_COLUMNS, Collection, to_collection
 from ctllm.pairs.store.schema import ensure_schema
@@ -21,7 +23,7 @@ from ctllm.pairs.store.sql import dumps
 KINDS = ("import", "manual", "votes", "synth")
 
 
-class Store(IngestMixin, ReadMixin, QueryMixin, LabelsMixin):
+class Store(IngestMixin, ReadMixin, QueryMixin, LabelsMixin, RatedMixin):
     """Thread-safe access to the store file; make one per process and share it between threads."""
 
     def __init__(self, path: Path | str) -> None:
@@ -84,12 +86,20 @@ class Store(IngestMixin, ReadMixin, QueryMixin, LabelsMixin):
             )
         return self.get_collection(collection.id)
 
+    def kto_examples(self, ref: str | int | Collection) -> list[RatedAnswer]:
+        """What KTO trains on from a collection: each resolved pair as a desirable and an undesirable example
+        (``Pair.as_rated``), then the collection's unpaired rated answers, by id."""
+        collection = self.get_collection(ref)
+        examples = [answer for pair in self.collection_pairs(collection) for answer in pair.as_rated()]
+        return examples + [stored.answer for stored in self.iter_rated(collection)]
+
     def delete_collection(self, ref: str | int | Collection) -> int:
-        """Delete a collection with its pairs, labels and scores; returns how many pair rows went."""
+        """Delete a collection with its pairs, labels, scores and rated answers; returns how many pair rows went."""
         cid = self.get_collection(ref).id
         with self._write() as db:
             ids = [row[0] for row in db.execute("SELECT id FROM pairs WHERE collection_id = ?", (cid,))]
             db.execute("DELETE FROM labels WHERE collection_id = ?", (cid,))
+            db.execute("DELETE FROM rated_answers WHERE collection_id = ?", (cid,))
             delete_pairs(db, ids)
             cjk_index.delete_segments(db, "collection_id = ?", (cid,))
             db.execute("DELETE FROM collections WHERE id = ?", (cid,))
