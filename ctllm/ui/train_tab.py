@@ -35,7 +35,7 @@ from ctllm.jobs.log_text import readable_log
 from ctllm.jobs.score_job import start_score_job
 from ctllm.jobs.train_job import RUN_NAME_PLACEHOLDER, data_spec, plan_train_job, shown_command, start_train_job
 from ctllm.models.registry import list_models
-from ctllm.runs import list_runs, read_config, read_metrics, read_status
+from ctllm.runs import best_eval_accuracy, list_runs, read_config, read_metrics, read_status
 from ctllm.ui import loss_picker, plots
 from ctllm.ui.auth import Role, require
 from ctllm.ui.context import SAMPLES_COLLECTION, AppContext
@@ -231,12 +231,6 @@ def _global_batch(run_dir: Path) -> int | None:
 def job_preset(job: Any) -> str:
     argv = list(job.argv)
     return argv[argv.index("--preset") + 1] if "--preset" in argv[:-1] else ""
-
-
-def best_eval_accuracy(run_dir: Path) -> float | None:
-    values = [r.get("eval_rewards/accuracies") for r in read_metrics(run_dir)]
-    numbers = [v for v in values if isinstance(v, (int, float))]
-    return max(numbers) if numbers else None
 
 
 def before_after_cells(run_dir: Path) -> list[str]:
