@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gradio as gr
 import pytest
 
 from ctllm.cli import main
@@ -25,6 +26,10 @@ from ctllm.jobs.sweep import (
     sweep_jobs,
 )
 from ctllm.settings import Settings
+from ctllm.ui import plots
+from ctllm.ui.context import AppContext
+from ctllm.ui.handlers import bind
+from ctllm.ui.sweep_panel import SweepHandlers, grid_items
 from tests.conftest import MODEL_CACHE, REPO
 from tests.test_jobs import wait_for
 
@@ -137,6 +142,19 @@ def test_a_two_run_sweep_finishes_with_a_comparison_of_two_rows(
     assert main(["sweep", "--data-dir", str(sweep_settings.data_dir), "--list"]) == 0
     assert capsys.readouterr().out.startswith("tiny: 2 runs on cpu, preset cpu-demo")
 
+    # The Train tab's Sweep panel: the same table, sorted by any column, and the runs' curves on one chart.
+    ctx = AppContext(sweep_settings)
+    try:
+        shown = SweepHandlers(ctx).show("tiny", "best_eval_acc", True, "loss")
+    finally:
+        ctx.close()
+    table = shown["table"]
+    assert table["headers"] == columns(load(sweep_settings, "tiny")) and len(table["value"]) == 2
+    accuracies = [row[table["headers"].index("best_eval_acc")] for row in table["value"]]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert sorted(trace.name for trace in shown["plot"].data) == ["tiny-1-beta_0.1", "tiny-2-beta_0.5"]
+    assert plots.point_count(shown["plot"]) == 4  # 2 steps of each run
+
 
 @pytest.mark.slow
 def test_cancel_stops_the_whole_sweep_and_resume_queues_the_unfinished_runs(
@@ -163,3 +181,23 @@ def test_cancel_stops_the_whole_sweep_and_resume_queues_the_unfinished_runs(
     assert "--resume" in again[0].argv and "--resume" not in again[1].argv  # the queued one starts afresh
     assert again[0].state == "running" and again[1].state == "queued"
     assert resume_sweep(manager, sweep_settings, "long").runs[0].job_id == again[0].id  # live runs left alone
+
+
+def test_only_an_admin_starts_cancels_or_resumes_a_sweep_from_the_panel(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", auth=("ann:1", "boss:2"), admins=("boss",)).ensure_dirs()
+    ctx = AppContext(settings)
+    try:
+        h = SweepHandlers(ctx)
+        annotator = gr.Request(username="ann")
+        for call in (lambda: h.start("s", "cpu-demo", "beta=0.1,0.5", "cpu", annotator),
+                     lambda: h.cancel("s", "run", False, "loss", annotator),
+                     lambda: h.resume("s", "run", False, "loss", annotator)):
+            with pytest.raises(gr.Error, match="admin"):
+                call()
+        assert list_sweeps(settings) == [] and ctx.jobs.list_jobs() == []
+        with pytest.raises(gr.Error, match="config field 'beta'"):  # as the page gets it
+            bind(h.start)("s", "cpu-demo", "beta=0.1,x", "cpu", gr.Request(username="boss"))
+    finally:
+        ctx.close()
+    assert grid_items(" loss_type=sigmoid,ipo\nbeta=0.1,0.5  lr=1e-5 ") == ["loss_type=sigmoid,ipo", "beta=0.1,0.5",
+                                                                           "lr=1e-5"]

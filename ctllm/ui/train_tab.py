@@ -44,6 +44,7 @@ from ctllm.ui.i18n import STRINGS, headers, t
 from ctllm.ui.job_progress import format_duration, headline_line, phase_text, progress_text, state_name
 from ctllm.ui.publish_panel import build as build_publish_panel
 from ctllm.ui.render import inert_inline
+from ctllm.ui.sweep_panel import build as build_sweep_panel
 
 __all__ = ["data_spec", "format_duration", "progress_text", "shown_command"]  # re-exported: callers of the old home
 
@@ -713,6 +714,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
             ui["compare_metric"] = compare_metric
         empty = plots.placeholder(t("plot.compare", "en").format(metric="loss"), t("plot.compare_none", "en"))
         ui["compare_plot"] = compare_plot = gr.Plot(empty, show_label=False, elem_id="train-compare-plot")
+    build_sweep_panel(ctx)
     ui.update(widgets)
     outputs = list(ui.values())
     picker_language = loss_picker.wire(widgets)
