@@ -56,11 +56,8 @@ def sort_rows(rows: Sequence[dict[str, Any]], column: str, descending: bool = Fa
 
 
 def cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    """4 significant digits, so that grid values such as lr=5e-06 stay readable; "–" for none."""
+    return "–" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def format_comparison(names: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:

@@ -50,17 +50,20 @@ class SweepHandlers:
 
     def cancel(self, name: str | None, sort: str, descending: bool, metric: str,
                request: gr.Request | None = None) -> dict[str, Any]:
-        require(request, Role.ADMIN, self.ctx.settings)
-        cancel_sweep(self.ctx.jobs, self.ctx.settings, self._picked(name))
-        return {**self.show(name, sort, descending, metric, request),
-                "message": t("sweep.cancelled").format(name=inert_inline(name or ""))}
+        return self._whole_sweep(cancel_sweep, "sweep.cancelled", name, sort, descending, metric, request)
 
     def resume(self, name: str | None, sort: str, descending: bool, metric: str,
                request: gr.Request | None = None) -> dict[str, Any]:
+        return self._whole_sweep(resume_sweep, "sweep.resumed", name, sort, descending, metric, request)
+
+    def _whole_sweep(self, action: Any, message: str, name: str | None, sort: str, descending: bool, metric: str,
+                     request: gr.Request | None) -> dict[str, Any]:
         require(request, Role.ADMIN, self.ctx.settings)
-        resume_sweep(self.ctx.jobs, self.ctx.settings, self._picked(name))
+        if not name:
+            raise gr.Error(t("sweep.pick"))
+        action(self.ctx.jobs, self.ctx.settings, name)
         return {**self.show(name, sort, descending, metric, request),
-                "message": t("sweep.resumed").format(name=inert_inline(name or ""))}
+                "message": t(message).format(name=inert_inline(name))}
 
     def show(self, name: str | None, sort: str | None, descending: bool, metric: str | None,
              request: gr.Request | None = None) -> dict[str, Any]:
@@ -79,12 +82,6 @@ class SweepHandlers:
             "table": gr.update(value=[[_cell(row[n]) for n in names] for row in rows], headers=names),
             "plot": plots.overlay_figure(curves, metric or METRICS[0]),
         }
-
-    @staticmethod
-    def _picked(name: str | None) -> str:
-        if not name:
-            raise gr.Error(t("sweep.pick"))
-        return name
 
 
 def _cell(value: Any) -> Any:
