@@ -826,6 +826,20 @@ STRINGS.update({
     "sweep.pick": ("Pick a sweep first.", "请先选择一个搜索。"),
 })
 
+# Pairs tab: guidelines per collection (ctllm/ui/guidelines_panel.py).
+STRINGS.update({
+    "pairs-guidelines-box.label": ("Guidelines for this collection", "本数据集的标注指南"),
+    "pairs-guidelines-editor.label": (
+        "Edit the guidelines (Markdown, admins only)", "编辑指南（支持标记语言格式，仅管理员）"
+    ),
+    "pairs-guidelines-save.value": ("Save guidelines", "保存指南"),
+    "guidelines.none": ("No guidelines for this collection yet.", "本数据集还没有指南。"),
+    "guidelines.pick": ("Pick a collection first.", "请先选择一个数据集。"),
+    "guidelines.too_long": ("The guidelines have {chars} characters; at most {limit}.",
+                            "指南有 {chars} 个字符；最多 {limit} 个。"),
+    "guidelines.saved": ("Guidelines of {collection} saved.", "已保存 {collection} 的指南。"),
+})
+
 STRINGS["help-text.value"] = (HELP["en"], HELP["zh"])
 
 # Train tab: the loss picker (ctllm/ui/loss_picker.py). Choice labels lead with the loss's set; the English line on
