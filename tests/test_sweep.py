@@ -201,3 +201,17 @@ def test_only_an_admin_starts_cancels_or_resumes_a_sweep_from_the_panel(tmp_path
         ctx.close()
     assert grid_items(" loss_type=sigmoid,ipo\nbeta=0.1,0.5  lr=1e-5 ") == ["loss_type=sigmoid,ipo", "beta=0.1,0.5",
                                                                            "lr=1e-5"]
+
+
+@pytest.mark.slow
+def test_a_sweep_cancelled_as_it_starts_never_starts_its_queued_runs(
+    sweep_settings: Settings, manager: JobManager, tiny_model_dir: Path
+) -> None:
+    grid = parse_grid([f"model={tiny_model_dir}", "beta=0.1,0.2,0.3", "max_steps=2", "batch_size=2",
+                       "max_length=64", "final_eval=false"])
+    start_sweep(manager, sweep_settings, *plan_sweep("quick", "cpu-demo", grid))
+    first, *queued = sweep_jobs(manager, load(sweep_settings, "quick"))
+    assert first.state == "running" and [job.state for job in queued] == ["queued", "queued"]
+    cancel_sweep(manager, sweep_settings, "quick")  # the first one is still loading: it stops at once
+    ended = [manager.wait(job.id, timeout=120, until_group_gone=True) for job in (first, *queued)]
+    assert ended[0].final and [(job.state, job.started) for job in ended[1:]] == [("cancelled", None)] * 2

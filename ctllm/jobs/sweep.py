@@ -24,7 +24,7 @@ from ctllm.dpo.presets import resolve_config
 from ctllm.errors import UserError
 from ctllm.jobs.devices import parse_devices
 from ctllm.jobs.manager import JobManager
-from ctllm.jobs.table import CANCELLED, FAILED, Job
+from ctllm.jobs.table import CANCELLED, FAILED, QUEUED, Job
 from ctllm.jobs.train_job import TrainJobPlan, start_train_job
 from ctllm.runs import STATUS_NAME
 from ctllm.settings import Settings
@@ -201,12 +201,14 @@ def cancel_sweep(jobs: JobManager, settings: Settings, name: str) -> Sweep:
     sweep = load(settings, name)
     sweep.cancelled = True
     save(settings, sweep)  # first: nothing that polls meanwhile should take the sweep for a live one
-    for job in sweep_jobs(jobs, sweep):
-        if job is not None and not job.final:
-            try:
-                jobs.cancel(job.id)
-            except UserError:
-                pass  # it ended meanwhile
+    live = [job for job in sweep_jobs(jobs, sweep) if job is not None and not job.final]
+    # The queued ones first: a running run that stops at once would otherwise free the devices for the next
+    # queued run, which the manager would start before its turn to be cancelled came.
+    for job in sorted(live, key=lambda job: job.state != QUEUED):
+        try:
+            jobs.cancel(job.id)
+        except UserError:
+            pass  # it ended meanwhile
     return sweep
 
 
