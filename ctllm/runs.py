@@ -172,6 +172,13 @@ def read_metrics(run_dir: Path, after_line: int = 0) -> list[dict[str, Any]]:
     return records
 
 
+def best_eval_accuracy(run_dir: Path) -> float | None:
+    """The best held-out reward accuracy a run logged (None before its first evaluation)."""
+    values = [r.get("eval_rewards/accuracies") for r in read_metrics(run_dir)]
+    numbers = [v for v in values if isinstance(v, (int, float))]
+    return max(numbers) if numbers else None
+
+
 def read_config(run_dir: Path) -> dict[str, Any]:
     """The run's config.yaml as a dict, ``resolved`` block included; {} when missing."""
     path = Path(run_dir) / CONFIG_NAME

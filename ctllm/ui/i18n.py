@@ -795,6 +795,51 @@ STRINGS: dict[str, tuple[str, str]] = {
 }
 
 
+# Train tab: the Sweep panel (ctllm/ui/sweep_panel.py).
+STRINGS.update({
+    "train-sweep-box.label": ("Sweep: one run per combination of values", "网格搜索：每种取值组合一个运行"),
+    "train-sweep-explain.value": (
+        "Each line or space-separated item is `FIELD=V1,V2` (for example `loss_type=sigmoid,ipo beta=0.1,0.5`); "
+        "every combination becomes a job queued on the device set, one after another. A single value applies to "
+        "every run.",
+        "每行或以空格分隔的每一项为 `FIELD=V1,V2`（例如 `loss_type=sigmoid,ipo beta=0.1,0.5`）；每种组合成为一个"
+        "在该设备组上排队的任务，依次运行。只给一个值时对所有运行生效。",
+    ),
+    "train-sweep-name.label": ("Sweep name (empty: sweep-<time>)", "搜索名称（留空则按时间命名）"),
+    "train-sweep-preset.label": ("Preset", "预设"),
+    "train-sweep-devices.label": ("Device set", "设备组"),
+    "train-sweep-grid.label": ("Grid", "网格"),
+    "train-sweep-grid.placeholder": ("for example: loss_type=sigmoid,ipo max_steps=50,100",
+                                     "例如：loss_type=sigmoid,ipo max_steps=50,100"),
+    "train-sweep-start.value": ("Start sweep", "开始搜索"),
+    "train-sweep-pick.label": ("Sweep", "搜索"),
+    "train-sweep-cancel.value": ("Cancel sweep", "取消搜索"),
+    "train-sweep-resume.value": ("Resume sweep", "恢复搜索"),
+    "train-sweep-refresh.value": ("Refresh", "刷新"),
+    "train-sweep-sort.label": ("Sort by", "排序依据"),
+    "train-sweep-desc.label": ("Largest first", "从大到小"),
+    "train-sweep-metric.label": ("Curves", "曲线"),
+    "sweep.started": ("Sweep **{name}**: {runs} runs queued.", "搜索 **{name}**：已排队 {runs} 个运行。"),
+    "sweep.cancelled": ("Sweep **{name}** cancelled: queued runs dropped, running ones stopping.",
+                        "搜索 **{name}** 已取消：排队的运行已移除，运行中的正在停止。"),
+    "sweep.resumed": ("Sweep **{name}**: unfinished runs queued again.", "搜索 **{name}**：未完成的运行已重新排队。"),
+    "sweep.pick": ("Pick a sweep first.", "请先选择一个搜索。"),
+})
+
+# Pairs tab: guidelines per collection (ctllm/ui/guidelines_panel.py).
+STRINGS.update({
+    "pairs-guidelines-box.label": ("Guidelines for this collection", "本数据集的标注指南"),
+    "pairs-guidelines-editor.label": (
+        "Edit the guidelines (Markdown, admins only)", "编辑指南（支持标记语言格式，仅管理员）"
+    ),
+    "pairs-guidelines-save.value": ("Save guidelines", "保存指南"),
+    "guidelines.none": ("No guidelines for this collection yet.", "本数据集还没有指南。"),
+    "guidelines.pick": ("Pick a collection first.", "请先选择一个数据集。"),
+    "guidelines.too_long": ("The guidelines have {chars} characters; at most {limit}.",
+                            "指南有 {chars} 个字符；最多 {limit} 个。"),
+    "guidelines.saved": ("Guidelines of {collection} saved.", "已保存 {collection} 的指南。"),
+})
+
 STRINGS["help-text.value"] = (HELP["en"], HELP["zh"])
 
 # Train tab: the loss picker (ctllm/ui/loss_picker.py). Choice labels lead with the loss's set; the English line on

@@ -32,6 +32,7 @@ from ctllm.pairs.writers import EXPORT_FORMATS
 from ctllm.paths import safe_resolve
 from ctllm.ui.auth import Forbidden, Role, User, require
 from ctllm.ui.context import HAND_WRITTEN_COLLECTION, SAMPLES_COLLECTION, AppContext
+from ctllm.ui.guidelines_panel import build as build_guidelines_panel
 from ctllm.ui.handlers import bind, form
 from ctllm.ui.i18n import STRINGS, headers, labelled, t
 from ctllm.ui.render import (
@@ -924,6 +925,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
     with gr.Row():
         with gr.Column(scale=5):
             info = gr.Markdown(elem_id="pairs-pair-info")
+            build_guidelines_panel(ctx, collection)
             with gr.Accordion(open=False, elem_id="pairs-context-box"):
                 context = gr.Markdown(elem_id="pairs-context", sanitize_html=True)
             gr.Markdown(elem_id="pairs-prompt-heading")

@@ -35,7 +35,7 @@ from ctllm.jobs.log_text import readable_log
 from ctllm.jobs.score_job import start_score_job
 from ctllm.jobs.train_job import RUN_NAME_PLACEHOLDER, data_spec, plan_train_job, shown_command, start_train_job
 from ctllm.models.registry import list_models
-from ctllm.runs import list_runs, read_config, read_metrics, read_status
+from ctllm.runs import best_eval_accuracy, list_runs, read_config, read_metrics, read_status
 from ctllm.ui import loss_picker, plots
 from ctllm.ui.auth import Role, require
 from ctllm.ui.context import SAMPLES_COLLECTION, AppContext
@@ -44,6 +44,7 @@ from ctllm.ui.i18n import STRINGS, headers, t
 from ctllm.ui.job_progress import format_duration, headline_line, phase_text, progress_text, state_name
 from ctllm.ui.publish_panel import build as build_publish_panel
 from ctllm.ui.render import inert_inline
+from ctllm.ui.sweep_panel import build as build_sweep_panel
 
 __all__ = ["data_spec", "format_duration", "progress_text", "shown_command"]  # re-exported: callers of the old home
 
@@ -231,12 +232,6 @@ def _global_batch(run_dir: Path) -> int | None:
 def job_preset(job: Any) -> str:
     argv = list(job.argv)
     return argv[argv.index("--preset") + 1] if "--preset" in argv[:-1] else ""
-
-
-def best_eval_accuracy(run_dir: Path) -> float | None:
-    values = [r.get("eval_rewards/accuracies") for r in read_metrics(run_dir)]
-    numbers = [v for v in values if isinstance(v, (int, float))]
-    return max(numbers) if numbers else None
 
 
 def before_after_cells(run_dir: Path) -> list[str]:
@@ -719,6 +714,7 @@ def build(ctx: AppContext) -> dict[str, Any]:
             ui["compare_metric"] = compare_metric
         empty = plots.placeholder(t("plot.compare", "en").format(metric="loss"), t("plot.compare_none", "en"))
         ui["compare_plot"] = compare_plot = gr.Plot(empty, show_label=False, elem_id="train-compare-plot")
+    build_sweep_panel(ctx)
     ui.update(widgets)
     outputs = list(ui.values())
     picker_language = loss_picker.wire(widgets)
