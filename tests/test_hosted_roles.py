@@ -23,7 +23,7 @@ TABLES = ("collections", "pairs", "labels", "jobs", "scores")
 ADMIN_CALLS = {
     "/import_pairs": {"upload": None, "path": "incoming.jsonl", "mapping_text": "", "collection": "intruder"},
     "/export_collection": {},
-    "/train_start": {"v3": "samples", "v6": ""},
+    "/train_start": {"data": "samples", "run_name": ""},
     "/train_cancel": {},
     "/train_resume": {},
 }

@@ -34,7 +34,7 @@ from ctllm.pairs.store import DuplicatePair
 from ctllm.runs import read_config
 from ctllm.ui.auth import Role, User, require
 from ctllm.ui.context import CHAT_VOTES_COLLECTION, AppContext
-from ctllm.ui.handlers import bind, keyed
+from ctllm.ui.handlers import bind, keyed, named_inputs
 from ctllm.ui.i18n import t
 from ctllm.ui.render import chat_display, inert_inline
 
@@ -72,6 +72,9 @@ class TurnSettings:
 
 SETTING_INPUTS = tuple(f.name for f in fields(TurnSettings))
 MESSAGE_INPUTS = ("text", "turn", "left", "right")  # the message, and the conversation it continues
+FORM_INPUTS = (*MESSAGE_INPUTS, *SETTING_INPUTS)
+# The names API clients call /chat_send with, where they differ from the components' (kept from earlier releases).
+API_NAMES = {"sft_model": "sft_spec", "dpo_model": "dpo_spec", "max_new": "max_new_tokens"}
 
 
 @dataclass(frozen=True)
@@ -565,17 +568,18 @@ def stored_tally(ctx: AppContext, sft: str, dpo: str) -> dict[str, int]:
     return tally
 
 
-def from_form(send: Callable[..., Iterator[Any]], components: Mapping[str, Any]) -> Callable[..., Iterator[Any]]:
-    """``send(text, turn, left, right, TurnSettings, request)`` as an event handler whose inputs are given as a set
-    of components (Gradio passes them as one ``{component: value}`` dict), so the settings are listed once: as
-    :class:`TurnSettings`' fields."""
+def from_form(send: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """``send(text, turn, left, right, TurnSettings, request)`` as an event handler taking FORM_INPUTS one by one,
+    named as API clients call them, so the settings are listed once: as :class:`TurnSettings`' fields."""
 
-    def send_form(values: dict[Any, Any], request: gr.Request) -> Iterator[Any]:
-        form = TurnSettings(**{name: values[components[name]] for name in SETTING_INPUTS})
-        yield from send(*(values[components[name]] for name in MESSAGE_INPUTS), form, request)
+    def send_form(*args: Any) -> Iterator[Any]:
+        *values, request = args
+        given = dict(zip(FORM_INPUTS, values, strict=True))
+        settings = TurnSettings(**{name: given[name] for name in SETTING_INPUTS})
+        yield from send(*(given[name] for name in MESSAGE_INPUTS), settings, request)
 
     send_form.__name__ = getattr(send, "__name__", "send")
-    return send_form
+    return named_inputs(send_form, [API_NAMES.get(name, name) for name in FORM_INPUTS])
 
 
 def by_component(handler: Callable[..., Any], components: Mapping[str, Any]) -> Callable[..., Any]:
@@ -647,8 +651,8 @@ def build(ctx: AppContext) -> dict[str, Any]:
     # One event per turn (no .then chain): the first update echoes the message, the rest stream both answers.
     gr.on(
         [send.click, c["text"].submit],
-        by_component(from_form(h.send, c), c),
-        inputs={c[name] for name in (*MESSAGE_INPUTS, *SETTING_INPUTS)},
+        by_component(from_form(h.send), c),
+        inputs=[c[name] for name in FORM_INPUTS],
         outputs=pick("turn", "text", "left_name", "right_name", *panes),
         concurrency_id="chat-generate",
         show_progress="hidden",

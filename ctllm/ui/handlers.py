@@ -86,9 +86,14 @@ def form(method: Callable[..., Any], names: Sequence[str], extra: int = 0) -> Ca
         with user_errors(handler.__name__):
             return method(dict(zip(names, values[:count], strict=True)), *values[count:], request=request)
 
-    parameters = [inspect.Parameter(f"v{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(count + extra)]
-    parameters.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request))
     handler.__name__ = getattr(method, "__name__", "handler")
+    return named_inputs(handler, [*names, *(f"v{i}" for i in range(count, count + extra))])
+
+
+def named_inputs(handler: Callable[..., Any], names: Sequence[str]) -> Callable[..., Any]:
+    """``handler(*values, request)`` with a signature naming its inputs: the names API clients call it with."""
+    parameters = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in names]
+    parameters.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request))
     handler.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     handler.__annotations__ = {"request": gr.Request}
     return handler
