@@ -86,3 +86,19 @@ def test_attention_crossing_sequences_would_change_the_numbers(tiny):
     assert float((right - wrong).abs().max()) > 1e-3
     ok, how = check_packing(model, batch, pad)
     assert ok, how
+
+
+def test_training_packed_gives_the_losses_of_training_padded(env, tiny_model_dir):  # noqa: F811
+    settings, data = env
+    runs = {packing: train(config_for(tiny_model_dir, data, run_name=f"packing-{packing}", max_steps=2,
+                                      packing=packing, lr=1e-3, batch_size=4, share_prompt=False),
+                           settings, show_progress=False) for packing in (True, False)}
+    assert all(r.state == "finished" for r in runs.values())
+    packed, padded = (train_records(runs[p].run_dir) for p in (True, False))
+    assert len(packed) == len(padded) == 2
+    for a, b in zip(packed, padded, strict=True):
+        for key in ("loss", "logps/chosen", "logps/rejected", "rewards/margins"):
+            assert abs(a[key] - b[key]) <= 1e-5 * max(1.0, abs(b[key])), (key, a[key], b[key])
+    logs = {p: (run.run_dir / "train.log").read_text() for p, run in runs.items()}
+    assert "forward: pairs packed into one row, checked against the padded forward" in logs[True]
+    assert "packed into one row" not in logs[False]

@@ -26,6 +26,7 @@ from ctllm.dpo.logps import (
     to_logits,
     trial_mode,
 )
+from ctllm.dpo.packing import packed_forward
 from ctllm.dpo.tokenize import TokenizedPair
 
 CHECK_TOLERANCE = 1e-3  # max |difference| of summed log-probs (nats) for a model to use the shared forward
@@ -95,7 +96,11 @@ def tokens_seen(items: Sequence[TokenizedPair], shared: bool) -> int:
     return prompts * (1 if shared else 2) + completions
 
 
-def pair_forward(model: Any, items: Sequence[TokenizedPair], pad_id: int, shared: bool) -> ForwardOutput:
+def pair_forward(model: Any, items: Sequence[TokenizedPair], pad_id: int, shared: bool,
+                 packed: bool = False) -> ForwardOutput:
+    """The forward the run chose: packed (:mod:`ctllm.dpo.packing`), shared-prompt or concatenated rows."""
+    if packed:
+        return packed_forward(model, items)
     if shared:
         return shared_prompt_forward(model, items, pad_id)
     return concatenated_forward(model, collate(items, pad_id))
