@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ctllm.dpo.batching import collate
 from ctllm.dpo.lean_model import check_lean
 from ctllm.dpo.logps import concatenated_forward
 from ctllm.dpo.packing import check_packing, pack, packed_forward, padding_share
 from ctllm.dpo.shared_prompt import pair_forward
-from ctllm.dpo.tokenize import TokenizedPair, tokenize_pairs
+from ctllm.dpo.tokenize import TokenizedPair
 from ctllm.dpo.train import train
-from tests.test_dpo_logps import make_pairs
+from tests.test_dpo_lean import tiny  # noqa: F401 - a fixture
 from tests.test_dpo_train import config_for, env, train_records  # noqa: F401 - env is a fixture
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir: Path):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    items = tokenize_pairs(tokenizer, make_pairs(10), max_length=96).items
-    return model, tokenizer.pad_token_id, items
 
 
 def forward_and_grads(model, forward):
@@ -52,7 +42,7 @@ def test_pack_lays_out_prompt_once_with_positions_and_a_mask_kept_within_each_an
 
 
 @pytest.mark.parametrize("lean", [False, True])
-def test_packed_log_probs_and_gradients_equal_the_padded_forward(tiny, lean):
+def test_packed_log_probs_and_gradients_equal_the_padded_forward(tiny, lean):  # noqa: F811
     model, pad, items = tiny
     model = copy.deepcopy(model)
     if lean:
@@ -74,7 +64,7 @@ def test_packed_log_probs_and_gradients_equal_the_padded_forward(tiny, lean):
     assert torch.allclose(shared.chosen_logps, expected.chosen_logps, rtol=0, atol=1e-4)
 
 
-def test_attention_crossing_sequences_would_change_the_numbers(tiny):
+def test_attention_crossing_sequences_would_change_the_numbers(tiny):  # noqa: F811
     """The equality above could not hold with a mask that let one pair see another: the check catches it."""
     model, pad, items = tiny
     batch = items[:2]
@@ -100,5 +90,5 @@ def test_training_packed_gives_the_losses_of_training_padded(env, tiny_model_dir
         for key in ("loss", "logps/chosen", "logps/rejected", "rewards/margins"):
             assert abs(a[key] - b[key]) <= 1e-5 * max(1.0, abs(b[key])), (key, a[key], b[key])
     logs = {p: (run.run_dir / "train.log").read_text() for p, run in runs.items()}
-    assert "forward: pairs packed into one row, checked against the padded forward" in logs[True]
+    assert "forward: pairs packed into one row, checked against the concatenated forward" in logs[True]
     assert "packed into one row" not in logs[False]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,3 +271,25 @@ def _model_device(model: Any) -> torch.device:
         return next(model.parameters()).device
     except (StopIteration, AttributeError):
         return torch.device("cpu")
+
+
+CHECK_TOLERANCE = 1e-3  # max |difference| of summed log-probs (nats) for a model to use another forward
+
+
+def check_forward(model: Any, items: Sequence[Any], pad_id: int,
+                  forward: Callable[[Any, Sequence[Any]], ForwardOutput]) -> tuple[bool, str]:
+    """Whether ``forward(model, items)`` gives this model the concatenated forward's log-probs (on a few pairs)."""
+    from ctllm.dpo.batching import collate  # batching sits beside this module; only the check needs it
+
+    sample = list(items[:2])
+    try:
+        with trial_mode(model):
+            expected = concatenated_forward(model, collate(sample, pad_id))
+            got = forward(model, sample)
+    except Exception as error:  # a model whose forward lacks what the other forward passes (cache, positions, mask)
+        return False, f"not supported by this model ({type(error).__name__}: {error})"
+    diff = logps_difference(expected, got)
+    same_counts = torch.equal(expected.chosen_tokens.cpu(), got.chosen_tokens.cpu())
+    if not same_counts or diff > CHECK_TOLERANCE:
+        return False, f"results differ from the concatenated forward (max |diff| {diff:.2e} nats)"
+    return True, f"checked against the concatenated forward (max |diff| {diff:.1e} nats)"

@@ -28,16 +28,12 @@ from torch import Tensor
 from ctllm.dpo.batching import collate
 from ctllm.dpo.logps import (
     ForwardOutput,
-    concatenated_forward,
+    check_forward,
     forward_accepts,
     fused_head,
     label_logps,
-    logps_difference,
-    trial_mode,
 )
 from ctllm.dpo.tokenize import TokenizedPair
-
-CHECK_TOLERANCE = 1e-3  # max |difference| of summed log-probs (nats) for a model to use the packed forward
 
 
 @dataclass
@@ -139,15 +135,4 @@ def padding_share(items: Sequence[TokenizedPair], pad_id: int) -> float:
 
 def check_packing(model: Any, items: Sequence[TokenizedPair], pad_id: int) -> tuple[bool, str]:
     """Whether this model gives the same log-probs through the packed forward (tried on a few pairs)."""
-    sample = list(items[:2])
-    try:
-        with trial_mode(model):
-            expected = concatenated_forward(model, collate(sample, pad_id))
-            got = packed_forward(model, sample)
-    except Exception as error:  # a model whose forward takes no position ids or 4-D mask
-        return False, f"not supported by this model ({type(error).__name__}: {error})"
-    diff = logps_difference(expected, got)
-    same_counts = torch.equal(expected.chosen_tokens.cpu(), got.chosen_tokens.cpu())
-    if not same_counts or diff > CHECK_TOLERANCE:
-        return False, f"results differ from the padded forward (max |diff| {diff:.2e} nats)"
-    return True, f"checked against the padded forward (max |diff| {diff:.1e} nats)"
+    return check_forward(model, items, pad_id, packed_forward)
