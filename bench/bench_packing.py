@@ -70,8 +70,10 @@ def main() -> int:
             started = time.perf_counter()
             out = forwards[name](model, batch)
             (out.chosen_logps.sum() - out.rejected_logps.sum()).backward()
+            elapsed = time.perf_counter() - started
+            print(f"  batch {k} {name}: {elapsed:.2f} s{'' if k else ' (warm-up)'}", flush=True)
             if k:  # the first batch warms up
-                seconds[name].append(time.perf_counter() - started)
+                seconds[name].append(elapsed)
         with torch.no_grad():
             worst = max(worst, logps_difference(concatenated_forward(model, collate(batch, pad)),
                                                 packed_forward(model, batch)))
