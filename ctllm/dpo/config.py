@@ -94,6 +94,9 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto: bf16 autocast on CUDA when supported, none on a CPU
     gradient_checkpointing: bool = False
     share_prompt: bool = True  # run each prompt once for both answers (checked against the plain forward first)
+    # Packing: a micro-batch's pairs in one padding-free row, each prompt once (ctllm.dpo.packing; checked first).
+    # Off by default until a row-length cap bounds its dense L x L mask (bench/bench_packing.py measures it).
+    packing: bool = False
     lean_activations: bool = True  # keep fewer activations for backward (ctllm.dpo.lean_model; checked first);
     # used without mixed precision (on a CPU, or a GPU with mixed_precision no)
     num_threads: int = 0  # torch CPU threads; 0: torch's default

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,6 +164,14 @@ def _row_chunks(n_rows: int, elements_per_row: int) -> list[slice]:
     return [slice(start, start + step) for start in range(0, n_rows, step)]
 
 
+def label_logps(scores: Tensor, labels: Tensor, head: Any = None) -> tuple[Tensor, Tensor]:
+    """(log p(label), vocab-mean logit) per position: ``scores[:, j]`` (logits, or hidden states with ``head``)
+    predicts ``labels[:, j]``; both [N, steps] fp32, the means detached."""
+    if head is None:
+        return _TokenLogProbs.apply(scores, labels)
+    return _HeadTokenLogProbs.apply(scores, head.weight, head.bias, labels)
+
+
 def sequence_logps(logits: Tensor, input_ids: Tensor, loss_mask: Tensor, head: Any = None,
                    ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-row completion log-probs.
@@ -187,10 +195,7 @@ def sequence_logps(logits: Tensor, input_ids: Tensor, loss_mask: Tensor, head: A
         raise ValueError("logits start after the first completion token; keep more positions")
     labels = input_ids[:, offset + 1 :]
     mask = loss_mask[:, offset + 1 :].to(torch.float32)
-    if head is None:
-        token_logps, position_means = _TokenLogProbs.apply(logits, labels)
-    else:
-        token_logps, position_means = _HeadTokenLogProbs.apply(logits, head.weight, head.bias, labels)
+    token_logps, position_means = label_logps(logits, labels, head)
     counts = mask.sum(-1)
     mean_logits = (position_means * mask).sum(-1) / counts.clamp(min=1)
     return (token_logps * mask).sum(-1), counts.to(torch.long), mean_logits
@@ -217,7 +222,7 @@ def to_logits(scores: Tensor, head: Any) -> Tensor:
     return scores if head is None else F.linear(scores, head.weight, head.bias)
 
 
-def _forward_accepts(model: Any, name: str) -> bool:
+def forward_accepts(model: Any, name: str) -> bool:
     inner = unwrap(model)
     try:
         return name in inspect.signature(inner.forward).parameters
@@ -237,7 +242,7 @@ def row_logps(
     """One forward over the rows, then :func:`sequence_logps`."""
     kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
     start = first_scored_position(loss_mask) - 1  # the position whose logits predict the first completion token
-    if start > 0 and _forward_accepts(model, "logits_to_keep"):
+    if start > 0 and forward_accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = input_ids.size(1) - start
     scores = model(**kwargs).logits
     return sequence_logps(scores, input_ids, loss_mask, fused_head(model))
@@ -266,3 +271,25 @@ def _model_device(model: Any) -> torch.device:
         return next(model.parameters()).device
     except (StopIteration, AttributeError):
         return torch.device("cpu")
+
+
+CHECK_TOLERANCE = 1e-3  # max |difference| of summed log-probs (nats) for a model to use another forward
+
+
+def check_forward(model: Any, items: Sequence[Any], pad_id: int,
+                  forward: Callable[[Any, Sequence[Any]], ForwardOutput]) -> tuple[bool, str]:
+    """Whether ``forward(model, items)`` gives this model the concatenated forward's log-probs (on a few pairs)."""
+    from ctllm.dpo.batching import collate  # batching sits beside this module; only the check needs it
+
+    sample = list(items[:2])
+    try:
+        with trial_mode(model):
+            expected = concatenated_forward(model, collate(sample, pad_id))
+            got = forward(model, sample)
+    except Exception as error:  # a model whose forward lacks what the other forward passes (cache, positions, mask)
+        return False, f"not supported by this model ({type(error).__name__}: {error})"
+    diff = logps_difference(expected, got)
+    same_counts = torch.equal(expected.chosen_tokens.cpu(), got.chosen_tokens.cpu())
+    if not same_counts or diff > CHECK_TOLERANCE:
+        return False, f"results differ from the concatenated forward (max |diff| {diff:.2e} nats)"
+    return True, f"checked against the concatenated forward (max |diff| {diff:.1e} nats)"

@@ -19,6 +19,7 @@ from ctllm.dpo.config import TrainConfig, is_reference_free
 from ctllm.dpo.data import RunData
 from ctllm.dpo.lean_model import LeanModel, check_lean
 from ctllm.dpo.objective import Reference
+from ctllm.dpo.packing import check_packing
 from ctllm.dpo.plan import PlannedStep, Share, reference_layout
 from ctllm.dpo.reference import precompute_reference_logps, reference_cache_key
 from ctllm.dpo.run_state import Run
@@ -39,6 +40,7 @@ class Models:
     spec: Any  # the policy's ModelSpec
     lean: LeanModel | None = None  # set by ``make_lean``
     shared: bool = False  # the prompt computed once per pair; set by ``choose_forward``
+    packed: bool = False  # the pairs in one padding-free row; set by ``choose_forward``
 
     @property
     def pad_id(self) -> int:
@@ -186,8 +188,13 @@ def make_lean(run: Run, models: Models, items: Sequence[TokenizedPair]) -> None:
 
 
 def choose_forward(run: Run, models: Models, items: Sequence[TokenizedPair]) -> None:
-    """The prompt computed once per pair when the config asks and the model gives the same numbers that way."""
+    """The prompt computed once per pair, or the pairs packed into one row, when the config asks and the model
+    gives the same numbers that way."""
     config = run.config
+    if config.packing:
+        models.packed, how = check_packing(models.policy, items, models.pad_id)
+        run.log.info("forward: %s", f"pairs packed into one row, {how}" if models.packed
+                     else f"packing off ({how})")
     if config.share_prompt and not config.gradient_checkpointing:  # checkpointing turns the model's cache off
         models.shared, how = check_shared_prompt(models.policy, items, models.pad_id)
         run.log.info("forward: %s", f"prompt computed once per pair, {how}" if models.shared
@@ -197,7 +204,8 @@ def choose_forward(run: Run, models: Models, items: Sequence[TokenizedPair]) -> 
 def precompute_reference(run: Run, models: Models, data: RunData, steps: list[PlannedStep]) -> None:
     """One no-grad pass per split; the main process computes and caches, the others read its cache."""
     config, accelerator, reference, shared = run.config, run.accelerator, models.reference, models.shared
-    layouts = {"train": reference_layout(steps, data.items, Share.of(config, run.world, run.rank, shared)),
+    packed = models.packed
+    layouts = {"train": reference_layout(steps, data.items, Share.of(config, run.world, run.rank, shared or packed)),
                "eval": length_grouped_batches(data.eval_items, config.resolved_eval_batch_size(), 0, 0, shuffle=False)}
     splits = {"train": (data.items, data.info["data_hash"]), "eval": (data.eval_items, data.info["eval_data_hash"])}
     model = reference.model if reference.model is not None else models.policy  # LoRA not applied yet: the bare base
@@ -209,12 +217,13 @@ def precompute_reference(run: Run, models: Models, data: RunData, steps: list[Pl
             continue
         layout = hashlib.sha256(json.dumps(layouts[split]).encode()).hexdigest()[:16]
         key = reference_cache_key(reference.identity, data_hash, config.max_length,
-                                  max_prompt_length=config.max_prompt_length, layout=layout, shared=shared)
+                                  max_prompt_length=config.max_prompt_length, layout=layout, shared=shared,
+                                  **({"packed": True} if packed else {}))
         started = time.perf_counter()
         with accelerator.main_process_first(), accelerator.autocast():
             table = precompute_reference_logps(
                 model, items, pad_id, config.batch_size, cache_dir, key, batches=layouts[split],
-                forward=lambda m, chunk: pair_forward(m, chunk, pad_id, shared),
+                forward=lambda m, chunk: pair_forward(m, chunk, pad_id, shared, packed),
                 progress=run.run_dir.phase_progress("reference"))
         reference.tables[split] = {k: v.to(accelerator.device) for k, v in table.items()}
         run.log.info("reference log-probs for %d %s pairs ready in %.1f s (cache %s)", len(items), split,

@@ -40,6 +40,7 @@ class Objective:
     pad_id: int
     shared: bool  # the prompt computed once per pair (see ctllm.dpo.shared_prompt)
     keys: list[str]  # the metric names, the same on every process
+    packed: bool = False  # the pairs in one padding-free row (see ctllm.dpo.packing)
 
     def reference_logps(self, split: str, items: Sequence[TokenizedPair], policy: Any) -> tuple[torch.Tensor, ...]:
         """(chosen, rejected, chosen_tokens, rejected_tokens) for ``items``; ``policy`` unwrapped."""
@@ -50,9 +51,9 @@ class Objective:
         with torch.no_grad(), self.accelerator.autocast():
             if self.reference.adapter_disabled:
                 with policy.disable_adapter():
-                    out = pair_forward(policy, items, self.pad_id, self.shared)
+                    out = pair_forward(policy, items, self.pad_id, self.shared, self.packed)
             else:
-                out = pair_forward(self.reference.model, items, self.pad_id, self.shared)
+                out = pair_forward(self.reference.model, items, self.pad_id, self.shared, self.packed)
         return out.chosen_logps.detach(), out.rejected_logps.detach(), out.chosen_tokens, out.rejected_tokens
 
     def micro_batch(self, model: Any, split: str, items: Sequence[TokenizedPair], collect: Collected | None = None,
@@ -63,7 +64,7 @@ class Objective:
         The tokens seen are those of the pairs' rows (prompt twice), whichever forward ran: tokens/s compare across
         engines. ``collect`` gets one row per pair (see ``Collected``).
         """
-        out = pair_forward(model, items, self.pad_id, self.shared)
+        out = pair_forward(model, items, self.pad_id, self.shared, self.packed)
         if self.reference.free:  # the held-out rows then carry NaN for the reference log-probs
             ref_c = ref_r = None
         else:

@@ -19,16 +19,14 @@ import torch
 from ctllm.dpo.batching import collate
 from ctllm.dpo.logps import (
     ForwardOutput,
+    check_forward,
     concatenated_forward,
     fused_head,
-    logps_difference,
     sequence_logps,
     to_logits,
-    trial_mode,
 )
+from ctllm.dpo.packing import packed_forward
 from ctllm.dpo.tokenize import TokenizedPair
-
-CHECK_TOLERANCE = 1e-3  # max |difference| of summed log-probs (nats) for a model to use the shared forward
 
 
 def _device(model: Any) -> torch.device:
@@ -95,7 +93,11 @@ def tokens_seen(items: Sequence[TokenizedPair], shared: bool) -> int:
     return prompts * (1 if shared else 2) + completions
 
 
-def pair_forward(model: Any, items: Sequence[TokenizedPair], pad_id: int, shared: bool) -> ForwardOutput:
+def pair_forward(model: Any, items: Sequence[TokenizedPair], pad_id: int, shared: bool,
+                 packed: bool = False) -> ForwardOutput:
+    """The forward the run chose: packed (:mod:`ctllm.dpo.packing`), shared-prompt or concatenated rows."""
+    if packed:
+        return packed_forward(model, items)
     if shared:
         return shared_prompt_forward(model, items, pad_id)
     return concatenated_forward(model, collate(items, pad_id))
@@ -103,15 +105,4 @@ def pair_forward(model: Any, items: Sequence[TokenizedPair], pad_id: int, shared
 
 def check_shared_prompt(model: Any, items: Sequence[TokenizedPair], pad_id: int) -> tuple[bool, str]:
     """Whether this model gives the same log-probs through the shared-prompt forward (tried on a few pairs)."""
-    sample = list(items[:2])
-    try:
-        with trial_mode(model):
-            expected = concatenated_forward(model, collate(sample, pad_id))
-            got = shared_prompt_forward(model, sample, pad_id)
-    except Exception as error:  # any model whose forward lacks the cache or position ids
-        return False, f"not supported by this model ({type(error).__name__}: {error})"
-    diff = logps_difference(expected, got)
-    same_counts = torch.equal(expected.chosen_tokens.cpu(), got.chosen_tokens.cpu())
-    if not same_counts or diff > CHECK_TOLERANCE:
-        return False, f"results differ from the concatenated forward (max |diff| {diff:.2e} nats)"
-    return True, f"checked against the concatenated forward (max |diff| {diff:.1e} nats)"
+    return check_forward(model, items, pad_id, lambda m, sample: shared_prompt_forward(m, sample, pad_id))

@@ -235,9 +235,11 @@ def _make_training(run: Run, models: Models, data: RunData, steps: list[PlannedS
     scheduler = make_scheduler(optimizer, config, len(steps))
     model, optimizer = accelerator.prepare(models.policy, optimizer)
     loss = LossConfig.of(config)
-    objective = Objective(accelerator, models.reference, loss, models.pad_id, models.shared, metric_keys(config))
-    training = Training(models, data, steps, objective, Share.of(config, run.world, run.rank, models.shared), model,
-                        accelerator.unwrap_model(model), optimizer, scheduler)
+    objective = Objective(accelerator, models.reference, loss, models.pad_id, models.shared, metric_keys(config),
+                          models.packed)
+    share = Share.of(config, run.world, run.rank, models.shared or models.packed)  # both read the prompt once
+    training = Training(models, data, steps, objective, share, model, accelerator.unwrap_model(model), optimizer,
+                        scheduler)
     _record_plan(run, training)
     return training
 
