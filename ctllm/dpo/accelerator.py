@@ -72,7 +72,7 @@ def make_accelerator(config: TrainConfig, settings: Settings) -> tuple[Any, Trai
 # What an FSDP run changes in the config (the log says so): the reference log-probs are computed once before the
 # model is sharded (no second model held; a reference-free loss has none), and the forward is the model's own, run
 # through FSDP's hooks.
-FSDP_FORCED = {"precompute_ref": True, "share_prompt": False, "lean_activations": False}
+FSDP_FORCED = {"precompute_ref": True, "share_prompt": False, "lean_activations": False, "packing": False}
 
 
 def _fsdp_plugin(config: TrainConfig, state: Any) -> FullyShardedDataParallelPlugin | None:

@@ -24,7 +24,7 @@ EMBEDDED_LICENSE = "apache-2.0"
 NOT_RECIPE = frozenset({
     "run_name", "output_dir", "model", "ref_model", "data", "eval_data", "device", "dtype", "num_threads",
     "report_to", "save_every", "save_total_limit", "logging_every", "final_eval_prompts", "precompute_ref",
-    "share_prompt", "lean_activations", "max_forward_tokens", "gradient_checkpointing", "eval_batch_size",
+    "share_prompt", "lean_activations", "packing", "max_forward_tokens", "gradient_checkpointing", "eval_batch_size",
     "eval_every", "final_eval", "final_eval_limit", "final_eval_max_new_tokens",  # how it was measured
 })
 
