@@ -96,7 +96,7 @@ def write_pairs(path: Path, count: int = 24) -> Path:
 
 
 def train_form(model_dir: Path, data: Path, run_name: str, max_steps: int) -> dict[str, object]:
-    """The Train form's inputs (``/train_start`` takes them by position), from the cpu-demo preset sized down to the
+    """The Train form's inputs (``/train_start`` takes them by name), from the cpu-demo preset sized down to the
     tiny model: a few pairs, short sequences, no precomputed reference, no end-of-run evaluation."""
     config = load_preset("cpu-demo")
     values: dict[str, object] = {name: getattr(config, name, None) for name in FORM_NAMES}
@@ -118,7 +118,7 @@ def train_form(model_dir: Path, data: Path, run_name: str, max_steps: int) -> di
         precompute_ref=False,
         final_eval=False,
     )
-    return {f"v{i}": values[name] for i, name in enumerate(FORM_NAMES)}
+    return {name: values[name] for name in FORM_NAMES}
 
 
 def start_job(client: Client, form: dict[str, object]) -> None:
