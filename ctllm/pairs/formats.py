@@ -201,21 +201,37 @@ def make_pair(
     fields: tuple[str, str, str] = ("prompt", "chosen", "rejected"),
     extra_meta: Mapping[str, Any] | None = None,
 ) -> Pair:
-    """Validate and build one pair; the row's columns not in ``consumed`` become meta.
-
-    A "source" text column becomes Pair.source, a valid "language" column Pair.language, and a "meta" column
-    (an object, or JSON text as the project's own exports write it) is merged into meta.
-    """
+    """Validate and build one pair; the row's columns not in ``consumed`` become meta (see :func:`_checked`)."""
     prompt_field, chosen_field, rejected_field = fields
+    checked = _checked(prompt, {chosen_field: chosen, rejected_field: rejected}, row, consumed, options, prompt_field,
+                       extra_meta)
+    if chosen == rejected or chosen.strip() == rejected.strip():
+        raise RowProblem(rejected_field, f"identical to '{chosen_field}'")
+    return Pair(chosen=chosen, rejected=rejected, **checked)
+
+
+def _checked(
+    prompt: Sequence[Message],
+    answers: Mapping[str, str],
+    row: Mapping[str, Any],
+    consumed: frozenset[str],
+    options: ConvertOptions,
+    prompt_field: str = "prompt",
+    extra_meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A record's checked prompt, source, language and meta, after its answers (field → text) are checked.
+
+    A "source" text column becomes the source, a valid "language" column the language, and a "meta" column
+    (an object, or JSON text as the project's own exports write it) is merged into meta; the language is detected
+    from the prompt and the first answer when not given.
+    """
     limit = options.max_field_chars
     prompt = _check_prompt(prompt, prompt_field, limit)
-    for name, text in ((chosen_field, chosen), (rejected_field, rejected)):
+    for name, text in answers.items():
         if not text or text.isspace():
             raise RowProblem(name, "empty text")
         if len(text) > limit:
             raise RowProblem(name, f"over the size limit: {len(text):,} > {limit:,} characters")
-    if chosen == rejected or chosen.strip() == rejected.strip():
-        raise RowProblem(rejected_field, f"identical to '{chosen_field}'")
 
     meta = {k: v for k, v in row.items() if v is not None and k not in consumed}
     source, language = options.source, ""
@@ -234,8 +250,8 @@ def make_pair(
             raise RowProblem(key, f"nested too deeply (more than {MAX_NESTING} levels)")
     if not language:
         text = prompt[0]["content"] if len(prompt) == 1 else "\n".join(m["content"] for m in prompt)
-        language = detect_language(text + "\n" + chosen)
-    return Pair(prompt=prompt, chosen=chosen, rejected=rejected, source=source, language=language, meta=meta)
+        language = detect_language(text + "\n" + next(iter(answers.values())))
+    return {"prompt": prompt, "source": source, "language": language, "meta": meta}
 
 
 UNPAIRED_COLUMNS = frozenset(("prompt", "completion", "label"))
@@ -274,10 +290,8 @@ def rated_answer(row: dict[str, Any], options: ConvertOptions) -> RatedAnswer:
             raise RowProblem("completion", "expected one assistant message")
         completion = answer[0]["content"]
     desirable = _label(row)
-    # make_pair does the prompt, size, meta and language checks; its "rejected" is a placeholder never kept.
-    pair = make_pair(prompt, completion, "\u0000", row, UNPAIRED_COLUMNS, options,
-                     ("prompt", "completion", "completion"))
-    return RatedAnswer(pair.prompt, completion, desirable, pair.source, pair.language, pair.meta)
+    return RatedAnswer(completion=completion, desirable=desirable,
+                       **_checked(prompt, {"completion": completion}, row, UNPAIRED_COLUMNS, options))
 
 
 def _conversation_split(
